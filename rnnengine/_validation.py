@@ -1,0 +1,82 @@
+"""Checks at the Python boundary, done once per call before any kernel runs.
+
+Input contract: float32 and float64 arrays are used as they are when they
+match the layer's dtype and cast to it otherwise; float16, integer and bool
+arrays are cast; complex, object and string arrays raise ``TypeError``.
+Fortran-ordered or strided arrays are copied to C order. NaN and inf are
+allowed and propagate as they do in Keras. An empty batch or an empty
+sequence raises ``ValueError``.
+"""
+import numpy as np
+
+
+def format_shape(shape):
+    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def as_input_array(x, dtype, layer_name, expected_shape, what="Input 0"):
+    """``x`` as a C-contiguous array of ``dtype``, checked against
+    ``expected_shape`` (the shape without the batch axis; None matches any)."""
+    if not isinstance(x, np.ndarray):
+        try:
+            x = np.asarray(x)
+        except ValueError as exc:
+            raise ValueError(f"{what} of layer \"{layer_name}\" could not be read as an array: {exc}") from None
+    if x.dtype.kind not in "fiub":
+        raise TypeError(
+            f"{what} of layer \"{layer_name}\" has dtype {x.dtype}: expected a float, integer "
+            "or bool array (float32/float64 are used as they are, others are cast)."
+        )
+    expected_ndim = len(expected_shape) + 1
+    if x.ndim != expected_ndim:
+        raise ValueError(
+            f"{what} of layer \"{layer_name}\" is incompatible with the layer: expected "
+            f"ndim={expected_ndim}, found ndim={x.ndim}. Full shape received: {format_shape(x.shape)}"
+        )
+    for axis, want in enumerate(expected_shape, start=1):
+        if want is not None and x.shape[axis] != want:
+            raise ValueError(
+                f"{what} of layer \"{layer_name}\" is incompatible with the layer: expected "
+                f"axis {axis - expected_ndim} of input shape to have value {want}, but received "
+                f"input with shape {format_shape(x.shape)}"
+            )
+    if x.shape[0] == 0:
+        raise ValueError(f"{what} of layer \"{layer_name}\" received an empty batch: shape {format_shape(x.shape)}")
+    if 0 in x.shape[1:]:
+        raise ValueError(
+            f"{what} of layer \"{layer_name}\" received an input with a zero-length axis: "
+            f"shape {format_shape(x.shape)}"
+        )
+    return np.ascontiguousarray(x, dtype=dtype)
+
+
+def check_out(out, shape, dtype):
+    """A caller-provided output buffer must match exactly: no silent copies."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"`out` must be a NumPy array, got {type(out).__name__}")
+    if out.shape != tuple(shape) or out.dtype != np.dtype(dtype):
+        raise ValueError(
+            f"`out` has shape {out.shape} and dtype {out.dtype}; expected shape "
+            f"{tuple(shape)} and dtype {np.dtype(dtype)}"
+        )
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError("`out` must be a writeable C-contiguous array")
+    return out
+
+
+def positive_int(value, arg, cls_name):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(
+            f"Received an invalid value for argument `{arg}` of {cls_name}, expected a "
+            f"positive integer, got {value!r}."
+        )
+    return int(value)
+
+
+def rate(value, arg, cls_name):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) or not 0 <= value <= 1:
+        raise ValueError(
+            f"Invalid value received for argument `{arg}` of {cls_name}. Expected a float "
+            f"value between 0 and 1. Received: {arg}={value!r}"
+        )
+    return float(value)

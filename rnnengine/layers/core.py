@@ -1,0 +1,153 @@
+"""Dense, Dropout and the model input (Input / InputLayer), as in Keras.
+
+Dense applies to the last axis of an input of any rank >= 2, so on a 3-D
+sequence it runs per timestep (Keras's behaviour). Dropout is the identity at
+inference.
+"""
+import numpy as np
+
+from .. import _validation
+from ..kernels.numba_dense import _dense_forward
+from . import activations, initializers
+from .base import Layer
+
+
+class Dense(Layer):
+    """``y = activation(x @ kernel + bias)``; kernel is (input_dim, units)."""
+
+    def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
+                 activity_regularizer=None, kernel_constraint=None, bias_constraint=None,
+                 lora_rank=None, **kwargs):
+        super().__init__(**kwargs)
+        self.units = _validation.positive_int(units, "units", "Dense")
+        self.activation = activations.get(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        self.kernel_regularizer = kernel_regularizer
+        self.bias_regularizer = bias_regularizer
+        self.activity_regularizer = activity_regularizer
+        self.kernel_constraint = kernel_constraint
+        self.bias_constraint = bias_constraint
+        if lora_rank:
+            raise ValueError(f"Dense \"{self.name}\": lora_rank is not supported by rnnengine.")
+
+    def build(self, input_shape):
+        if len(input_shape) < 1 or input_shape[-1] is None:
+            raise ValueError(
+                f"Layer \"{self.name}\" needs an input of rank >= 2 with a known last axis; "
+                f"received shape {_validation.format_shape((None,) + tuple(input_shape))}"
+            )
+        self._weight_specs, self._values = [], []
+        self._add_weight("kernel", (input_shape[-1], self.units), self.kernel_initializer)
+        if self.use_bias:
+            self._add_weight("bias", (self.units,), self.bias_initializer)
+        self._finish_build(input_shape)
+
+    def _build_shape(self, shape):
+        # Dense only fixes the feature axis; leading axes stay free, as in Keras.
+        return (None,) * (len(shape) - 1) + (shape[-1],)
+
+    def _pack(self):
+        bias = self._values[1] if self.use_bias else np.zeros((self.units,), self.dtype)
+        self._packed = (self._values[0], bias)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.units,)
+
+    def buffer_spec(self, B, input_shape, input_dtype):
+        spec = {"y": ((B,) + tuple(input_shape[:-1]) + (self.units,), self.dtype)}
+        spec.update(self._cast_spec(B, input_shape, input_dtype))
+        return spec
+
+    def forward(self, buffers, x, training=False):
+        x = self._cast_input(buffers, x)
+        kernel, bias = self._packed
+        y = buffers["y"]
+        C = x.shape[-1]
+        N = x.size // C
+        _dense_forward(y.reshape(N, self.units), x.reshape(N, C), kernel, bias, N, C, self.units,
+                       activations.code(self.activation), int(self.use_bias))
+        return y
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(units=self.units, activation=self.activation, use_bias=self.use_bias)
+        return config
+
+
+class Dropout(Layer):
+    """Randomly zeroes a fraction ``rate`` of inputs during training; identity at inference."""
+
+    def __init__(self, rate, noise_shape=None, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.rate = _validation.rate(rate, "rate", "Dropout")
+        self.noise_shape = noise_shape
+        self.seed = seed
+
+    def build(self, input_shape):
+        self._finish_build(input_shape)
+
+    def forward(self, buffers, x, training=False):
+        return x
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(rate=self.rate, noise_shape=self.noise_shape, seed=self.seed)
+        return config
+
+
+class KerasTensor:
+    """A symbolic model input: its shape (batch axis first, None where free) and dtype."""
+
+    def __init__(self, shape, dtype="float32", name=None, source=None):
+        self.shape = tuple(shape)
+        self.dtype = dtype
+        self.name = name
+        self._source = source
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    def __repr__(self):
+        return f"<KerasTensor shape={self.shape}, dtype={self.dtype}, name={self.name}>"
+
+
+class InputLayer(Layer):
+    """The layer behind ``Input``: fixes the model's input shape and batch size."""
+
+    def __init__(self, shape=None, batch_size=None, dtype=None, name=None, batch_shape=None,
+                 input_shape=None, batch_input_shape=None, sparse=None, ragged=None, **kwargs):
+        if sparse or ragged:
+            raise ValueError("Input: sparse and ragged inputs are not supported by rnnengine.")
+        if batch_input_shape is not None:
+            batch_shape = batch_input_shape
+        if batch_shape is not None:
+            batch_size, shape = batch_shape[0], tuple(batch_shape[1:])
+        if shape is None:
+            shape = input_shape
+        if shape is None:
+            raise ValueError("You must pass a `shape` argument to Input.")
+        if isinstance(shape, int):
+            shape = (shape,)
+        super().__init__(name=name, dtype=dtype, **kwargs)
+        self.shape = tuple(None if d is None else int(d) for d in shape)
+        self.batch_size = batch_size
+        self._input_shape_hint = self.shape
+        self.output = KerasTensor((batch_size,) + self.shape, self.dtype, self.name, self)
+        self._finish_build(self.shape)
+
+    def forward(self, buffers, x, training=False):
+        return x
+
+    def get_config(self):
+        return {"batch_shape": (self.batch_size,) + self.shape, "dtype": self.dtype, "name": self.name}
+
+
+def Input(shape=None, batch_size=None, dtype=None, name=None, batch_shape=None, **kwargs):
+    """A symbolic input of ``shape`` (without the batch axis), as ``keras.Input``."""
+    layer = InputLayer(shape=shape, batch_size=batch_size, dtype=dtype, name=name,
+                       batch_shape=batch_shape, **kwargs)
+    return layer.output
