@@ -1,0 +1,165 @@
+"""Both kernel backends against the NumPy reference, across options and edge shapes."""
+import numpy as np
+import pytest
+
+from rnnengine import kernels
+from rnnengine.kernels import _activations, reference
+from tests.conftest import assert_close
+
+CASES = [
+    # (B, T, C, H)
+    (3, 7, 5, 4),
+    (1, 1, 3, 2),   # one step, batch 1
+    (1, 20, 8, 1),  # one unit
+    (1000, 3, 4, 5),  # large batch
+    (2, 300, 3, 6),  # long sequence
+]
+
+
+def _weights(rng, dtype, C, H, K, gru_bias_rows=None):
+    kernel = (rng.standard_normal((C, K * H)) * 0.5).astype(dtype)
+    recurrent_kernel = (rng.standard_normal((H, K * H)) * 0.5 / np.sqrt(H)).astype(dtype)
+    shape = (K * H,) if gru_bias_rows is None else (gru_bias_rows, K * H)
+    bias = rng.standard_normal(shape).astype(dtype)
+    for w in (kernel, recurrent_kernel, bias):
+        w.setflags(write=False)  # kernels must accept read-only weights
+    return kernel, recurrent_kernel, bias
+
+
+def run_kernel(cell, backend, x, h0, c0, kernel, recurrent_kernel, bias, activation, recurrent_activation,
+               go_backwards, return_sequences, reset_after=True):
+    """Call the contract of ``kernels/__init__.py`` with fresh buffers; returns (y, h[, c])."""
+    B, T, C = x.shape
+    H = h0.shape[1]
+    K = kernel.shape[1] // H
+    dtype = x.dtype
+    fn = kernels.get_kernel(cell, "forward", backend)
+    # Scratch filled with garbage: a kernel must not depend on it.
+    xproj = np.full((B, T, K * H), np.nan, dtype)
+    rec = np.full((B, K * H), np.nan, dtype)
+    y = np.full((B, T if return_sequences else 1, H), np.nan, dtype)
+    h = h0.copy()
+    act = _activations.ELEMENTWISE_CODES[activation]
+    ract = _activations.ELEMENTWISE_CODES[recurrent_activation]
+    if cell == "simple_rnn":
+        fn(y, h, xproj, rec, x, kernel, recurrent_kernel, bias, B, T, C, H, act, int(go_backwards),
+           int(return_sequences))
+        out = (y, h)
+    elif cell == "lstm":
+        c = c0.copy()
+        fn(y, h, c, xproj, rec, x, kernel, recurrent_kernel, bias, B, T, C, H, act, ract,
+           int(go_backwards), int(return_sequences))
+        out = (y, h, c)
+    else:
+        if reset_after:
+            input_bias, recurrent_bias = np.ascontiguousarray(bias[0]), np.ascontiguousarray(bias[1])
+        else:
+            input_bias, recurrent_bias = bias, np.zeros(3 * H, dtype)
+        rec_h = np.full((B, H), np.nan, dtype)
+        rh = np.full((B, H), np.nan, dtype)
+        recurrent_kernel_h = np.ascontiguousarray(recurrent_kernel[:, 2 * H:])
+        fn(y, h, xproj, rec, rec_h, rh, x, kernel, recurrent_kernel, recurrent_kernel_h, input_bias,
+           recurrent_bias, B, T, C, H, act, ract, int(go_backwards), int(return_sequences), int(reset_after))
+        out = (y, h)
+    if not return_sequences:
+        out = (out[0][:, 0],) + out[1:]
+    return out
+
+
+def run_reference(cell, x, h0, c0, kernel, recurrent_kernel, bias, activation, recurrent_activation,
+                  go_backwards, return_sequences, reset_after=True):
+    f64 = [np.asarray(a, np.float64) for a in (x, h0, c0, kernel, recurrent_kernel, bias)]
+    x, h0, c0, kernel, recurrent_kernel, bias = f64
+    if cell == "simple_rnn":
+        return reference.simple_rnn_forward(x, h0, kernel, recurrent_kernel, bias, activation,
+                                            go_backwards, return_sequences)
+    if cell == "lstm":
+        return reference.lstm_forward(x, h0, c0, kernel, recurrent_kernel, bias, activation,
+                                      recurrent_activation, go_backwards, return_sequences)
+    return reference.gru_forward(x, h0, kernel, recurrent_kernel, bias, activation, recurrent_activation,
+                                 go_backwards, return_sequences, reset_after)
+
+
+CELL_VARIANTS = [("simple_rnn", True), ("lstm", True), ("gru", True), ("gru", False)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cell,reset_after", CELL_VARIANTS)
+@pytest.mark.parametrize("shape", CASES, ids=lambda s: "B{}T{}C{}H{}".format(*s))
+@pytest.mark.parametrize("go_backwards,return_sequences", [(0, 0), (0, 1), (1, 0), (1, 1)])
+def test_kernel_matches_reference(backend, rng, dtype, cell, reset_after, shape, go_backwards,
+                                  return_sequences):
+    B, T, C, H = shape
+    K = {"simple_rnn": 1, "lstm": 4, "gru": 3}[cell]
+    x = rng.standard_normal((B, T, C)).astype(dtype)
+    h0 = rng.standard_normal((B, H)).astype(dtype)
+    c0 = rng.standard_normal((B, H)).astype(dtype)
+    weights = _weights(rng, dtype, C, H, K, 2 if (cell == "gru" and reset_after) else None)
+    got = run_kernel(cell, backend, x, h0, c0, *weights, "tanh", "sigmoid", go_backwards,
+                     return_sequences, reset_after)
+    want = run_reference(cell, x, h0, c0, *weights, "tanh", "sigmoid", go_backwards,
+                         return_sequences, reset_after)
+    for name, g, w in zip(("y", "h", "c"), got, want):
+        assert g.dtype == dtype
+        assert_close(g, w, dtype, f"{cell} {name}")
+
+
+ACTIVATIONS = sorted(_activations.ELEMENTWISE_CODES)
+
+
+ACTIVATION_CASES = [(cell, reset_after, slot, act)
+                    for cell, reset_after in CELL_VARIANTS
+                    for slot in (("activation",) if cell == "simple_rnn" else ("activation", "recurrent_activation"))
+                    for act in ACTIVATIONS]
+
+
+@pytest.mark.parametrize("cell,reset_after,slot,activation", ACTIVATION_CASES)
+def test_every_activation(backend, rng, cell, reset_after, slot, activation):
+    """Each activation code in each slot, float64, against the reference formulas."""
+    B, T, C, H = 2, 4, 3, 4
+    K = {"simple_rnn": 1, "lstm": 4, "gru": 3}[cell]
+    x = rng.standard_normal((B, T, C)) * 0.5
+    h0 = rng.standard_normal((B, H)) * 0.5
+    c0 = rng.standard_normal((B, H)) * 0.5
+    # Small weights keep unbounded activations (relu, exponential) in range.
+    weights = [w * 0.3 for w in _weights(rng, np.float64, C, H, K, 2 if (cell == "gru" and reset_after) else None)]
+    act, ract = (activation, "sigmoid") if slot == "activation" else ("tanh", activation)
+    got = run_kernel(cell, backend, x, h0, c0, *weights, act, ract, 0, 1, reset_after)
+    want = run_reference(cell, x, h0, c0, *weights, act, ract, 0, 1, reset_after)
+    for name, g, w in zip(("y", "h", "c"), got, want):
+        assert np.isfinite(w).all()
+        assert_close(g, w, np.float64, f"{cell} {slot}={activation} {name}")
+
+
+@pytest.mark.parametrize("cell,reset_after", CELL_VARIANTS)
+def test_nan_propagates(backend, rng, cell, reset_after):
+    B, T, C, H = 2, 4, 3, 5
+    K = {"simple_rnn": 1, "lstm": 4, "gru": 3}[cell]
+    x = rng.standard_normal((B, T, C)).astype(np.float32)
+    x[1, 2, 0] = np.nan
+    h0 = np.zeros((B, H), np.float32)
+    weights = _weights(rng, np.float32, C, H, K, 2 if (cell == "gru" and reset_after) else None)
+    y = run_kernel(cell, backend, x, h0, h0, *weights, "tanh", "sigmoid", 0, 1, reset_after)[0]
+    assert np.isfinite(y[0]).all() and np.isfinite(y[1, :2]).all()
+    assert np.isnan(y[1, 2:]).all()
+
+
+def test_numba_and_cython_agree_in_float64(rng):
+    """Numba and Cython are two implementations of one contract: float64 to 1e-12."""
+    if not kernels.cython_available():
+        pytest.fail(f"Cython kernels are not built: {kernels.CYTHON_IMPORT_ERROR}")
+    B, T, C, H = 16, 30, 12, 24
+    x = rng.standard_normal((B, T, C))
+    h0 = rng.standard_normal((B, H))
+    weights = _weights(rng, np.float64, C, H, 4)
+    a = run_kernel("lstm", "numba", x, h0, h0, *weights, "tanh", "sigmoid", 1, 1)
+    b = run_kernel("lstm", "cython", x, h0, h0, *weights, "tanh", "sigmoid", 1, 1)
+    for g, w in zip(a, b):
+        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12)
+
+
+def test_unknown_backend_and_cell_raise():
+    with pytest.raises(ValueError, match="backend"):
+        kernels.get_kernel("lstm", "forward", "fortran")
+    with pytest.raises(ValueError, match="cell"):
+        kernels.get_kernel("transformer", "forward", "numba")
