@@ -1,0 +1,60 @@
+"""Steady state allocates nothing but the returned array (nothing with ``out=``).
+
+tracemalloc sees NumPy's data allocations (NumPy reports them to it), so the
+peak of traced memory during repeated calls bounds what a call allocates.
+"""
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from rnnengine import layers
+from rnnengine.models import Sequential
+
+# Python objects a call creates and frees (views, tuples, Numba's argument
+# boxing) are a few hundred bytes; every buffer in these models is far larger.
+SMALL = 4096
+
+
+def _peak_during(fn, repeats=20):
+    fn()  # warm: compile, build the workspace
+    fn()
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        for _ in range(repeats):
+            fn()
+        current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak - base, current - base
+
+
+@pytest.mark.parametrize("cell", ["SimpleRNN", "LSTM", "GRU"])
+def test_predict_allocates_only_the_result(backend, rng, cell):
+    model = Sequential([layers.Input(shape=(30, 16)),
+                        getattr(layers, cell)(64, return_sequences=True),
+                        getattr(layers, cell)(64),
+                        layers.Dense(32, activation="softmax")])
+    x = rng.standard_normal((8, 30, 16)).astype(np.float32)
+    result_bytes = 8 * 32 * 4
+    peak, kept = _peak_during(lambda: model.predict(x))
+    assert peak < result_bytes + SMALL, peak
+    assert kept < SMALL, kept  # nothing accumulates across calls
+
+    out = np.empty((8, 32), np.float32)
+    peak, kept = _peak_during(lambda: model.predict(x, out=out))
+    assert peak < SMALL, peak
+    # The workspace for this model is well above SMALL, so a rebuilt one would show.
+    assert 8 * 30 * 4 * 64 * 4 > 10 * SMALL
+
+
+def test_new_shape_builds_one_workspace_then_reuses_it(rng):
+    model = Sequential([layers.Input(shape=(None, 4)), layers.LSTM(32)])
+    x = rng.standard_normal((5, 12, 4)).astype(np.float32)
+    out = np.empty((5, 32), np.float32)
+    model.predict(x, out=out)
+    first = model._pool._free[(5, (12, 4), x.dtype.str)][0]
+    model.predict(x, out=out)
+    assert model._pool._free[(5, (12, 4), x.dtype.str)][0] is first
