@@ -51,6 +51,54 @@ def _dtype_name(dtype):
     return name
 
 
+class KerasTensor:
+    """A symbolic tensor: shape (batch axis first, None where free), dtype, and the
+    node that produces it (``None`` for a model input)."""
+
+    def __init__(self, shape, dtype="float32", name=None, node=None, index=0):
+        self.shape = tuple(shape)
+        self.dtype = dtype
+        self.name = name
+        self.node = node
+        self.index = index
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    def __repr__(self):
+        return f"<KerasTensor shape={self.shape}, dtype={self.dtype}, name={self.name}>"
+
+
+class Node:
+    """One call of a layer in a graph: its input tensors, initial states and outputs."""
+
+    def __init__(self, layer, inputs, states, outputs=()):
+        self.layer = layer
+        self.inputs = list(inputs)
+        self.states = list(states)
+        self.outputs = list(outputs)
+
+
+def _symbolic_call(layer, inputs, states, mask):
+    if mask is not None:
+        raise ValueError(f"Layer \"{layer.name}\": pass masks through Masking or Embedding(mask_zero=True), "
+                         "not as a call argument, in a graph.")
+    for t in inputs + states:
+        if not isinstance(t, KerasTensor):
+            raise TypeError(f"Layer \"{layer.name}\" mixes symbolic and concrete inputs: {t!r}")
+    if layer._multi_input != (len(inputs) > 1 or layer._multi_input):
+        raise ValueError(f"Layer \"{layer.name}\" expects one input, received {len(inputs)}.")
+    shapes = [t.shape[1:] for t in inputs]
+    if not layer.built:
+        layer._node_build(shapes)
+    node = Node(layer, inputs, states)
+    batch = inputs[0].shape[0]
+    node.outputs = [KerasTensor((batch,) + tuple(s), layer.dtype, f"{layer.name}/out{i}", node, i)
+                    for i, s in enumerate(layer._node_output_shapes(shapes))]
+    return node.outputs[0] if len(node.outputs) == 1 else list(node.outputs)
+
+
 class Layer:
     """Base class of every rnnengine layer (Keras's ``keras.layers.Layer``)."""
 
@@ -163,39 +211,78 @@ class Layer:
             return {}
         return {"x_cast": ((B,) + tuple(input_shape), self.dtype)}
 
-    def _expected_input_shape(self):
-        return self.input_shape if self.built else self._input_shape_hint
+    # -- the node protocol: how models and eager calls run a layer ------------------
+    # A node is one call of a layer: inputs (several for merge layers), optional
+    # initial states (recurrent layers), masks in and out. Sequential, the
+    # functional Model and eager calls all go through these four methods.
+    supports_masking = False  # passes its input's mask on unchanged
+    _multi_input = False  # called with a list of tensors (merge layers)
 
-    def __call__(self, x, training=False, **kwargs):
-        """Run the layer eagerly on a NumPy array, as a Keras layer does on a tensor."""
-        expected = self._expected_input_shape()
+    def _input_dtype(self):
+        return self.dtype
+
+    def _node_build(self, input_shapes):
+        self.build(tuple(input_shapes[0]))
+
+    def _node_output_shapes(self, input_shapes):
+        return [tuple(self.compute_output_shape(input_shapes[0]))]
+
+    def _node_buffer_spec(self, B, input_shapes, input_dtypes):
+        return self.buffer_spec(B, input_shapes[0], input_dtypes[0])
+
+    def _node_forward(self, buffers, inputs, masks, states, training=False):
+        """Run one node: returns (outputs, output masks), each a list."""
+        y = self.forward(buffers, inputs[0], training=training)
+        return [y], [masks[0] if self.supports_masking else None]
+
+    def __call__(self, inputs, training=False, initial_state=None, mask=None, **kwargs):
+        """Call the layer on a symbolic ``Input`` (building a graph, as in Keras's
+        functional API) or eagerly on NumPy arrays."""
+        if kwargs:
+            raise TypeError(f"{type(self).__name__} \"{self.name}\" got unexpected call arguments: {sorted(kwargs)}")
+        flat = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        states = list(initial_state) if isinstance(initial_state, (list, tuple)) else \
+            ([] if initial_state is None else [initial_state])
+        if any(isinstance(t, KerasTensor) for t in flat + states):
+            return _symbolic_call(self, flat, states, mask)
+        if self._multi_input != isinstance(inputs, (list, tuple)):
+            raise ValueError(
+                f"Layer \"{self.name}\" expects {'a list of inputs' if self._multi_input else 'one input'}, "
+                f"received {type(inputs).__name__}."
+            )
+        arrays = [self._validate_eager(a, i) for i, a in enumerate(flat)]
+        if not self.built:
+            self._node_build([self._build_shape(a.shape[1:]) for a in arrays])
+        states = [np.asarray(s, dtype=self.dtype) for s in states]
+        masks = [None if mask is None else np.asarray(mask, dtype=bool)] * len(arrays)
+        ws = self._eager_workspace(arrays)
+        outs, _ = self._node_forward(ws.views, arrays, masks, states, training=training)
+        outs = [np.array(o, copy=True) for o in outs]
+        return outs[0] if len(outs) == 1 else outs
+
+    def _validate_eager(self, x, index):
+        expected = self.input_shape if (self.built and not self._multi_input) else self._input_shape_hint
         x = np.asarray(x) if not isinstance(x, np.ndarray) else x
-        if expected is None:
+        if expected is None or self._multi_input:
             if x.ndim < 1:
                 raise ValueError(f"Layer \"{self.name}\" needs an input with a batch axis; received a scalar.")
             expected = (None,) * (x.ndim - 1)
-        x = _validation.as_input_array(x, self.dtype, self.name, expected)
-        if not self.built:
-            self.build(self._build_shape(x.shape[1:]))
-        return self._eager(x, training=training, **kwargs)
+        return _validation.as_input_array(x, self._input_dtype(), self.name, expected, what=f"Input {index}")
 
     def _build_shape(self, shape):
         hint = self._input_shape_hint
         if hint is not None and len(hint) == len(shape):
-            return tuple(h if h is not None else None for h in hint)
+            return tuple(hint)
         return tuple(shape) if not self._takes_sequences else (None,) + tuple(shape[1:])
 
-    def _eager_workspace(self, x):
-        key = (x.shape, x.dtype.str)
+    def _eager_workspace(self, arrays):
+        key = tuple((a.shape, a.dtype.str) for a in arrays)
         ws = self._eager_ws.get(key)
         if ws is None:
-            ws = Workspace(self.buffer_spec(x.shape[0], x.shape[1:], x.dtype))
+            ws = Workspace(self._node_buffer_spec(arrays[0].shape[0], [a.shape[1:] for a in arrays],
+                                                  [a.dtype for a in arrays]))
             self._eager_ws = {key: ws}  # keep only the latest shape
         return ws
-
-    def _eager(self, x, training=False, **kwargs):
-        ws = self._eager_workspace(x)
-        return np.array(self.forward(ws.views, x, training=training, **kwargs), copy=True)
 
     # -- config --------------------------------------------------------------------------
     def get_config(self):

@@ -9,7 +9,7 @@ import numpy as np
 from .. import _validation
 from ..kernels.numba_dense import _dense_forward
 from . import activations, initializers
-from .base import Layer
+from .base import KerasTensor, Layer
 
 
 class Dense(Layer):
@@ -98,23 +98,6 @@ class Dropout(Layer):
         return config
 
 
-class KerasTensor:
-    """A symbolic model input: its shape (batch axis first, None where free) and dtype."""
-
-    def __init__(self, shape, dtype="float32", name=None, source=None):
-        self.shape = tuple(shape)
-        self.dtype = dtype
-        self.name = name
-        self._source = source
-
-    @property
-    def ndim(self):
-        return len(self.shape)
-
-    def __repr__(self):
-        return f"<KerasTensor shape={self.shape}, dtype={self.dtype}, name={self.name}>"
-
-
 class InputLayer(Layer):
     """The layer behind ``Input``: fixes the model's input shape and batch size."""
 
@@ -136,7 +119,8 @@ class InputLayer(Layer):
         self.shape = tuple(None if d is None else int(d) for d in shape)
         self.batch_size = batch_size
         self._input_shape_hint = self.shape
-        self.output = KerasTensor((batch_size,) + self.shape, self.dtype, self.name, self)
+        self.output = KerasTensor((batch_size,) + self.shape, self.dtype, self.name)
+        self.output.input_layer = self
         self._finish_build(self.shape)
 
     def forward(self, buffers, x, training=False):

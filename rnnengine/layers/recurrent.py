@@ -166,6 +166,12 @@ class _RNN(Layer):
         }
         for name in self._state_names:
             spec[name] = ((B, H), self.dtype)
+            spec["prev_" + name] = ((B, H), self.dtype)
+        # One-step buffers for masked sequences (small: no T axis).
+        spec.update({"step_x": ((B, 1, input_shape[1]), self.dtype),
+                     "step_y": ((B, 1, H), self.dtype),
+                     "step_xproj": ((B, 1, self._gates * H), self.dtype),
+                     "prev_out": ((B, H), self.dtype), "keep": ((B, 1), np.bool_)})
         spec.update(self._extra_buffers(B))
         spec.update(self._cast_spec(B, input_shape, input_dtype))
         return spec
@@ -175,25 +181,70 @@ class _RNN(Layer):
     def _extra_buffers(self, B):
         return {}
 
-    def forward(self, buffers, x, training=False, initial_state=None):
+    def _node_output_shapes(self, input_shapes):
+        out = tuple(self.compute_output_shape(input_shapes[0]))
+        return [out] + [(self.units,)] * (len(self._state_names) if self.return_state else 0)
+
+    def _node_forward(self, buffers, inputs, masks, states, training=False):
+        mask = masks[0]
+        y = self.forward(buffers, inputs[0], training=training, initial_state=states or None, mask=mask)
+        outs = [y] + ([buffers[n] for n in self._state_names] if self.return_state else [])
+        out_mask = mask if self.return_sequences else None
+        return outs, [out_mask] + [None] * (len(outs) - 1)
+
+    def forward(self, buffers, x, training=False, initial_state=None, mask=None):
         x = self._cast_input(buffers, x)
         B, T, C = x.shape
         state_bufs = [buffers[n] for n in self._state_names]
         self._load_states(state_bufs, initial_state)
         kernel_fn = kernels.get_kernel(self._cell, "forward", None, B)
-        self._run_kernel(kernel_fn, buffers, x, B, T, C)
-        if self.stateful and self._states is not None and initial_state is None:
+        if mask is None:
+            self._run_kernel(kernel_fn, buffers, buffers, x, B, T, C, self.return_sequences)
+        else:
+            self._forward_masked(kernel_fn, buffers, x, mask, state_bufs)
+        if self.stateful and self._states is not None and not initial_state:
             for s, buf in zip(self._states, state_bufs):
                 np.copyto(s, buf)
         y = buffers["y"]
         return y if self.return_sequences else y.reshape(B, self.units)
 
-    def _eager(self, x, training=False, initial_state=None):
-        ws = self._eager_workspace(x)
-        y = np.array(self.forward(ws.views, x, training=training, initial_state=initial_state), copy=True)
-        if self.return_state:
-            return [y] + [ws[n].copy() for n in self._state_names]
-        return y
+    # Keras sets this on the layers inside Bidirectional: masked steps output zeros
+    # instead of repeating the previous output.
+    zero_output_for_mask = False
+
+    def _forward_masked(self, kernel_fn, buffers, x, mask, state_bufs):
+        """Keras's masked recurrence: at a masked step the state is carried
+        unchanged and the output repeats the previous one (zeros before the first
+        valid step, or always zeros with ``zero_output_for_mask``).
+
+        Runs the kernel one step at a time (T=1) on step buffers, then blends.
+        """
+        B, T, C = x.shape
+        if mask.shape != (B, T):
+            raise ValueError(f"Layer \"{self.name}\": mask has shape {mask.shape}, expected {(B, T)}.")
+        step = {k[5:]: v for k, v in buffers.items() if k.startswith("step_")}
+        prev = [buffers[f"prev_{n}"] for n in self._state_names]
+        y, y_step, out = buffers["y"], step["y"], buffers["prev_out"]
+        keep = buffers["keep"]
+        out.fill(0)
+        for s in range(T):
+            t = T - 1 - s if self.go_backwards else s
+            np.copyto(step["x"], x[:, t:t + 1])
+            for p, h in zip(prev, state_bufs):
+                np.copyto(p, h)
+            self._run_kernel(kernel_fn, step, buffers, step["x"], B, 1, C, True)
+            np.logical_not(mask[:, t:t + 1], out=keep)
+            for p, h in zip(prev, state_bufs):
+                np.copyto(h, p, where=keep)  # masked rows keep the previous state
+            if self.zero_output_for_mask:
+                np.copyto(out, y_step[:, 0])
+                np.copyto(out, 0, where=keep)
+            else:
+                np.copyto(out, y_step[:, 0], where=~keep)
+            if self.return_sequences:
+                np.copyto(y[:, s], out)
+        if not self.return_sequences:
+            np.copyto(y[:, 0], out)
 
     # -- config -------------------------------------------------------------------------
     def get_config(self):
@@ -225,11 +276,12 @@ class SimpleRNN(_RNN):
             raise TypeError("Unrecognized keyword arguments passed to SimpleRNN: {'recurrent_activation': ...}")
         super().__init__(units, activation=activation, **kwargs)
 
-    def _run_kernel(self, kernel_fn, buffers, x, B, T, C):
+    def _run_kernel(self, kernel_fn, seq, buffers, x, B, T, C, return_sequences):
+        # seq holds the sequence-shaped buffers (y, xproj), buffers the per-row ones.
         kernel, recurrent_kernel, bias = self._packed
-        kernel_fn(buffers["y"], buffers["h"], buffers["xproj"], buffers["rec"], x, kernel,
+        kernel_fn(seq["y"], buffers["h"], seq["xproj"], buffers["rec"], x, kernel,
                   recurrent_kernel, bias, B, T, C, self.units, activations.code(self.activation),
-                  int(self.go_backwards), int(self.return_sequences))
+                  int(self.go_backwards and T > 1), int(return_sequences))
 
 
 class LSTM(_RNN):
@@ -260,12 +312,12 @@ class LSTM(_RNN):
             self.bias_initializer((H,), dtype), np.ones((H,), dtype), self.bias_initializer((2 * H,), dtype)
         ])
 
-    def _run_kernel(self, kernel_fn, buffers, x, B, T, C):
+    def _run_kernel(self, kernel_fn, seq, buffers, x, B, T, C, return_sequences):
         kernel, recurrent_kernel, bias = self._packed
-        kernel_fn(buffers["y"], buffers["h"], buffers["c"], buffers["xproj"], buffers["rec"], x,
+        kernel_fn(seq["y"], buffers["h"], buffers["c"], seq["xproj"], buffers["rec"], x,
                   kernel, recurrent_kernel, bias, B, T, C, self.units,
                   activations.code(self.activation), activations.code(self.recurrent_activation),
-                  int(self.go_backwards), int(self.return_sequences))
+                  int(self.go_backwards and T > 1), int(return_sequences))
 
     def get_config(self):
         config = super().get_config()
@@ -307,13 +359,13 @@ class GRU(_RNN):
     def _extra_buffers(self, B):
         return {"rec_h": ((B, self.units), self.dtype), "rh": ((B, self.units), self.dtype)}
 
-    def _run_kernel(self, kernel_fn, buffers, x, B, T, C):
+    def _run_kernel(self, kernel_fn, seq, buffers, x, B, T, C, return_sequences):
         kernel, recurrent_kernel, recurrent_kernel_h, input_bias, recurrent_bias = self._packed
-        kernel_fn(buffers["y"], buffers["h"], buffers["xproj"], buffers["rec"], buffers["rec_h"],
+        kernel_fn(seq["y"], buffers["h"], seq["xproj"], buffers["rec"], buffers["rec_h"],
                   buffers["rh"], x, kernel, recurrent_kernel, recurrent_kernel_h, input_bias,
                   recurrent_bias, B, T, C, self.units, activations.code(self.activation),
-                  activations.code(self.recurrent_activation), int(self.go_backwards),
-                  int(self.return_sequences), int(self.reset_after))
+                  activations.code(self.recurrent_activation), int(self.go_backwards and T > 1),
+                  int(return_sequences), int(self.reset_after))
 
     def get_config(self):
         config = super().get_config()

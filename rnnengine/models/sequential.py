@@ -46,7 +46,9 @@ class Sequential:
     def add(self, layer):
         """Append a layer (or an ``Input``) to the top of the stack."""
         if isinstance(layer, KerasTensor):
-            layer = layer._source
+            if getattr(layer, "input_layer", None) is None:
+                raise TypeError("Only an Input() tensor or a layer can be added to a Sequential model.")
+            layer = layer.input_layer
         if isinstance(layer, InputLayer):
             if self._layers or self._input_layer is not None:
                 raise ValueError("An Input/InputLayer can only be the first element of a Sequential model.")
@@ -121,7 +123,7 @@ class Sequential:
                     f"{_validation.format_shape((None,) + tuple(shape))} in model \"{self.name}\"."
                 )
             shape = layer.compute_output_shape(shape)
-        self._first_dtype = self._layers[0].dtype
+        self._first_dtype = self._layers[0]._input_dtype()
         self.built = True
         self._pool.clear()
 
@@ -155,10 +157,10 @@ class Sequential:
         B, shape, dtype = key
         spec, layer_keys = {}, []
         for i, layer in enumerate(self._layers):
-            for name, entry in layer.buffer_spec(B, shape, dtype).items():
+            for name, entry in layer._node_buffer_spec(B, [shape], [dtype]).items():
                 spec[f"{i}/{name}"] = entry
             layer_keys.append(f"{i}/")
-            shape, dtype = layer.compute_output_shape(shape), layer.dtype
+            shape, dtype = layer._node_output_shapes([shape])[0], layer.dtype
         ws = Workspace(spec)
         ws.layer_buffers = [ws.subset(k) for k in layer_keys]
         return ws
@@ -168,9 +170,10 @@ class Sequential:
         key = (x.shape[0], x.shape[1:], x.dtype.str)
         ws = self._pool.acquire(key)
         try:
-            y = x
+            y, mask = x, None
             for layer, buffers in zip(self._layers, ws.layer_buffers):
-                y = layer.forward(buffers, y, training=training)
+                outs, masks = layer._node_forward(buffers, [y], [mask], [], training=training)
+                y, mask = outs[0], masks[0]
             np.copyto(dest, y)
         finally:
             self._pool.release(key, ws)
