@@ -55,6 +55,6 @@ def test_new_shape_builds_one_workspace_then_reuses_it(rng):
     x = rng.standard_normal((5, 12, 4)).astype(np.float32)
     out = np.empty((5, 32), np.float32)
     model.predict(x, out=out)
-    first = model._pool._free[(5, (12, 4), x.dtype.str)][0]
+    first = model._pool._free[(5, ((12, 4), x.dtype.str))][0]
     model.predict(x, out=out)
-    assert model._pool._free[(5, (12, 4), x.dtype.str)][0] is first
+    assert model._pool._free[(5, ((12, 4), x.dtype.str))][0] is first

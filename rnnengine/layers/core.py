@@ -7,13 +7,15 @@ inference.
 import numpy as np
 
 from .. import _validation
-from ..kernels.numba_dense import _dense_forward
+from ..kernels.numba_dense import _activation_inplace, _dense_forward
 from . import activations, initializers
 from .base import KerasTensor, Layer
 
 
 class Dense(Layer):
     """``y = activation(x @ kernel + bias)``; kernel is (input_dim, units)."""
+
+    supports_masking = True
 
     def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
@@ -80,6 +82,8 @@ class Dense(Layer):
 class Dropout(Layer):
     """Randomly zeroes a fraction ``rate`` of inputs during training; identity at inference."""
 
+    supports_masking = True
+
     def __init__(self, rate, noise_shape=None, seed=None, **kwargs):
         super().__init__(**kwargs)
         self.rate = _validation.rate(rate, "rate", "Dropout")
@@ -135,3 +139,171 @@ def Input(shape=None, batch_size=None, dtype=None, name=None, batch_shape=None, 
     layer = InputLayer(shape=shape, batch_size=batch_size, dtype=dtype, name=name,
                        batch_shape=batch_shape, **kwargs)
     return layer.output
+
+
+class Activation(Layer):
+    """Applies an activation function to its input (softmax over the last axis)."""
+
+    supports_masking = True
+
+    def __init__(self, activation, **kwargs):
+        super().__init__(**kwargs)
+        self.activation = activations.get(activation)
+
+    def build(self, input_shape):
+        self._finish_build(input_shape)
+
+    def buffer_spec(self, B, input_shape, input_dtype):
+        return {"y": ((B,) + tuple(input_shape), self.dtype)}
+
+    def forward(self, buffers, x, training=False):
+        y = buffers["y"]
+        np.copyto(y, x, casting="unsafe")
+        F = y.shape[-1]
+        _activation_inplace(y.reshape(-1, F), activations.code(self.activation))
+        return y
+
+    def get_config(self):
+        return {**super().get_config(), "activation": self.activation}
+
+
+class Flatten(Layer):
+    """Flattens every axis but the batch axis: a view, no copy."""
+
+    def __init__(self, data_format=None, **kwargs):
+        super().__init__(**kwargs)
+        if data_format not in (None, "channels_last"):
+            raise ValueError(f"Flatten \"{self.name}\": data_format={data_format!r} is not supported.")
+
+    def build(self, input_shape):
+        self._finish_build(input_shape)
+
+    def compute_output_shape(self, input_shape):
+        if any(d is None for d in input_shape):
+            return (None,)
+        return (int(np.prod(input_shape, dtype=np.int64)),)
+
+    def forward(self, buffers, x, training=False):
+        return x.reshape(x.shape[0], -1)
+
+
+class RepeatVector(Layer):
+    """Repeats a (batch, features) input ``n`` times: (batch, n, features)."""
+
+    def __init__(self, n, **kwargs):
+        super().__init__(**kwargs)
+        self.n = _validation.positive_int(n, "n", "RepeatVector")
+
+    def build(self, input_shape):
+        if len(input_shape) != 1:
+            raise ValueError(f"RepeatVector \"{self.name}\" expects a 2-D input (batch, features); "
+                             f"received {_validation.format_shape((None,) + tuple(input_shape))}")
+        self._finish_build(input_shape)
+
+    def compute_output_shape(self, input_shape):
+        return (self.n, input_shape[0])
+
+    def buffer_spec(self, B, input_shape, input_dtype):
+        return {"y": ((B, self.n, input_shape[0]), input_dtype)}
+
+    def forward(self, buffers, x, training=False):
+        y = buffers["y"]
+        np.copyto(y, x[:, None, :])
+        return y
+
+    def get_config(self):
+        return {**super().get_config(), "n": self.n}
+
+
+class Masking(Layer):
+    """Masks timesteps whose features all equal ``mask_value``; zeroes them in the output."""
+
+    def __init__(self, mask_value=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.mask_value = float(mask_value)
+
+    def build(self, input_shape):
+        self._finish_build(input_shape)
+
+    def buffer_spec(self, B, input_shape, input_dtype):
+        shape = (B,) + tuple(input_shape)
+        spec = {"y": (shape, self.dtype), "differs": (shape, np.bool_), "mask": (shape[:-1], np.bool_)}
+        spec.update(self._cast_spec(B, input_shape, input_dtype))
+        return spec
+
+    def _node_forward(self, buffers, inputs, masks, states, training=False):
+        x = self._cast_input(buffers, inputs[0])
+        differs, mask, y = buffers["differs"], buffers["mask"], buffers["y"]
+        np.not_equal(x, self.mask_value, out=differs)
+        np.any(differs, axis=-1, out=mask)
+        np.multiply(x, mask[..., None], out=y)
+        return [y], [mask]
+
+    def get_config(self):
+        return {**super().get_config(), "mask_value": self.mask_value}
+
+
+class Embedding(Layer):
+    """Maps integer indices (batch, ...) to vectors (batch, ..., output_dim).
+
+    ``mask_zero=True`` masks index 0 for the layers downstream. Indices outside
+    ``[0, input_dim)`` raise ``ValueError`` (Keras on CPU raises too).
+    """
+
+    def __init__(self, input_dim, output_dim, embeddings_initializer="uniform",
+                 embeddings_regularizer=None, embeddings_constraint=None, mask_zero=False,
+                 weights=None, lora_rank=None, input_length=None, **kwargs):
+        if input_length is not None and "input_shape" not in kwargs:
+            kwargs["input_shape"] = (input_length,)
+        super().__init__(**kwargs)
+        self.input_dim = _validation.positive_int(input_dim, "input_dim", "Embedding")
+        self.output_dim = _validation.positive_int(output_dim, "output_dim", "Embedding")
+        self.embeddings_initializer = initializers.get(embeddings_initializer)
+        self.embeddings_regularizer = embeddings_regularizer
+        self.embeddings_constraint = embeddings_constraint
+        self.mask_zero = bool(mask_zero)
+        if lora_rank:
+            raise ValueError(f"Embedding \"{self.name}\": lora_rank is not supported by rnnengine.")
+        self._initial_weights = weights
+
+    def _input_dtype(self):
+        return "int64"
+
+    def build(self, input_shape):
+        self._weight_specs, self._values = [], []
+        self._add_weight("embeddings", (self.input_dim, self.output_dim), self.embeddings_initializer)
+        self._finish_build(input_shape)
+        if self._initial_weights is not None:
+            self.set_weights(self._initial_weights)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape) + (self.output_dim,)
+
+    def buffer_spec(self, B, input_shape, input_dtype):
+        shape = (B,) + tuple(input_shape)
+        return {"idx": (shape, np.int64), "y": (shape + (self.output_dim,), self.dtype),
+                "mask": (shape, np.bool_), "bad": (shape, np.bool_)}
+
+    def _node_forward(self, buffers, inputs, masks, states, training=False):
+        idx, y, bad = buffers["idx"], buffers["y"], buffers["bad"]
+        np.copyto(idx, inputs[0], casting="unsafe")
+        np.greater_equal(idx, self.input_dim, out=bad)
+        if bad.any() or idx.min() < 0:
+            raise ValueError(
+                f"Embedding \"{self.name}\": indices must be in [0, {self.input_dim}); received "
+                f"values from {int(idx.min())} to {int(idx.max())}."
+            )
+        (embeddings,) = self._packed
+        np.take(embeddings, idx, axis=0, out=y)
+        if not self.mask_zero:
+            return [y], [None]
+        mask = buffers["mask"]
+        np.not_equal(idx, 0, out=mask)
+        return [y], [mask]
+
+    def forward(self, buffers, x, training=False):
+        return self._node_forward(buffers, [x], [None], [], training)[0][0]
+
+    def get_config(self):
+        return {**super().get_config(), "input_dim": self.input_dim, "output_dim": self.output_dim,
+                "mask_zero": self.mask_zero}

@@ -186,6 +186,8 @@ _BY_NAME = {
     "he_uniform": HeUniform, "he_normal": HeNormal,
     "lecun_uniform": LecunUniform, "lecun_normal": LecunNormal,
     "orthogonal": Orthogonal, "identity": Identity,
+    # Keras's short aliases
+    "uniform": RandomUniform, "normal": RandomNormal,
 }
 _BY_CLASS = {cls.__name__.lower(): cls for cls in _BY_NAME.values()}
 

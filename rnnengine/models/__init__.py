@@ -1,4 +1,5 @@
 """Models: containers that run layers through preallocated workspaces."""
+from .functional import Model
 from .sequential import Sequential
 
-__all__ = ["Sequential"]
+__all__ = ["Model", "Sequential"]

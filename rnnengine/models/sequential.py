@@ -1,27 +1,17 @@
 """Sequential: a linear stack of layers, Keras's ``keras.Sequential``.
 
-A call flows ``predict`` -> ``_validate`` (once per call: rank, feature size,
-dtype, layout) -> a workspace for this (batch, input shape, dtype) from the
-pool -> ``layer.forward(buffers, x)`` for each layer -> the kernel the layer
-picks -> the last layer's output copied into the returned array (or ``out``).
-
-Design: workspaces are per call, not per model: each in-flight call takes one
-from ``WorkspacePool`` and gives it back, so concurrent ``predict`` calls from
-several threads never share scratch memory, and the lock is held only to pop
-and push, never while kernels run. Stateful layers carry state on the layer,
-so a stateful model is single-owner (one thread at a time).
+How a call flows, and how workspaces are shared between threads: ``base.py``.
 """
 import numpy as np
 
 from .. import _validation
-from ..layers.base import Layer, unique_name
-from ..layers.core import InputLayer, KerasTensor
-from ..workspace import Workspace, WorkspacePool
+from ..layers.base import KerasTensor, Layer, unique_name
+from ..layers.core import InputLayer
+from ..workspace import Workspace
+from .base import BaseModel
 
-_KERAS_PREDICT_BATCH_SIZE = 32
 
-
-class Sequential:
+class Sequential(BaseModel):
     """A stack of layers run one after another.
 
     Parameters
@@ -32,13 +22,13 @@ class Sequential:
     name : str, optional
     """
 
+    _single_output = True
+
     def __init__(self, layers=None, name=None, trainable=True):
-        self.name = name or unique_name("sequential")
-        self.trainable = trainable
+        super().__init__(name or unique_name("sequential"), trainable)
         self._input_layer = None
         self._layers = []
         self.built = False
-        self._pool = WorkspacePool(self._make_workspace)
         for layer in layers or ():
             self.add(layer)
 
@@ -115,14 +105,14 @@ class Sequential:
         self._input_shape = tuple(shape)
         for layer in self._layers:
             if not layer.built:
-                layer.build(shape)
+                layer._node_build([shape])
             elif layer.input_shape[-1] != shape[-1]:
                 raise ValueError(
                     f"Layer \"{layer.name}\" was built for inputs of shape "
                     f"{_validation.format_shape((None,) + layer.input_shape)} but receives "
                     f"{_validation.format_shape((None,) + tuple(shape))} in model \"{self.name}\"."
                 )
-            shape = layer.compute_output_shape(shape)
+            shape = layer._node_output_shapes([shape])[0]
         self._first_dtype = self._layers[0]._input_dtype()
         self.built = True
         self._pool.clear()
@@ -149,12 +139,12 @@ class Sequential:
 
     def _output_shape(self, shape):
         for layer in self._layers:
-            shape = layer.compute_output_shape(shape)
+            shape = layer._node_output_shapes([shape])[0]
         return tuple(shape)
 
-    # -- workspaces --------------------------------------------------------------------
+    # -- workspaces ----------------------------------------------------------------------
     def _make_workspace(self, key):
-        B, shape, dtype = key
+        B, (shape, dtype) = key
         spec, layer_keys = {}, []
         for i, layer in enumerate(self._layers):
             for name, entry in layer._node_buffer_spec(B, [shape], [dtype]).items():
@@ -165,126 +155,49 @@ class Sequential:
         ws.layer_buffers = [ws.subset(k) for k in layer_keys]
         return ws
 
-    def _forward_into(self, x, dest, training=False):
-        """Run the stack on one batch ``x`` and copy the result into ``dest``."""
-        key = (x.shape[0], x.shape[1:], x.dtype.str)
-        ws = self._pool.acquire(key)
-        try:
-            y, mask = x, None
-            for layer, buffers in zip(self._layers, ws.layer_buffers):
-                outs, masks = layer._node_forward(buffers, [y], [mask], [], training=training)
-                y, mask = outs[0], masks[0]
-            np.copyto(dest, y)
-        finally:
-            self._pool.release(key, ws)
+    def _run(self, ws, arrays, training=False):
+        y, mask = arrays[0], None
+        for layer, buffers in zip(self._layers, ws.layer_buffers):
+            outs, masks = layer._node_forward(buffers, [y], [mask], [], training=training)
+            y, mask = outs[0], masks[0]
+        return [y]
+
+    def _output_specs(self, input_specs):
+        return [(self._output_shape(input_specs[0][0]), self._layers[-1].dtype)]
 
     # -- inference ------------------------------------------------------------------------
-    def _validate(self, x):
+    def _validate_inputs(self, x):
         if not self._layers:
             raise ValueError(f"Model \"{self.name}\" has no layers.")
+        if isinstance(x, (list, tuple)) and len(x) == 1 and isinstance(x[0], np.ndarray):
+            x = x[0]
         if not isinstance(x, np.ndarray):
             x = np.asarray(x)
         self._ensure_built(x.shape)
-        return _validation.as_input_array(x, self._first_dtype, self._layers[0].name, self._input_shape)
-
-    def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None, out=None):
-        """Outputs for ``x``, computed in batches of ``batch_size`` (Keras's default 32).
-
-        ``x`` is a NumPy array of shape (samples, ...); see ``rnnengine._validation``
-        for the dtype and layout contract. ``out``, if given, must be a
-        C-contiguous array of exactly the output's shape and dtype; it is filled
-        and returned, and the call allocates no array at all.
-        """
-        return self._predict(self._validate(x), batch_size, out)
-
-    def _predict(self, x, batch_size, out):
-        n = x.shape[0]
-        batch_size = _KERAS_PREDICT_BATCH_SIZE if batch_size is None else \
-            _validation.positive_int(batch_size, "batch_size", "predict")
-        out_shape = (n,) + self._output_shape(x.shape[1:])
-        out_dtype = self._layers[-1].dtype
-        if out is None:
-            out = np.empty(out_shape, dtype=out_dtype)
-        else:
-            _validation.check_out(out, out_shape, out_dtype)
-        for start in range(0, n, batch_size):
-            stop = min(start + batch_size, n)
-            self._forward_into(x[start:stop], out[start:stop])
-        return out
-
-    def predict_on_batch(self, x, out=None):
-        """Outputs for ``x`` as one batch."""
-        x = self._validate(x)
-        return self._predict(x, x.shape[0], out)
-
-    def __call__(self, x, training=False):
-        if training:
-            raise NotImplementedError("Calling a Sequential model with training=True needs the training engine.")
-        return self.predict_on_batch(x)
-
-    def reset_states(self):
-        """Zero the state of every stateful layer."""
-        for layer in self._layers:
-            if hasattr(layer, "reset_states"):
-                layer.reset_states()
+        return [_validation.as_input_array(x, self._first_dtype, self._layers[0].name, self._input_shape)]
 
     # -- weights ----------------------------------------------------------------------------
     def get_weights(self):
-        """Every layer's weights, in layer order, each in Keras's order and shape."""
         if not self.built:
-            shape, _ = self._declared_input()
-            if shape is None:
+            if self._declared_input()[0] is None:
                 return []
             self.build()
-        return [w for layer in self._layers for w in layer.get_weights()]
+        return super().get_weights()
 
     def set_weights(self, weights):
-        if not self.built:
-            self._ensure_built()
-        weights = list(weights)
-        expected = sum(len(layer._weight_specs) for layer in self._layers)
-        if len(weights) != expected:
-            raise ValueError(
-                f"You called `set_weights(weights)` on model \"{self.name}\" with a weight list of "
-                f"length {len(weights)}, but the model was expecting {expected} weights."
-            )
-        start = 0
-        for layer in self._layers:
-            n = len(layer._weight_specs)
-            layer.set_weights(weights[start:start + n])
-            start += n
-
-    @property
-    def weights(self):
-        return [w for layer in self._layers for w in layer.weights]
+        self._ensure_built()
+        super().set_weights(weights)
 
     def count_params(self):
         self._ensure_built()
-        return sum(layer.count_params() for layer in self._layers)
+        return super().count_params()
 
-    def summary(self, print_fn=None):
-        """Print a Keras-style table of layers, output shapes and parameter counts."""
+    def _summary_rows(self):
         self._ensure_built()
-        print_fn = print_fn or print
-        rows = [("Layer (type)", "Output Shape", "Param #")]
         shape = self._input_shape
         for layer in self._layers:
-            shape = layer.compute_output_shape(shape)
-            rows.append((f"{layer.name} ({type(layer).__name__})",
-                         _validation.format_shape((None,) + tuple(shape)), f"{layer.count_params():,}"))
-        widths = [max(len(r[i]) for r in rows) + 2 for i in range(3)]
-        line = "-" * sum(widths)
-        lines = [f'Model: "{self.name}"', line]
-        for k, row in enumerate(rows):
-            lines.append(row[0].ljust(widths[0]) + row[1].ljust(widths[1]) + row[2].rjust(widths[2]))
-            if k == 0:
-                lines.append("=" * sum(widths))
-        total = self.count_params()
-        trainable = sum(l.count_params() for l in self._layers if l.trainable)
-        lines += [line, f" Total params: {total:,}", f" Trainable params: {trainable:,}",
-                  f" Non-trainable params: {total - trainable:,}", line]
-        for text in lines:
-            print_fn(text)
+            shape = layer._node_output_shapes([shape])[0]
+            yield layer, [shape]
 
     def get_config(self):
         layers = []

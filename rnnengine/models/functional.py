@@ -1,0 +1,201 @@
+"""Model: Keras's functional API over rnnengine layers.
+
+    encoder_inputs = Input(shape=(None, 16))
+    _, h, c = LSTM(32, return_state=True)(encoder_inputs)
+    decoder_inputs = Input(shape=(None, 8))
+    y = LSTM(32, return_sequences=True)(decoder_inputs, initial_state=[h, c])
+    model = Model([encoder_inputs, decoder_inputs], Dense(8, activation="softmax")(y))
+
+Calling a layer on a ``KerasTensor`` records a ``Node`` (layers/base.py). The
+model walks back from its outputs to its inputs, orders the layers exactly as
+Keras does (by depth, then by discovery order: this fixes ``get_weights()``'s
+order, so ``set_weights(keras_model.get_weights())`` lines up) and runs the
+nodes inputs-first, each on its own buffers in the call's workspace. Masks
+(Masking, Embedding(mask_zero=True)) flow along the edges.
+"""
+import numpy as np
+
+from .. import _validation
+from ..layers.base import KerasTensor, unique_name
+from ..workspace import Workspace
+from .base import BaseModel
+
+
+def _as_list(x):
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+def _map_graph(inputs, outputs):
+    """Nodes in execution order and layers in Keras's order (Keras 3's ``map_graph``)."""
+    node_depth, layer_index, order = {}, {}, []
+    finished, in_progress = set(), set()
+
+    input_ids = {id(t) for t in inputs}
+
+    def visit(tensor):
+        node = tensor.node
+        if node is None:  # a model input
+            if id(tensor) not in input_ids:
+                raise ValueError(
+                    f"Graph disconnected: cannot obtain value for tensor {tensor!r}: it is an Input that "
+                    "is not among the model's inputs."
+                )
+            layer = tensor.input_layer
+            layer_index.setdefault(id(layer), (len(layer_index), layer))
+            return
+        if id(node) in in_progress:
+            raise ValueError(f"The graph has a cycle at layer \"{node.layer.name}\".")
+        layer_index.setdefault(id(node.layer), (len(layer_index), node.layer))
+        if id(node) in finished:
+            return
+        in_progress.add(id(node))
+        for t in node.inputs + node.states:
+            visit(t)
+        in_progress.discard(id(node))
+        finished.add(id(node))
+        order.append(node)
+
+    for t in outputs:
+        visit(t)
+    # Depth as Keras computes it: outputs' nodes 0; a node feeding one of depth d
+    # is at least d + 1; all nodes of a layer share the layer's largest depth.
+    # Model inputs count as nodes of their InputLayer.
+    def key(t):
+        return id(t.node) if t.node is not None else ("input", id(t.input_layer))
+
+    node_depth, layer_depth = {}, {}
+    for node in reversed(order):
+        depth = max(node_depth.get(id(node), 0), layer_depth.get(id(node.layer), 0))
+        layer_depth[id(node.layer)] = node_depth[id(node)] = depth
+        for t in node.inputs + node.states:
+            node_depth[key(t)] = max(depth + 1, node_depth.get(key(t), 0))
+    for t in inputs:
+        layer_depth[id(t.input_layer)] = node_depth.get(key(t), 0)
+    layers = sorted((v for v in layer_index.values()),
+                    key=lambda item: (-layer_depth[id(item[1])], item[0]))
+    nodes = sorted(order, key=lambda n: -node_depth[id(n)])  # stable: inputs first
+    return nodes, [layer for _, layer in layers]
+
+
+class Model(BaseModel):
+    """A graph of layers from ``inputs`` to ``outputs``, as ``keras.Model(inputs, outputs)``.
+
+    Parameters
+    ----------
+    inputs : KerasTensor or list of KerasTensor
+        Tensors returned by ``rnnengine.layers.Input``.
+    outputs : KerasTensor or list of KerasTensor
+        Tensors produced by calling layers on ``inputs``.
+    name : str, optional
+    """
+
+    def __init__(self, inputs, outputs, name=None, trainable=True):
+        super().__init__(name or unique_name("functional"), trainable)
+        self.inputs = _as_list(inputs)
+        self.outputs = _as_list(outputs)
+        self._single_output = not isinstance(outputs, (list, tuple))
+        for t in self.inputs:
+            if not isinstance(t, KerasTensor) or getattr(t, "input_layer", None) is None:
+                raise ValueError(f"Model inputs must come from rnnengine.layers.Input(); received {t!r}")
+        for t in self.outputs:
+            if not isinstance(t, KerasTensor):
+                raise ValueError(f"Model outputs must be tensors from layer calls; received {t!r}")
+        self._nodes, self._all_layers = _map_graph(self.inputs, self.outputs)
+        self.built = True
+
+    @property
+    def layers(self):
+        """Every layer, InputLayers included, in Keras's order."""
+        return list(self._all_layers)
+
+    def get_layer(self, name=None, index=None):
+        if index is not None:
+            return self._all_layers[index]
+        for layer in self._all_layers:
+            if layer.name == name:
+                return layer
+        raise ValueError(f"No such layer: {name}. Existing layers are: {[l.name for l in self._all_layers]}.")
+
+    @property
+    def input_shape(self):
+        shapes = [t.shape for t in self.inputs]
+        return shapes[0] if len(shapes) == 1 else shapes
+
+    @property
+    def output_shape(self):
+        shapes = [t.shape for t in self.outputs]
+        return shapes[0] if self._single_output else shapes
+
+    # -- running -----------------------------------------------------------------------------
+    def _validate_inputs(self, x):
+        if isinstance(x, dict):
+            missing = [t.input_layer.name for t in self.inputs if t.input_layer.name not in x]
+            if missing:
+                raise ValueError(f"Model \"{self.name}\": missing inputs {missing}; received keys {sorted(x)}.")
+            x = [x[t.input_layer.name] for t in self.inputs]
+        xs = _as_list(x) if len(self.inputs) > 1 or isinstance(x, (list, tuple)) else [x]
+        if len(xs) != len(self.inputs):
+            raise ValueError(f"Model \"{self.name}\" expects {len(self.inputs)} input(s), but it received "
+                             f"{len(xs)} input tensors.")
+        arrays = []
+        for t, a in zip(self.inputs, xs):
+            consumer_dtype = self._input_dtype(t)
+            arrays.append(_validation.as_input_array(a, consumer_dtype, t.input_layer.name, t.shape[1:]))
+        return arrays
+
+    def _input_dtype(self, tensor):
+        """Cast an input once, to what its first consumer computes in."""
+        for node in self._nodes:
+            if any(t is tensor for t in node.inputs):
+                return node.layer._input_dtype()
+        return tensor.dtype
+
+    def _tensor_specs(self, input_specs):
+        specs = {id(t): (tuple(shape), np.dtype(dtype)) for t, (shape, dtype) in zip(self.inputs, input_specs)}
+        for node in self._nodes:
+            shapes = [specs[id(t)][0] for t in node.inputs]
+            for t, shape in zip(node.outputs, node.layer._node_output_shapes(shapes)):
+                specs[id(t)] = (tuple(shape), np.dtype(node.layer.dtype))
+        return specs
+
+    def _output_specs(self, input_specs):
+        specs = self._tensor_specs(input_specs)
+        return [specs[id(t)] for t in self.outputs]
+
+    def _make_workspace(self, key):
+        B, input_specs = key[0], [(shape, np.dtype(dtype)) for shape, dtype in key[1:]]
+        specs = self._tensor_specs(input_specs)
+        spec = {}
+        for k, node in enumerate(self._nodes):
+            shapes = [specs[id(t)][0] for t in node.inputs]
+            dtypes = [specs[id(t)][1] for t in node.inputs]
+            for name, entry in node.layer._node_buffer_spec(B, shapes, dtypes).items():
+                spec[f"{k}/{name}"] = entry
+        ws = Workspace(spec)
+        ws.node_buffers = [ws.subset(f"{k}/") for k in range(len(self._nodes))]
+        return ws
+
+    def _run(self, ws, arrays, training=False):
+        values = {id(t): (a, None) for t, a in zip(self.inputs, arrays)}
+        for node, buffers in zip(self._nodes, ws.node_buffers):
+            ins = [values[id(t)] for t in node.inputs]
+            states = [values[id(t)][0] for t in node.states]
+            outs, masks = node.layer._node_forward(buffers, [a for a, _ in ins], [m for _, m in ins], states,
+                                                   training=training)
+            for t, o, m in zip(node.outputs, outs, masks):
+                values[id(t)] = (o, m)
+        return [values[id(t)][0] for t in self.outputs]
+
+    def _summary_rows(self):
+        for layer in self._all_layers:
+            shapes = [t.shape[1:] for n in self._nodes if n.layer is layer for t in n.outputs[:1]]
+            if not shapes:  # an InputLayer
+                shapes = [layer.shape]
+            yield layer, shapes
+
+    def get_config(self):
+        return {"name": self.name, "layers": [{"class_name": type(l).__name__, "config": l.get_config()}
+                                              for l in self._all_layers]}
+
+    def __repr__(self):
+        return f"<Model name={self.name}, inputs={len(self.inputs)}, outputs={len(self.outputs)}>"
