@@ -12,8 +12,9 @@ from rnnengine import layers
 from rnnengine.models import Sequential
 
 # Python objects a call creates and frees (views, tuples, Numba's argument
-# boxing) are a few hundred bytes; every buffer in these models is far larger.
-SMALL = 4096
+# boxing, Cython's memoryview objects: ~5 KB for a GRU's 12 arrays) stay well
+# under this; every buffer in these models is far larger (xproj: 180 KB).
+SMALL = 16384
 
 
 def _peak_during(fn, repeats=20):
