@@ -11,8 +11,9 @@ Quick start::
 """
 from . import config, kernels, layers, models
 from .errors import ModelFormatError, RNNEngineError, UnsupportedKerasFeature
+from .io import from_keras, load_keras, load_weights
 
 __version__ = "0.1.0"
 
 __all__ = ["config", "kernels", "layers", "models", "ModelFormatError", "RNNEngineError",
-           "UnsupportedKerasFeature", "__version__"]
+           "UnsupportedKerasFeature", "from_keras", "load_keras", "load_weights", "__version__"]

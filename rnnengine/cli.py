@@ -1,4 +1,4 @@
-"""The ``rnnengine`` command line: ``rnnengine demo``."""
+"""The ``rnnengine`` command line: ``rnnengine demo``, ``rnnengine inspect PATH``."""
 import argparse
 import sys
 
@@ -8,12 +8,18 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="run the founding document's SimpleRNN -> Dense model on shipped "
                                 "Keras-trained weights and print accuracy and latency")
+    inspect = sub.add_parser("inspect", help="show a Keras model file's layers, shapes, parameter counts, "
+                                             "what rnnengine supports of it, and a quick latency figure")
+    inspect.add_argument("path", help="a .keras, .h5 or .weights.h5 file")
     args = parser.parse_args(argv)
     if args.command == "demo":
         from .demo import main as demo_main
 
         demo_main()
-    return 0
+        return 0
+    from .io.inspect import inspect_main
+
+    return inspect_main(args.path)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ def snake_case(name):
     return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower().replace("simple_r_n_n", "simple_rnn")
 
 
-def _dtype_name(dtype):
+def _dtype_name(dtype, allow_int=False):
     if isinstance(dtype, dict):  # Keras 3 DTypePolicy config
         dtype = dtype.get("config", {}).get("name", "float32")
     if dtype is None:
@@ -46,6 +46,8 @@ def _dtype_name(dtype):
     name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
     if name in ("mixed_float16", "mixed_bfloat16", "float16", "bfloat16"):
         raise ValueError(f"dtype {name!r} is not supported: rnnengine computes in float32 or float64.")
+    if allow_int and name in ("int32", "int64", "uint8", "int8", "int16", "uint16", "uint32", "bool"):
+        return name
     if name not in ("float32", "float64"):
         raise ValueError(f"dtype {name!r} is not supported: rnnengine computes in float32 or float64.")
     return name

@@ -9,7 +9,7 @@ import numpy as np
 from .. import _validation
 from ..kernels.numba_dense import _activation_inplace, _dense_forward
 from . import activations, initializers
-from .base import KerasTensor, Layer
+from .base import KerasTensor, Layer, _dtype_name
 
 
 class Dense(Layer):
@@ -119,7 +119,8 @@ class InputLayer(Layer):
             raise ValueError("You must pass a `shape` argument to Input.")
         if isinstance(shape, int):
             shape = (shape,)
-        super().__init__(name=name, dtype=dtype, **kwargs)
+        super().__init__(name=name, **kwargs)
+        self.dtype = _dtype_name(dtype, allow_int=True)  # integer inputs feed Embedding
         self.shape = tuple(None if d is None else int(d) for d in shape)
         self.batch_size = batch_size
         self._input_shape_hint = self.shape

@@ -40,8 +40,10 @@ class _RNN(Layer):
                  bias_regularizer=None, activity_regularizer=None, kernel_constraint=None,
                  recurrent_constraint=None, bias_constraint=None, dropout=0.0,
                  recurrent_dropout=0.0, seed=None, return_sequences=False, return_state=False,
-                 go_backwards=False, stateful=False, unroll=False, use_cudnn="auto", **kwargs):
+                 go_backwards=False, stateful=False, unroll=False, use_cudnn="auto",
+                 zero_output_for_mask=False, **kwargs):
         super().__init__(**kwargs)
+        self.zero_output_for_mask = bool(zero_output_for_mask)
         cls = type(self).__name__
         self.units = _validation.positive_int(units, "units", cls)
         self.activation = activations.get(activation)
@@ -208,10 +210,6 @@ class _RNN(Layer):
         y = buffers["y"]
         return y if self.return_sequences else y.reshape(B, self.units)
 
-    # Keras sets this on the layers inside Bidirectional: masked steps output zeros
-    # instead of repeating the previous output.
-    zero_output_for_mask = False
-
     def _forward_masked(self, kernel_fn, buffers, x, mask, state_bufs):
         """Keras's masked recurrence: at a masked step the state is carried
         unchanged and the output repeats the previous one (zeros before the first
@@ -254,6 +252,8 @@ class _RNN(Layer):
             dropout=self.dropout, recurrent_dropout=self.recurrent_dropout, seed=self.seed,
             return_sequences=self.return_sequences, return_state=self.return_state,
             go_backwards=self.go_backwards, stateful=self.stateful, unroll=self.unroll,
+            kernel_initializer=self.kernel_initializer, recurrent_initializer=self.recurrent_initializer,
+            bias_initializer=self.bias_initializer, zero_output_for_mask=self.zero_output_for_mask,
         )
         return config
 

@@ -38,9 +38,11 @@ class Bidirectional(Layer):
             raise ValueError(f"Invalid merge mode. Received: {merge_mode}. Merge mode should be one of "
                              "{'sum', 'mul', 'ave', 'concat', None}")
         self.merge_mode = merge_mode
-        self.forward_layer = _clone(layer, name="forward_" + layer.name)
+        # Keras's names: forward_<name> and backward_<name>, without doubling a prefix.
+        base = layer.name.removeprefix("forward_")
+        self.forward_layer = _clone(layer, name="forward_" + base)
         if backward_layer is None:
-            backward_layer = _clone(layer, name="backward_" + layer.name, go_backwards=not layer.go_backwards)
+            backward_layer = _clone(layer, name="backward_" + base, go_backwards=not layer.go_backwards)
         elif not isinstance(backward_layer, _RNN) or backward_layer.go_backwards == layer.go_backwards:
             raise ValueError(
                 f"Bidirectional \"{self.name}\": backward_layer must be a recurrent layer whose go_backwards "
