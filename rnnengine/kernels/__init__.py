@@ -35,18 +35,100 @@ weights, dims, flags::
 - Kernels never allocate, never raise, never touch Python objects, and release
   the GIL. The Python boundary (``rnnengine/_validation.py`` and the layers)
   checks shapes, dtypes and layout before any kernel runs.
+
+Contract (training: pass names ``"forward_train"`` and ``"backward"``; Numba
+only for now, the Cython twins come later)::
+
+    simple_rnn_forward_train(y_out, h, h_tm1_seq, preact, gates, rec, x, kernel,
+                             recurrent_kernel, bias, B, T, C, H, activation,
+                             go_backwards, return_sequences)
+    simple_rnn_backward(dx, dh0, dkernel, drecurrent_kernel, dbias, dgates,
+                        dgates_t, dw, dy, dh_n, h_tm1_seq, preact, gates, x,
+                        kernel, recurrent_kernel, B, T, C, H, activation,
+                        go_backwards, return_sequences)
+
+    lstm_forward_train(y_out, h, c, h_tm1_seq, c_tm1_seq, preact, gates, rec, x,
+                       kernel, recurrent_kernel, bias, B, T, C, H, activation,
+                       recurrent_activation, go_backwards, return_sequences)
+    lstm_backward(dx, dh0, dc0, dkernel, drecurrent_kernel, dbias, dgates,
+                  dgates_t, dw, dy, dh_n, dc_n, h_tm1_seq, c_tm1_seq, preact,
+                  gates, x, kernel, recurrent_kernel, B, T, C, H, activation,
+                  recurrent_activation, go_backwards, return_sequences)
+
+    gru_forward_train(y_out, h, h_tm1_seq, preact, gates, hh_rec_seq, rec, rec_h,
+                      rh, x, kernel, recurrent_kernel, recurrent_kernel_h,
+                      input_bias, recurrent_bias, B, T, C, H, activation,
+                      recurrent_activation, go_backwards, return_sequences,
+                      reset_after)
+    gru_backward(dx, dh0, dkernel, drecurrent_kernel, dinput_bias,
+                 drecurrent_bias, dgates, dhh_rec_seq, dgates_t, dh_rec, dhh_t,
+                 dw, dy, dh_n, h_tm1_seq, preact, gates, hh_rec_seq, x, kernel,
+                 recurrent_kernel, recurrent_kernel_h, B, T, C, H, activation,
+                 recurrent_activation, go_backwards, return_sequences,
+                 reset_after)
+
+- ``forward_train`` computes exactly what ``forward`` does (same ``y_out``, ``h``,
+  ``c``, same rules as above) and also fills the saved buffers, each indexed by
+  the input time t (the step that reads ``x[:, t]``, whatever ``go_backwards``):
+  ``h_tm1_seq`` and ``c_tm1_seq`` (B, T, H), the state entering that step;
+  ``preact`` (B, T, K*H), the gate pre-activations (LSTM i, f, c, o; GRU a_z,
+  a_r, a_h, the candidate's full activation input); ``gates`` (B, T, K*H), their
+  activations (SimpleRNN: the new h; LSTM i, f, act(zc), o; GRU z, r, hh);
+  ``hh_rec_seq`` (GRU, (B, T, H)), the candidate's recurrent term:
+  ``h_tm1 @ U_h + recurrent_bias_h`` before r scales it (``reset_after``) or
+  ``r * h_tm1`` before U_h multiplies it (otherwise). ``preact`` doubles as the
+  input-projection scratch, so there is no ``xproj``; ``rec``, ``rec_h``, ``rh``
+  are scratch as in the forward. LSTM saves no new c: the backward recomputes
+  it as ``f * c_tm1 + i * act(zc)``.
+- ``backward`` reads the saved buffers (and ``x`` and the weights) unchanged,
+  with the same dims and flags as the ``forward_train`` call that filled them.
+  ``dy`` is the gradient w.r.t. ``y_out``, shaped like it ((B, T, H) in
+  processing order, or (B, 1, H)); ``dh_n`` and ``dc_n`` (B, H) are the
+  gradients w.r.t. the final states (zeros when the loss ignores them; with
+  ``return_sequences`` false, y is the final h and both add).
+- Written (overwritten, no need to zero): ``dx`` (B, T, C), ``dh0`` and ``dc0``
+  (B, H), the gradients w.r.t. x and the initial states. ``dh_n``/``dc_n`` may
+  alias ``dh0``/``dc0``.
+- Accumulated with ``+=`` (the caller zeroes them once per batch): ``dkernel``
+  (C, K*H), ``drecurrent_kernel`` (H, K*H), ``dbias`` (K*H,); for GRU
+  ``dinput_bias`` and ``drecurrent_bias`` (3H,), the rows of Keras's (2, 3H)
+  bias with ``reset_after``; without it Keras's bias is ``dinput_bias`` alone and
+  ``drecurrent_bias`` is left untouched.
+- Scratch, contents on entry irrelevant: ``dgates`` (B, T, K*H), first the
+  activations' derivatives (one sweep before the time loop), then the gradient
+  w.r.t. ``preact``; ``dhh_rec_seq`` (GRU, (B, T, H)), the gradient w.r.t. the
+  candidate's recurrent product; ``dgates_t`` (B, K*H), one step of the gradient
+  w.r.t. the recurrent product, contiguous for the per-step GEMM; ``dh_rec`` and
+  ``dhh_t`` (GRU, (B, H)); ``dw`` (max(C, H) * K*H,), flat, the weight-gradient
+  GEMMs' output before it is added.
+- Per step the kernels do the recurrent product ``dgates_t @ recurrent_kernel.T``
+  (GRU without ``reset_after``: one more, with ``recurrent_kernel_h.T``) and
+  elementwise math; the weight gradients are sums over all B*T rows and are
+  computed after the time loop as single GEMMs (``dkernel += x^T @ dgates``,
+  ``drecurrent_kernel += h_tm1_seq^T @ dgates``) into ``dw``, then added.
+- Activation derivatives come from ``_activations.apply_grad(code, pre, post)``
+  (through ``apply_grad_block`` for the gates); LSTM's cell activation is
+  differentiated at c. The NumPy spec of every line is
+  ``reference.<cell>_forward_train`` / ``reference.<cell>_backward``.
 """
 from .. import config
-from .numba_gru import _gru_forward
-from .numba_lstm import _lstm_forward
-from .numba_simple_rnn import _simple_rnn_forward
+from .numba_gru import _gru_backward, _gru_forward, _gru_forward_train
+from .numba_lstm import _lstm_backward, _lstm_forward, _lstm_forward_train
+from .numba_simple_rnn import _simple_rnn_backward, _simple_rnn_forward, _simple_rnn_forward_train
 
 CELLS = ("simple_rnn", "lstm", "gru")
+PASSES = ("forward", "forward_train", "backward")
 
 _NUMBA = {
     ("simple_rnn", "forward"): _simple_rnn_forward,
     ("lstm", "forward"): _lstm_forward,
     ("gru", "forward"): _gru_forward,
+    ("simple_rnn", "forward_train"): _simple_rnn_forward_train,
+    ("lstm", "forward_train"): _lstm_forward_train,
+    ("gru", "forward_train"): _gru_forward_train,
+    ("simple_rnn", "backward"): _simple_rnn_backward,
+    ("lstm", "backward"): _lstm_backward,
+    ("gru", "backward"): _gru_backward,
 }
 
 try:
@@ -81,16 +163,22 @@ def _auto_backend(cell, B):
 
 def get_kernel(cell, pass_="forward", backend=None, B=1):
     """The kernel function for ``cell`` ("simple_rnn", "lstm", "gru") and
-    ``pass_`` ("forward"), from ``backend`` (default: ``config.get_kernels()``).
+    ``pass_`` ("forward", "forward_train", "backward"), from ``backend``
+    (default: ``config.get_kernels()``).
 
     ``auto`` picks per batch size and falls back to Numba where the Cython
-    modules are not built; a backend named explicitly that cannot run raises.
+    modules are not built or lack the pass (the training passes, for now); a
+    backend named explicitly that cannot run raises.
     """
     if cell not in CELLS:
         raise ValueError(f"Unknown cell {cell!r}: expected one of {CELLS}.")
+    if pass_ not in PASSES:
+        raise ValueError(f"Unknown kernel pass {pass_!r}: expected one of {PASSES}.")
     backend = config._check_backend(backend or config.get_kernels())
     if backend == "auto":
         backend = _auto_backend(cell, B)
+        if backend == "cython" and (cell, pass_) not in _CYTHON:
+            backend = "numba"
     if backend == "cython":
         if not _CYTHON:
             raise RuntimeError(
@@ -104,4 +192,9 @@ def get_kernel(cell, pass_="forward", backend=None, B=1):
     try:
         return table[(cell, pass_)]
     except KeyError:
-        raise ValueError(f"No {pass_!r} kernel for {cell!r} in the {backend} backend.") from None
+        hint = ""
+        if pass_ != "forward":
+            hint = (": only the Numba backend has the training passes ('forward_train', "
+                    "'backward') so far. Select it with rnnengine.config.set_kernels('numba') "
+                    "(or 'auto', which falls back to it), or pass backend='numba'")
+        raise ValueError(f"No {pass_!r} kernel for {cell!r} in the {backend} backend{hint}.") from None

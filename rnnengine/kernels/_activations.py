@@ -3,7 +3,10 @@
 Kernels take an activation as an int code rather than a function object: Numba
 compiles one copy of a kernel per distinct function object, and Cython cannot
 take Python callables inside ``nogil`` loops. The Cython twin of ``apply`` lives
-in ``src/_gates.pxd`` and must use the same codes and formulas.
+in ``src/_gates.pxd`` and must use the same codes and formulas. ``apply_grad`` is
+the derivative the backward kernels use, ``apply_grad_block`` its sweep over a
+gate block (their Cython twins come with the Cython backward kernels);
+``reference.ACTIVATION_GRADS`` is the NumPy spec.
 
 Formulas follow Keras 3 (``keras/src/activations/activations.py``):
 - ``hard_sigmoid`` is Keras 3's ``relu6(x + 3) / 6``; Keras 2's ``0.2 * x + 0.5``
@@ -121,3 +124,80 @@ def apply(code, v):
         return v * math.tanh(_softplus(v))
     # Unknown codes never reach a kernel: the layer boundary rejects them.
     return v
+
+
+INV_SQRT_2PI = 0.3989422804014327
+
+
+@njit(cache=True, nogil=True, inline="always", fastmath=FASTMATH_FLAGS)
+def apply_grad(code, pre, post):
+    """Derivative of activation ``code`` at ``pre``, where ``post = apply(code, pre)``.
+
+    Codes whose derivative is a function of the output (tanh, sigmoid, exponential,
+    elu, selu) read ``post`` and cost no transcendental call, as TensorFlow's
+    ``TanhGrad``/``SigmoidGrad`` do; the others read ``pre``. At a kink the
+    one-sided value matches TensorFlow's gradient: relu and leaky_relu take the
+    left value at 0 (TF's ``features > 0``), relu6 and the hard sigmoids are 0 on
+    the clip boundaries (TF's ``Relu6Grad``: ``0 < x < 6``).
+    For LSTM's cell activation, ``pre`` is the cell state c and ``post`` act(c).
+    """
+    if code == TANH:
+        return 1.0 - post * post
+    if code == SIGMOID:
+        return post * (1.0 - post)
+    if code == LINEAR:
+        return 1.0
+    if code == HARD_SIGMOID:
+        return 1.0 / 6.0 if -3.0 < pre < 3.0 else 0.0
+    if code == RELU:
+        return 1.0 if pre > 0 else 0.0
+    if code == ELU:
+        return 1.0 if pre > 0 else post + 1.0
+    if code == SELU:
+        return SELU_SCALE if pre > 0 else post + SELU_SCALE * SELU_ALPHA
+    if code == SOFTPLUS:
+        return _sigmoid(pre)
+    if code == SOFTSIGN:
+        d = 1.0 + abs(pre)
+        return 1.0 / (d * d)
+    if code == SWISH:
+        s = _sigmoid(pre)
+        return s * (1.0 + pre * (1.0 - s))
+    if code == GELU:
+        return (0.5 * (1.0 + math.erf(pre * SQRT_HALF))
+                + pre * INV_SQRT_2PI * math.exp(-0.5 * pre * pre))
+    if code == EXPONENTIAL:
+        return post
+    if code == HARD_SIGMOID_K2:
+        return 0.2 if -2.5 < pre < 2.5 else 0.0
+    if code == RELU6:
+        return 1.0 if 0.0 < pre < 6.0 else 0.0
+    if code == LEAKY_RELU:
+        return 1.0 if pre > 0 else 0.2
+    if code == HARD_SWISH:
+        # d/dv [v * hard_sigmoid(v)] = hard_sigmoid(v) + v * hard_sigmoid'(v)
+        hs = min(max(pre / 6.0 + 0.5, 0.0), 1.0)
+        return hs + pre / 6.0 if -3.0 < pre < 3.0 else hs
+    if code == MISH:
+        # d/dv [v * tanh(sp(v))] = tanh(sp) + v * (1 - tanh(sp)^2) * sigmoid(v)
+        t = math.tanh(_softplus(pre))
+        return t + pre * (1.0 - t * t) * _sigmoid(pre)
+    return 1.0
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH_FLAGS)
+def apply_grad_block(out, pre, post, code, k0, k1):
+    """``out[:, :, k0:k1] = apply_grad(code, pre, post)`` over (B, T, G) arrays.
+
+    The backward kernels fill their ``dgates`` scratch with the gate activations'
+    derivatives in one sweep per gate block before the time loop, then multiply
+    the upstream gradient in place. One sweep per block keeps ``apply_grad``'s
+    branch on ``code`` out of the recurrent loop, and compiles it once per dtype
+    in this function rather than once per call site in every kernel (Numba's
+    compile time grows with each inlined copy).
+    """
+    B, T, _ = out.shape
+    for b in range(B):
+        for t in range(T):
+            for k in range(k0, k1):
+                out[b, t, k] = apply_grad(code, pre[b, t, k], post[b, t, k])

@@ -1,9 +1,12 @@
-"""SimpleRNN forward kernel in Numba. Contract: see ``rnnengine/kernels/__init__.py``."""
+"""SimpleRNN forward, forward-train and backward kernels in Numba.
+
+Contract: see ``rnnengine/kernels/__init__.py``.
+"""
 import numpy as np
 from numba import njit
 
 from ..config import FASTMATH_FLAGS
-from ._activations import apply
+from ._activations import apply, apply_grad_block
 
 
 @njit(cache=True, nogil=True, fastmath=FASTMATH_FLAGS)
@@ -28,3 +31,83 @@ def _simple_rnn_forward(y_out, h, xproj, rec, x, kernel, recurrent_kernel, bias,
         for b in range(B):
             for j in range(H):
                 y_out[b, 0, j] = h[b, j]
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH_FLAGS)
+def _simple_rnn_forward_train(y_out, h, h_tm1_seq, preact, gates, rec, x, kernel,
+                              recurrent_kernel, bias, B, T, C, H, activation, go_backwards,
+                              return_sequences):
+    # y_out is (B, T or 1, H); h is (B, H), initial state in, final state out;
+    # h_tm1_seq is (B, T, H): the state entering the step that reads x[:, t];
+    # preact and gates are (B, T, H): the activation's input and output at x[:, t];
+    # rec is (B, H) scratch; x is (B, T, C); kernel is (C, H);
+    # recurrent_kernel is (H, H); bias is (H,)
+    # preact starts as x @ kernel (one GEMM) and each step adds bias + rec in place.
+    np.dot(x.reshape((B * T, C)), kernel, preact.reshape((B * T, H)))
+    for s in range(T):
+        t = T - 1 - s if go_backwards else s
+        np.dot(h, recurrent_kernel, rec)  # rec = h_tm1 @ recurrent_kernel
+        for b in range(B):
+            for j in range(H):
+                h_tm1_seq[b, t, j] = h[b, j]
+                v = preact[b, t, j] + bias[j] + rec[b, j]
+                preact[b, t, j] = v
+                h_bt = apply(activation, v)
+                gates[b, t, j] = h_bt
+                h[b, j] = h_bt
+        if return_sequences:
+            for b in range(B):
+                for j in range(H):
+                    y_out[b, s, j] = h[b, j]
+    if not return_sequences:
+        for b in range(B):
+            for j in range(H):
+                y_out[b, 0, j] = h[b, j]
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH_FLAGS)
+def _simple_rnn_backward(dx, dh0, dkernel, drecurrent_kernel, dbias, dgates, dgates_t, dw,
+                         dy, dh_n, h_tm1_seq, preact, gates, x, kernel, recurrent_kernel,
+                         B, T, C, H, activation, go_backwards, return_sequences):
+    # dx is (B, T, C) and dh0 (B, H): written; dh0 carries the running dh_t
+    # through the loop. dkernel (C, H), drecurrent_kernel (H, H), dbias (H,):
+    # accumulated with +=. Scratch: dgates (B, T, H), the activation's derivative,
+    # then the gradient w.r.t. preact; dgates_t (B, H); dw (max(C, H) * H,).
+    # dy is (B, T or 1, H); dh_n is (B, H); h_tm1_seq, preact, gates are
+    # (B, T, H) from _simple_rnn_forward_train; x is (B, T, C).
+    # dgates starts as the activation's derivative, d(h_bt)/dv, for every (b, t).
+    apply_grad_block(dgates, preact, gates, activation, 0, H)
+    for b in range(B):
+        for j in range(H):
+            dh0[b, j] = dh_n[b, j]
+            if not return_sequences:
+                dh0[b, j] += dy[b, 0, j]  # y is the last h
+    for s in range(T - 1, -1, -1):
+        t = T - 1 - s if go_backwards else s
+        for b in range(B):
+            for j in range(H):
+                if return_sequences:
+                    dh0[b, j] += dy[b, s, j]
+                # forward: h_bt = apply(activation, v)
+                dv = dh0[b, j] * dgates[b, t, j]
+                dgates_t[b, j] = dv
+                dgates[b, t, j] = dv
+        # forward: rec = h_tm1 @ recurrent_kernel, so dh_tm1 = dv @ recurrent_kernel^T
+        np.dot(dgates_t, recurrent_kernel.T, dh0)
+    # forward: preact = x @ kernel + bias + rec. Weight gradients are sums over all
+    # B*T rows, so each is one GEMM after the loop, not T small ones.
+    dgates_2d = dgates.reshape((B * T, H))
+    np.dot(dgates_2d, kernel.T, dx.reshape((B * T, C)))  # dx = dgates @ kernel^T
+    dk = dw[:C * H].reshape((C, H))
+    np.dot(x.reshape((B * T, C)).T, dgates_2d, dk)  # dkernel += x^T @ dgates
+    for m in range(C):
+        for k in range(H):
+            dkernel[m, k] += dk[m, k]
+    drk = dw[:H * H].reshape((H, H))
+    np.dot(h_tm1_seq.reshape((B * T, H)).T, dgates_2d, drk)  # drecurrent_kernel += h_tm1^T @ dgates
+    for m in range(H):
+        for k in range(H):
+            drecurrent_kernel[m, k] += drk[m, k]
+    for n in range(B * T):
+        for k in range(H):
+            dbias[k] += dgates_2d[n, k]

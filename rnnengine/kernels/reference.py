@@ -1,15 +1,28 @@
-"""Plain NumPy forward passes for every cell: the readable spec and the test oracle.
+"""Plain NumPy forward and backward passes for every cell: the readable spec and the test oracle.
 
 This version is the clean, minimal reference. As such: it allocates freely, loops
 over time in Python, and uses float64-safe NumPy expressions. The fast kernels
-(Numba and Cython) must reproduce it; the tests check that, and check this file
-against real Keras.
+(Numba and Cython) must reproduce it; the tests check that, check the forward
+against real Keras, and check the backward against float64 finite differences
+and TensorFlow's GradientTape.
 
 Shapes: x is (B, T, C); kernel is (C, K*H); recurrent_kernel is (H, K*H); states
 are (B, H). Gate orders are Keras's: LSTM i, f, c, o; GRU z, r, h.
-Returns ``(y, h)`` (or ``(y, h, c)`` for LSTM) where y is (B, T, H) with
-``return_sequences`` and (B, H) without; with ``go_backwards`` the steps are
-processed from T-1 down to 0 and y keeps processing order, as Keras does.
+
+Forward: ``<cell>_forward`` returns ``(y, h)`` (or ``(y, h, c)`` for LSTM) where
+y is (B, T, H) with ``return_sequences`` and (B, H) without; with
+``go_backwards`` the steps are processed from T-1 down to 0 and y keeps
+processing order, as Keras does. ``<cell>_forward_train`` returns the same plus
+a ``cache`` dict: the inputs, weights and options, and per processing step the
+state entering it and the pre-activations.
+
+Backward: ``<cell>_backward(dy, dh_n, [dc_n,] cache)`` takes the gradient of the
+loss w.r.t. the layer's outputs (dy shaped like y, dh_n and dc_n like the final
+states; with ``return_sequences`` false y *is* the final h and both
+contributions add) and returns fresh arrays
+``(dx, dh0, [dc0,] dkernel, drecurrent_kernel, dbias)``, dbias in Keras's shape:
+(2, 3H) for GRU with ``reset_after``. Each step of a backward cites the forward
+line it undoes ("forward: ...").
 """
 import numpy as np
 
@@ -60,6 +73,55 @@ ACTIVATIONS = {
 }
 
 
+
+def _where(cond, a, b, v):
+    return np.where(cond, a, b).astype(v.dtype)
+
+
+def _swish_grad(v):
+    s = _sigmoid(v)
+    return s * (1.0 + v * (1.0 - s))
+
+
+def _hard_swish_grad(v):
+    # d/dv [v * hard_sigmoid(v)] = hard_sigmoid(v) + v * hard_sigmoid'(v)
+    return np.clip(v / 6.0 + 0.5, 0.0, 1.0) + _where((v > -3.0) & (v < 3.0), v / 6.0, 0.0, v)
+
+
+def _mish_grad(v):
+    t = np.tanh(_softplus(v))
+    return t + v * (1.0 - t * t) * _sigmoid(v)
+
+
+# Derivative of each elementwise activation, as a function of its input (the
+# pre-activation). At a kink the one-sided value is TensorFlow's: relu and
+# leaky_relu take the left value at 0 (``features > 0``); relu6 and the hard
+# sigmoids are flat on the clip boundaries (``Relu6Grad``: 0 < x < 6). Row-wise
+# activations (softmax, log_softmax) are not here: ``dense_backward`` handles them.
+ACTIVATION_GRADS = {
+    "linear": np.ones_like,
+    "tanh": lambda v: 1.0 - np.tanh(v) ** 2,
+    "sigmoid": lambda v: _sigmoid(v) * (1.0 - _sigmoid(v)),
+    "hard_sigmoid": lambda v: _where((v > -3.0) & (v < 3.0), 1.0 / 6.0, 0.0, v),
+    "hard_sigmoid_keras2": lambda v: _where((v > -2.5) & (v < 2.5), 0.2, 0.0, v),
+    "relu": lambda v: _where(v > 0, 1.0, 0.0, v),
+    "relu6": lambda v: _where((v > 0) & (v < 6.0), 1.0, 0.0, v),
+    "leaky_relu": lambda v: _where(v > 0, 1.0, 0.2, v),
+    "elu": lambda v: np.where(v > 0, 1.0, np.exp(np.minimum(v, 0.0))).astype(v.dtype),
+    "selu": lambda v: 1.0507009873554804934193349852946
+    * np.where(v > 0, 1.0, 1.6732632423543772848170429916717 * np.exp(np.minimum(v, 0.0))).astype(v.dtype),
+    "softplus": _sigmoid,
+    "softsign": lambda v: 1.0 / (1.0 + np.abs(v)) ** 2,
+    "swish": _swish_grad,
+    "silu": _swish_grad,
+    "hard_swish": _hard_swish_grad,
+    "hard_silu": _hard_swish_grad,
+    "mish": _mish_grad,
+    "gelu": lambda v: 0.5 * (1.0 + _erf(v / np.sqrt(2.0))) + v * np.exp(-0.5 * v * v) / np.sqrt(2.0 * np.pi),
+    "exponential": np.exp,
+}
+
+
 def _steps(T, go_backwards):
     return range(T - 1, -1, -1) if go_backwards else range(T)
 
@@ -68,38 +130,136 @@ def _collect(outputs, return_sequences):
     return np.stack(outputs, axis=1) if return_sequences else outputs[-1]
 
 
-def simple_rnn_forward(x, h0, kernel, recurrent_kernel, bias, activation="tanh",
-                       go_backwards=False, return_sequences=False):
+def _dy_at(dy, s, T, return_sequences):
+    """The part of dy that lands on the output of processing step ``s``."""
+    if return_sequences:
+        return dy[:, s]
+    return dy if s == T - 1 else 0.0
+
+
+# ----------------------------------------------------------------------------
+# SimpleRNN
+
+def simple_rnn_forward_train(x, h0, kernel, recurrent_kernel, bias, activation="tanh",
+                             go_backwards=False, return_sequences=False):
     act = ACTIVATIONS[activation]
     h = h0.copy()
-    outputs = []
+    outputs, h_tm1s, zs = [], [], []
     for t in _steps(x.shape[1], go_backwards):
-        h = act(x[:, t] @ kernel + bias + h @ recurrent_kernel)
+        h_tm1s.append(h)
+        z = x[:, t] @ kernel + bias + h @ recurrent_kernel
+        h = act(z)
+        zs.append(z)
         outputs.append(h)
-    return _collect(outputs, return_sequences), h
+    cache = dict(x=x, kernel=kernel, recurrent_kernel=recurrent_kernel, activation=activation,
+                 go_backwards=go_backwards, return_sequences=return_sequences, h_tm1=h_tm1s, z=zs)
+    return _collect(outputs, return_sequences), h, cache
 
 
-def lstm_forward(x, h0, c0, kernel, recurrent_kernel, bias, activation="tanh",
-                 recurrent_activation="sigmoid", go_backwards=False,
-                 return_sequences=False):
+def simple_rnn_forward(x, h0, kernel, recurrent_kernel, bias, activation="tanh",
+                       go_backwards=False, return_sequences=False):
+    return simple_rnn_forward_train(x, h0, kernel, recurrent_kernel, bias, activation,
+                                    go_backwards, return_sequences)[:2]
+
+
+def simple_rnn_backward(dy, dh_n, cache):
+    x, kernel, recurrent_kernel = cache["x"], cache["kernel"], cache["recurrent_kernel"]
+    dact = ACTIVATION_GRADS[cache["activation"]]
+    T = x.shape[1]
+    dx = np.zeros_like(x)
+    dkernel = np.zeros_like(kernel)
+    drecurrent_kernel = np.zeros_like(recurrent_kernel)
+    dbias = np.zeros(kernel.shape[1], x.dtype)
+    dh = dh_n.copy()
+    for s, t in reversed(list(enumerate(_steps(T, cache["go_backwards"])))):
+        dh = dh + _dy_at(dy, s, T, cache["return_sequences"])
+        h_tm1, z = cache["h_tm1"][s], cache["z"][s]
+        # forward: h = act(z)
+        dz = dh * dact(z)
+        # forward: z = x[:, t] @ kernel + bias + h_tm1 @ recurrent_kernel
+        dx[:, t] = dz @ kernel.T
+        dkernel += x[:, t].T @ dz
+        dbias += dz.sum(axis=0)
+        drecurrent_kernel += h_tm1.T @ dz
+        dh = dz @ recurrent_kernel.T
+    return dx, dh, dkernel, drecurrent_kernel, dbias
+
+
+# ----------------------------------------------------------------------------
+# LSTM
+
+def lstm_forward_train(x, h0, c0, kernel, recurrent_kernel, bias, activation="tanh",
+                       recurrent_activation="sigmoid", go_backwards=False,
+                       return_sequences=False):
     act, ract = ACTIVATIONS[activation], ACTIVATIONS[recurrent_activation]
     H = h0.shape[1]
     h, c = h0.copy(), c0.copy()
-    outputs = []
+    outputs, h_tm1s, c_tm1s, zs, cs = [], [], [], [], []
     for t in _steps(x.shape[1], go_backwards):
+        h_tm1s.append(h)
+        c_tm1s.append(c)
         z = x[:, t] @ kernel + bias + h @ recurrent_kernel
         i = ract(z[:, :H])
         f = ract(z[:, H:2 * H])
         c = f * c + i * act(z[:, 2 * H:3 * H])
         o = ract(z[:, 3 * H:])
         h = o * act(c)
+        zs.append(z)
+        cs.append(c)
         outputs.append(h)
-    return _collect(outputs, return_sequences), h, c
+    cache = dict(x=x, kernel=kernel, recurrent_kernel=recurrent_kernel, activation=activation,
+                 recurrent_activation=recurrent_activation, go_backwards=go_backwards,
+                 return_sequences=return_sequences, h_tm1=h_tm1s, c_tm1=c_tm1s, z=zs, c=cs)
+    return _collect(outputs, return_sequences), h, c, cache
 
 
-def gru_forward(x, h0, kernel, recurrent_kernel, bias, activation="tanh",
-                recurrent_activation="sigmoid", go_backwards=False,
-                return_sequences=False, reset_after=True):
+def lstm_forward(x, h0, c0, kernel, recurrent_kernel, bias, activation="tanh",
+                 recurrent_activation="sigmoid", go_backwards=False,
+                 return_sequences=False):
+    return lstm_forward_train(x, h0, c0, kernel, recurrent_kernel, bias, activation,
+                              recurrent_activation, go_backwards, return_sequences)[:3]
+
+
+def lstm_backward(dy, dh_n, dc_n, cache):
+    x, kernel, recurrent_kernel = cache["x"], cache["kernel"], cache["recurrent_kernel"]
+    act, ract = ACTIVATIONS[cache["activation"]], ACTIVATIONS[cache["recurrent_activation"]]
+    dact = ACTIVATION_GRADS[cache["activation"]]
+    dract = ACTIVATION_GRADS[cache["recurrent_activation"]]
+    T = x.shape[1]
+    H = dh_n.shape[1]
+    dx = np.zeros_like(x)
+    dkernel = np.zeros_like(kernel)
+    drecurrent_kernel = np.zeros_like(recurrent_kernel)
+    dbias = np.zeros(kernel.shape[1], x.dtype)
+    dh, dc = dh_n.copy(), dc_n.copy()
+    for s, t in reversed(list(enumerate(_steps(T, cache["go_backwards"])))):
+        dh = dh + _dy_at(dy, s, T, cache["return_sequences"])
+        h_tm1, c_tm1, z, c = cache["h_tm1"][s], cache["c_tm1"][s], cache["z"][s], cache["c"][s]
+        zi, zf, zc, zo = z[:, :H], z[:, H:2 * H], z[:, 2 * H:3 * H], z[:, 3 * H:]
+        i, f, g, o = ract(zi), ract(zf), act(zc), ract(zo)
+        # forward: h = o * act(c)
+        do = dh * act(c)
+        dc = dc + dh * o * dact(c)
+        # forward: c = f * c_tm1 + i * act(zc)
+        di, df, dg = dc * g, dc * c_tm1, dc * i
+        dc = dc * f
+        # forward: i, f, o = ract(zi), ract(zf), ract(zo)
+        dz = np.concatenate([di * dract(zi), df * dract(zf), dg * dact(zc), do * dract(zo)], axis=1)
+        # forward: z = x[:, t] @ kernel + bias + h_tm1 @ recurrent_kernel
+        dx[:, t] = dz @ kernel.T
+        dkernel += x[:, t].T @ dz
+        dbias += dz.sum(axis=0)
+        drecurrent_kernel += h_tm1.T @ dz
+        dh = dz @ recurrent_kernel.T
+    return dx, dh, dc, dkernel, drecurrent_kernel, dbias
+
+
+# ----------------------------------------------------------------------------
+# GRU
+
+def gru_forward_train(x, h0, kernel, recurrent_kernel, bias, activation="tanh",
+                      recurrent_activation="sigmoid", go_backwards=False,
+                      return_sequences=False, reset_after=True):
     """``bias`` is Keras's: (2, 3H) [input_bias, recurrent_bias] when
     ``reset_after``, else (3H,)."""
     act, ract = ACTIVATIONS[activation], ACTIVATIONS[recurrent_activation]
@@ -109,23 +269,108 @@ def gru_forward(x, h0, kernel, recurrent_kernel, bias, activation="tanh",
     else:
         input_bias, recurrent_bias = bias, np.zeros_like(bias)
     h = h0.copy()
-    outputs = []
+    outputs, h_tm1s, zs, hh_recs = [], [], [], []
     for t in _steps(x.shape[1], go_backwards):
+        h_tm1s.append(h)
         xz = x[:, t] @ kernel + input_bias
         if reset_after:
             inner = h @ recurrent_kernel + recurrent_bias
-            z = ract(xz[:, :H] + inner[:, :H])
-            r = ract(xz[:, H:2 * H] + inner[:, H:2 * H])
-            hh = act(xz[:, 2 * H:] + r * inner[:, 2 * H:])
+            a_z = xz[:, :H] + inner[:, :H]
+            a_r = xz[:, H:2 * H] + inner[:, H:2 * H]
+            r = ract(a_r)
+            hh_rec = inner[:, 2 * H:]  # h_tm1 @ U_h + recurrent_bias_h, before r scales it
+            a_h = xz[:, 2 * H:] + r * hh_rec
         else:
             inner = h @ recurrent_kernel[:, :2 * H]
-            z = ract(xz[:, :H] + inner[:, :H])
-            r = ract(xz[:, H:2 * H] + inner[:, H:])
-            hh = act(xz[:, 2 * H:] + (r * h) @ recurrent_kernel[:, 2 * H:])
+            a_z = xz[:, :H] + inner[:, :H]
+            a_r = xz[:, H:2 * H] + inner[:, H:]
+            r = ract(a_r)
+            hh_rec = r * h  # rh, before U_h multiplies it
+            a_h = xz[:, 2 * H:] + hh_rec @ recurrent_kernel[:, 2 * H:]
+        z = ract(a_z)
+        hh = act(a_h)
         h = z * h + (1.0 - z) * hh
+        zs.append(np.concatenate([a_z, a_r, a_h], axis=1))
+        hh_recs.append(hh_rec)
         outputs.append(h)
-    return _collect(outputs, return_sequences), h
+    cache = dict(x=x, kernel=kernel, recurrent_kernel=recurrent_kernel, activation=activation,
+                 recurrent_activation=recurrent_activation, go_backwards=go_backwards,
+                 return_sequences=return_sequences, reset_after=reset_after,
+                 h_tm1=h_tm1s, z=zs, hh_rec=hh_recs)
+    return _collect(outputs, return_sequences), h, cache
 
+
+def gru_forward(x, h0, kernel, recurrent_kernel, bias, activation="tanh",
+                recurrent_activation="sigmoid", go_backwards=False,
+                return_sequences=False, reset_after=True):
+    """``bias`` is Keras's: (2, 3H) [input_bias, recurrent_bias] when
+    ``reset_after``, else (3H,)."""
+    return gru_forward_train(x, h0, kernel, recurrent_kernel, bias, activation,
+                             recurrent_activation, go_backwards, return_sequences,
+                             reset_after)[:2]
+
+
+def gru_backward(dy, dh_n, cache):
+    x, kernel, recurrent_kernel = cache["x"], cache["kernel"], cache["recurrent_kernel"]
+    act, ract = ACTIVATIONS[cache["activation"]], ACTIVATIONS[cache["recurrent_activation"]]
+    dact = ACTIVATION_GRADS[cache["activation"]]
+    dract = ACTIVATION_GRADS[cache["recurrent_activation"]]
+    reset_after = cache["reset_after"]
+    T = x.shape[1]
+    H = dh_n.shape[1]
+    dx = np.zeros_like(x)
+    dkernel = np.zeros_like(kernel)
+    drecurrent_kernel = np.zeros_like(recurrent_kernel)
+    dinput_bias = np.zeros(3 * H, x.dtype)
+    drecurrent_bias = np.zeros(3 * H, x.dtype)
+    dh = dh_n.copy()
+    for s, t in reversed(list(enumerate(_steps(T, cache["go_backwards"])))):
+        dh = dh + _dy_at(dy, s, T, cache["return_sequences"])
+        h_tm1, a, hh_rec = cache["h_tm1"][s], cache["z"][s], cache["hh_rec"][s]
+        a_z, a_r, a_h = a[:, :H], a[:, H:2 * H], a[:, 2 * H:]
+        z, r, hh = ract(a_z), ract(a_r), act(a_h)
+        # forward: h = z * h_tm1 + (1 - z) * hh
+        dz = dh * (h_tm1 - hh)
+        dhh = dh * (1.0 - z)
+        dh_tm1 = dh * z
+        # forward: hh = act(a_h)
+        da_h = dhh * dact(a_h)
+        if reset_after:
+            # forward: a_h = x_h + input_bias_h + r * hh_rec, hh_rec = h_tm1 @ U_h + recurrent_bias_h
+            dr = da_h * hh_rec
+            dhh_rec = da_h * r
+        else:
+            # forward: a_h = x_h + input_bias_h + hh_rec @ U_h, hh_rec = r * h_tm1
+            drecurrent_kernel[:, 2 * H:] += hh_rec.T @ da_h
+            drh = da_h @ recurrent_kernel[:, 2 * H:].T
+            dr = drh * h_tm1
+            dh_tm1 = dh_tm1 + drh * r
+        # forward: z, r = ract(a_z), ract(a_r)
+        da_z = dz * dract(a_z)
+        da_r = dr * dract(a_r)
+        # forward: a = x[:, t] @ kernel + input_bias + [recurrent part]
+        da = np.concatenate([da_z, da_r, da_h], axis=1)
+        dx[:, t] = da @ kernel.T
+        dkernel += x[:, t].T @ da
+        dinput_bias += da.sum(axis=0)
+        if reset_after:
+            # forward: inner = h_tm1 @ recurrent_kernel + recurrent_bias
+            dinner = np.concatenate([da_z, da_r, dhh_rec], axis=1)
+            drecurrent_kernel += h_tm1.T @ dinner
+            drecurrent_bias += dinner.sum(axis=0)
+            dh_tm1 = dh_tm1 + dinner @ recurrent_kernel.T
+        else:
+            # forward: inner = h_tm1 @ recurrent_kernel[:, :2H]
+            dinner = np.concatenate([da_z, da_r], axis=1)
+            drecurrent_kernel[:, :2 * H] += h_tm1.T @ dinner
+            dh_tm1 = dh_tm1 + dinner @ recurrent_kernel[:, :2 * H].T
+        dh = dh_tm1
+    dbias = np.stack([dinput_bias, drecurrent_bias]) if reset_after else dinput_bias
+    return dx, dh, dkernel, drecurrent_kernel, dbias
+
+
+# ----------------------------------------------------------------------------
+# Dense
 
 def dense_forward(x, kernel, bias, activation="linear"):
     """x is (..., C); kernel is (C, N); applies to the last axis, as Keras does."""
@@ -133,3 +378,24 @@ def dense_forward(x, kernel, bias, activation="linear"):
     if bias is not None:
         y = y + bias
     return ACTIVATIONS[activation](y)
+
+
+def dense_backward(dy, x, kernel, bias, activation="linear"):
+    """Gradients of ``dense_forward``: returns ``(dx, dkernel, dbias)``, dbias None
+    when ``bias`` is None. dy is shaped like y, (..., N)."""
+    C, N = kernel.shape
+    # forward: y = act(x @ kernel + bias)
+    z = x @ kernel
+    if bias is not None:
+        z = z + bias
+    if activation == "softmax":
+        sm = _softmax(z)
+        dz = sm * (dy - (dy * sm).sum(axis=-1, keepdims=True))
+    elif activation == "log_softmax":
+        dz = dy - _softmax(z) * dy.sum(axis=-1, keepdims=True)
+    else:
+        dz = dy * ACTIVATION_GRADS[activation](z)
+    dx = dz @ kernel.T
+    dkernel = x.reshape(-1, C).T @ dz.reshape(-1, N)
+    dbias = dz.reshape(-1, N).sum(axis=0) if bias is not None else None
+    return dx, dkernel, dbias

@@ -1,0 +1,446 @@
+"""Backward passes: the NumPy reference against float64 finite differences and
+TensorFlow's GradientTape on real Keras layers; the Numba kernels against the
+reference and against TensorFlow.
+
+Every gradient is compared tensor by tensor and named in the failure message,
+as llm.c's ``check_tensor(..., "dqkvw")`` does.
+"""
+import functools
+
+import numpy as np
+import pytest
+from numba import njit
+from numba.core.runtime import rtsys
+
+from rnnengine import kernels
+from rnnengine.kernels import _activations, reference
+
+K_OF = {"simple_rnn": 1, "lstm": 4, "gru": 3}
+CELL_VARIANTS = [("simple_rnn", True), ("lstm", True), ("gru", True), ("gru", False)]
+CELL_IDS = ["simple_rnn", "lstm", "gru_reset_after", "gru_reset_before"]
+FLAGS = [(0, 0), (0, 1), (1, 0), (1, 1)]  # (go_backwards, return_sequences)
+FLAG_IDS = ["fwd-last", "fwd-seq", "bwd-last", "bwd-seq"]
+
+
+def check_tensor(name, got, want, rtol, atol):
+    """|got - want| <= rtol * |want| + atol * max|want|: the tolerance scales with the
+    tensor (a gradient summed over B*T rows carries that many roundings)."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    assert got.shape == want.shape, f"{name}: shape {got.shape} != {want.shape}"
+    scale = max(float(np.abs(want).max(initial=0.0)), 1.0)
+    err = np.abs(got - want)
+    bound = rtol * np.abs(want) + atol * scale
+    bad = ~(err <= bound)
+    assert not bad.any(), (
+        f"{name}: {int(bad.sum())}/{err.size} entries off, max abs err {err.max():.3g} "
+        f"(scale {scale:.3g}, rtol {rtol}, atol {atol})")
+
+
+# ----------------------------------------------------------------------------
+# Cases and drivers
+
+def make_case(rng, cell, reset_after, B, T, C, H, dtype=np.float64, scale=1.0):
+    K = K_OF[cell]
+    bias_shape = (2, K * H) if (cell == "gru" and reset_after) else (K * H,)
+    case = dict(
+        x=rng.standard_normal((B, T, C)),
+        h0=rng.standard_normal((B, H)) * 0.5,
+        c0=rng.standard_normal((B, H)) * 0.5,
+        kernel=rng.standard_normal((C, K * H)) * 0.5,
+        recurrent_kernel=rng.standard_normal((H, K * H)) * 0.5 / np.sqrt(H),
+        bias=rng.standard_normal(bias_shape) * 0.5,
+    )
+    case = {k: (v * scale if k in ("kernel", "recurrent_kernel", "bias") else v).astype(dtype)
+            for k, v in case.items()}
+    for k in ("kernel", "recurrent_kernel", "bias"):
+        case[k].setflags(write=False)  # kernels must accept read-only weights
+    return case
+
+
+def upstream_grads(rng, cell, B, T, H, return_sequences, dtype=np.float64):
+    """Random dL/dy, dL/dh_n (and dL/dc_n): the loss is sum(y*dy) + sum(h*dh_n) + ..."""
+    g = dict(dy=rng.standard_normal((B, T, H) if return_sequences else (B, H)),
+             dh_n=rng.standard_normal((B, H)))
+    if cell == "lstm":
+        g["dc_n"] = rng.standard_normal((B, H))
+    return {k: v.astype(dtype) for k, v in g.items()}
+
+
+def ref_forward_train(cell, p, act, ract, gb, rs, ra):
+    if cell == "simple_rnn":
+        return reference.simple_rnn_forward_train(p["x"], p["h0"], p["kernel"], p["recurrent_kernel"],
+                                                  p["bias"], act, gb, rs)
+    if cell == "lstm":
+        return reference.lstm_forward_train(p["x"], p["h0"], p["c0"], p["kernel"], p["recurrent_kernel"],
+                                            p["bias"], act, ract, gb, rs)
+    return reference.gru_forward_train(p["x"], p["h0"], p["kernel"], p["recurrent_kernel"], p["bias"],
+                                       act, ract, gb, rs, ra)
+
+
+def ref_grads(cell, p, up, act, ract, gb, rs, ra):
+    """Reference forward_train + backward in float64; returns (outputs, {grad name: array})."""
+    p = {k: np.asarray(v, np.float64) for k, v in p.items()}
+    up = {k: np.asarray(v, np.float64) for k, v in up.items()}
+    *outs, cache = ref_forward_train(cell, p, act, ract, gb, rs, ra)
+    if cell == "lstm":
+        names = ("dx", "dh0", "dc0", "dkernel", "drecurrent_kernel", "dbias")
+        grads = reference.lstm_backward(up["dy"], up["dh_n"], up["dc_n"], cache)
+    else:
+        names = ("dx", "dh0", "dkernel", "drecurrent_kernel", "dbias")
+        backward = reference.simple_rnn_backward if cell == "simple_rnn" else reference.gru_backward
+        grads = backward(up["dy"], up["dh_n"], cache)
+    return outs, dict(zip(names, grads))
+
+
+def _call(fn, *args):
+    fn(*args)
+
+
+def numba_grads(cell, p, up, act, ract, gb, rs, ra, call=_call):
+    """Call the contract of ``kernels/__init__.py`` with fresh buffers: saved buffers
+    and scratch start as NaN (the kernels must not read them before writing),
+    accumulators start at 0.25 (the kernels must add, not overwrite)."""
+    x = p["x"]
+    dtype = x.dtype
+    B, T, C = x.shape
+    H = p["h0"].shape[1]
+    K = K_OF[cell]
+    G = K * H
+    a, ra_code = _activations.ELEMENTWISE_CODES[act], _activations.ELEMENTWISE_CODES[ract]
+    gb, rs, ra = int(gb), int(rs), int(ra)
+
+    def nan(*shape):
+        return np.full(shape, np.nan, dtype)
+
+    fwd = functools.partial(call, kernels.get_kernel(cell, "forward_train", "numba"))
+    bwd = functools.partial(call, kernels.get_kernel(cell, "backward", "numba"))
+    y = nan(B, T if rs else 1, H)
+    h = p["h0"].copy()
+    h_tm1_seq, preact, gates, rec = nan(B, T, H), nan(B, T, G), nan(B, T, G), nan(B, G)
+    dy = np.ascontiguousarray(up["dy"].reshape(B, T if rs else 1, H))
+    dx, dh0 = nan(B, T, C), nan(B, H)
+    dkernel = np.full((C, G), 0.25, dtype)
+    drecurrent_kernel = np.full((H, G), 0.25, dtype)
+    dgates, dgates_t, dw = nan(B, T, G), nan(B, G), nan(max(C, H) * G)
+    kernel, recurrent_kernel, bias = p["kernel"], p["recurrent_kernel"], p["bias"]
+    if cell == "simple_rnn":
+        fwd(y, h, h_tm1_seq, preact, gates, rec, x, kernel, recurrent_kernel, bias, B, T, C, H, a, gb, rs)
+        dbias = np.full(G, 0.25, dtype)
+        bwd(dx, dh0, dkernel, drecurrent_kernel, dbias, dgates, dgates_t, dw, dy, up["dh_n"], h_tm1_seq,
+            preact, gates, x, kernel, recurrent_kernel, B, T, C, H, a, gb, rs)
+        outs = (y, h)
+        grads = dict(dx=dx, dh0=dh0)
+    elif cell == "lstm":
+        c = p["c0"].copy()
+        c_tm1_seq, dc0 = nan(B, T, H), nan(B, H)
+        fwd(y, h, c, h_tm1_seq, c_tm1_seq, preact, gates, rec, x, kernel, recurrent_kernel, bias,
+            B, T, C, H, a, ra_code, gb, rs)
+        dbias = np.full(G, 0.25, dtype)
+        bwd(dx, dh0, dc0, dkernel, drecurrent_kernel, dbias, dgates, dgates_t, dw, dy, up["dh_n"],
+            up["dc_n"], h_tm1_seq, c_tm1_seq, preact, gates, x, kernel, recurrent_kernel,
+            B, T, C, H, a, ra_code, gb, rs)
+        outs = (y, h, c)
+        grads = dict(dx=dx, dh0=dh0, dc0=dc0)
+    else:
+        if ra:
+            input_bias, recurrent_bias = np.ascontiguousarray(bias[0]), np.ascontiguousarray(bias[1])
+        else:
+            input_bias, recurrent_bias = bias, np.zeros(G, dtype)
+            recurrent_bias.setflags(write=False)
+        recurrent_kernel_h = recurrent_kernel[:, 2 * H:].copy()
+        recurrent_kernel_h.setflags(write=False)  # as the other weights (one Numba specialization)
+        hh_rec_seq, rec_h, rh = nan(B, T, H), nan(B, H), nan(B, H)
+        fwd(y, h, h_tm1_seq, preact, gates, hh_rec_seq, rec, rec_h, rh, x, kernel, recurrent_kernel,
+            recurrent_kernel_h, input_bias, recurrent_bias, B, T, C, H, a, ra_code, gb, rs, ra)
+        dinput_bias, drecurrent_bias = np.full(G, 0.25, dtype), np.full(G, 0.25, dtype)
+        dhh_rec_seq, dh_rec, dhh_t = nan(B, T, H), nan(B, H), nan(B, H)
+        bwd(dx, dh0, dkernel, drecurrent_kernel, dinput_bias, drecurrent_bias, dgates, dhh_rec_seq,
+            dgates_t, dh_rec, dhh_t, dw, dy, up["dh_n"], h_tm1_seq, preact, gates, hh_rec_seq, x,
+            kernel, recurrent_kernel, recurrent_kernel_h, B, T, C, H, a, ra_code, gb, rs, ra)
+        if ra:
+            dbias = np.stack([dinput_bias, drecurrent_bias])
+        else:
+            assert (drecurrent_bias == 0.25).all(), "drecurrent_bias touched without reset_after"
+            dbias = dinput_bias
+        outs = (y, h)
+        grads = dict(dx=dx, dh0=dh0)
+    grads.update(dkernel=dkernel - dtype.type(0.25), drecurrent_kernel=drecurrent_kernel - dtype.type(0.25),
+                 dbias=dbias - dtype.type(0.25))
+    if not rs:
+        outs = (y[:, 0],) + outs[1:]
+    return outs, grads
+
+
+# ----------------------------------------------------------------------------
+# Activation derivatives
+
+KINKS = np.array([0.0, -3.0, 3.0, -2.5, 2.5, 6.0])
+
+
+def _points(rng, n=200):
+    v = rng.uniform(-7.0, 7.0, n)
+    return v[np.abs(v[:, None] - KINKS).min(axis=1) > 1e-3]
+
+
+def test_every_activation_has_a_gradient():
+    assert set(_activations.ELEMENTWISE_CODES) == set(reference.ACTIVATION_GRADS)
+
+
+@pytest.mark.parametrize("name", sorted(reference.ACTIVATION_GRADS))
+def test_activation_grads_match_finite_differences(rng, name):
+    v, eps = _points(rng), 1e-6
+    f = reference.ACTIVATIONS[name]
+    numeric = (f(v + eps) - f(v - eps)) / (2 * eps)
+    check_tensor(f"d{name}", reference.ACTIVATION_GRADS[name](v), numeric, 1e-7, 1e-7)
+
+
+@njit
+def _apply_grad_all(code, pre, out):
+    for n in range(pre.shape[0]):
+        out[n] = _activations.apply_grad(code, pre[n], _activations.apply(code, pre[n]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_numba_apply_grad_matches_reference(rng, dtype):
+    v = _points(rng).astype(dtype)
+    for name, code in _activations.ELEMENTWISE_CODES.items():
+        got = np.empty_like(v)
+        _apply_grad_all(code, v, got)
+        want = reference.ACTIVATION_GRADS[name](v.astype(np.float64))
+        tol = 1e-6 if dtype == np.float32 else 1e-13
+        check_tensor(f"apply_grad({name}) {np.dtype(dtype).name}", got, want, tol, tol)
+
+
+# ----------------------------------------------------------------------------
+# Reference backward against float64 central finite differences
+
+FD_CASES = ([(cell, ra, gb, rs, "tanh", "sigmoid")
+             for cell, ra in CELL_VARIANTS for gb, rs in FLAGS]
+            + [("simple_rnn", True, 0, 1, "softsign", "sigmoid"),
+               ("lstm", True, 1, 1, "gelu", "hard_sigmoid"),
+               ("gru", True, 0, 1, "elu", "swish"),
+               ("gru", False, 1, 0, "softplus", "hard_sigmoid")])
+
+
+def _fd_id(case):
+    cell, ra, gb, rs, act, ract = case
+    return f"{CELL_IDS[CELL_VARIANTS.index((cell, ra))]}-{FLAG_IDS[2 * gb + rs]}-{act}-{ract}"
+
+
+@pytest.mark.parametrize("case", FD_CASES, ids=[_fd_id(c) for c in FD_CASES])
+def test_reference_backward_matches_finite_differences(rng, case):
+    cell, ra, gb, rs, act, ract = case
+    B, T, C, H = 2, 3, 3, 2
+    p = make_case(rng, cell, ra, B, T, C, H)
+    up = upstream_grads(rng, cell, B, T, H, rs)
+    ups = [up["dy"], up["dh_n"]] + ([up["dc_n"]] if cell == "lstm" else [])
+
+    def loss(q):
+        outs = ref_forward_train(cell, q, act, ract, gb, rs, ra)[:-1]
+        return sum(float((o * u).sum()) for o, u in zip(outs, ups))
+
+    _, grads = ref_grads(cell, p, up, act, ract, gb, rs, ra)
+    names = ["x", "h0"] + (["c0"] if cell == "lstm" else []) + ["kernel", "recurrent_kernel", "bias"]
+    eps = 1e-6
+    for name in names:
+        numeric = np.zeros(p[name].shape)
+        for idx in np.ndindex(p[name].shape):
+            q = dict(p)
+            for sign in (1.0, -1.0):
+                w = p[name].copy()
+                w[idx] += sign * eps
+                q[name] = w
+                numeric[idx] += sign * loss(q) / (2 * eps)
+        check_tensor(f"{_fd_id(case)} d{name}", grads["d" + name], numeric, 1e-6, 1e-7)
+
+
+@pytest.mark.parametrize("activation", ["linear", "tanh", "gelu", "softmax", "log_softmax"])
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_dense_backward_matches_finite_differences(rng, activation, use_bias):
+    x = rng.standard_normal((2, 3, 4))
+    kernel = rng.standard_normal((4, 5))
+    bias = rng.standard_normal(5) if use_bias else None
+    dy = rng.standard_normal((2, 3, 5))
+    dx, dkernel, dbias = reference.dense_backward(dy, x, kernel, bias, activation)
+    params = dict(x=x, kernel=kernel) | ({"bias": bias} if use_bias else {})
+
+    def loss(q):
+        return float((reference.dense_forward(q["x"], q["kernel"], q.get("bias"), activation) * dy).sum())
+
+    eps = 1e-6
+    for name, got in (("x", dx), ("kernel", dkernel), ("bias", dbias)):
+        if name not in params:
+            assert got is None
+            continue
+        numeric = np.zeros(params[name].shape)
+        for idx in np.ndindex(params[name].shape):
+            for sign in (1.0, -1.0):
+                w = params[name].copy()
+                w[idx] += sign * eps
+                numeric[idx] += sign * loss(dict(params, **{name: w})) / (2 * eps)
+        check_tensor(f"dense {activation} d{name}", got, numeric, 1e-6, 1e-7)
+
+
+# ----------------------------------------------------------------------------
+# Numba kernels against the reference
+
+SHAPES = [
+    # (B, T, C, H)
+    (3, 5, 4, 3),
+    (1, 1, 3, 2),    # one step, batch 1
+    (2, 6, 2, 1),    # one unit
+    (2, 200, 3, 4),  # long sequence
+]
+# Numba against the float64 reference run on the same (rounded) inputs, relative
+# to each tensor's scale (measured: float32 within 8e-7, float64 within 2e-15).
+TOL = {np.float32: (1e-5, 1e-5), np.float64: (1e-11, 1e-12)}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cell,ra", CELL_VARIANTS, ids=CELL_IDS)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "B{}T{}C{}H{}".format(*s))
+@pytest.mark.parametrize("gb,rs", FLAGS, ids=FLAG_IDS)
+def test_numba_backward_matches_reference(rng, dtype, cell, ra, shape, gb, rs):
+    B, T, C, H = shape
+    p = make_case(rng, cell, ra, B, T, C, H, dtype)
+    up = upstream_grads(rng, cell, B, T, H, rs, dtype)
+    outs, grads = numba_grads(cell, p, up, "tanh", "sigmoid", gb, rs, ra)
+    want_outs, want = ref_grads(cell, p, up, "tanh", "sigmoid", gb, rs, ra)
+    rtol, atol = TOL[dtype]
+    label = f"{cell} ra={ra} gb={gb} rs={rs} {np.dtype(dtype).name} B{B}T{T}C{C}H{H}"
+    for name, g, w in zip(("y", "h", "c"), outs, want_outs):
+        check_tensor(f"{label} forward_train {name}", g, w, rtol, atol)
+    assert set(grads) == set(want)
+    for name in want:
+        assert grads[name].dtype == dtype, name
+        check_tensor(f"{label} {name}", grads[name], want[name], rtol, atol)
+
+
+@pytest.mark.parametrize("case", FD_CASES[-4:], ids=[_fd_id(c) for c in FD_CASES[-4:]])
+def test_numba_backward_other_activations(rng, case):
+    cell, ra, gb, rs, act, ract = case
+    B, T, C, H = 3, 6, 4, 5
+    p = make_case(rng, cell, ra, B, T, C, H)
+    up = upstream_grads(rng, cell, B, T, H, rs)
+    _, grads = numba_grads(cell, p, up, act, ract, gb, rs, ra)
+    _, want = ref_grads(cell, p, up, act, ract, gb, rs, ra)
+    for name in want:
+        check_tensor(f"{_fd_id(case)} {name}", grads[name], want[name], *TOL[np.float64])
+
+
+@pytest.mark.parametrize("cell,ra", CELL_VARIANTS, ids=CELL_IDS)
+def test_numba_training_kernels_do_not_allocate(rng, cell, ra):
+    """NRT counts one allocation per array argument (the meminfo that wraps a NumPy
+    array on entry); anything above that is an array the kernel allocated."""
+    from numba.core.runtime import _nrt_python
+
+    p = make_case(rng, cell, ra, 3, 4, 5, 2)
+    up = upstream_grads(rng, cell, 3, 4, 2, 1)
+    extra = {}
+
+    def counting_call(fn, *args):
+        fn(*args)  # compile / load from cache first
+        n_arrays = sum(isinstance(a, np.ndarray) for a in args)
+        before = rtsys.get_allocation_stats().alloc
+        fn(*args)
+        extra[fn.__name__] = rtsys.get_allocation_stats().alloc - before - n_arrays
+
+    _nrt_python.memsys_enable_stats()
+    try:
+        numba_grads(cell, p, up, "tanh", "sigmoid", 0, 1, ra, call=counting_call)
+    finally:
+        _nrt_python.memsys_disable_stats()
+    assert extra and all(v == 0 for v in extra.values()), extra
+
+
+def test_training_passes_dispatch():
+    for cell in K_OF:
+        assert kernels.get_kernel(cell, "backward", "numba") is kernels._NUMBA[(cell, "backward")]
+        # auto falls back to Numba for the passes Cython lacks
+        assert kernels.get_kernel(cell, "backward", "auto") is kernels._NUMBA[(cell, "backward")]
+        with pytest.raises((ValueError, RuntimeError), match=r"set_kernels\('numba'\)"):
+            kernels.get_kernel(cell, "backward", "cython")
+    with pytest.raises(ValueError, match="pass"):
+        kernels.get_kernel("lstm", "backwards", "numba")
+
+
+# ----------------------------------------------------------------------------
+# Against TensorFlow's GradientTape on real Keras layers
+
+TF_CASES = [
+    # (cell, reset_after, go_backwards, return_sequences, activation, recurrent_activation)
+    ("simple_rnn", True, 0, 1, "tanh", "sigmoid"),
+    ("simple_rnn", True, 1, 0, "softsign", "sigmoid"),
+    ("lstm", True, 0, 1, "tanh", "sigmoid"),
+    ("lstm", True, 1, 0, "mish", "hard_sigmoid"),  # not gelu: TF's float64 erf is off by ~5e-9
+    ("gru", True, 0, 0, "tanh", "sigmoid"),
+    ("gru", True, 1, 1, "elu", "swish"),
+    ("gru", False, 0, 1, "tanh", "sigmoid"),
+    ("gru", False, 1, 0, "softplus", "hard_sigmoid"),
+]
+KERAS_CLASS = {"simple_rnn": "SimpleRNN", "lstm": "LSTM", "gru": "GRU"}
+
+
+def keras_grads(cell, p, up, act, ract, gb, rs, ra):
+    """Gradients of sum(y*dy) + sum(h_n*dh_n) [+ sum(c_n*dc_n)] from GradientTape on a
+    Keras layer built in the inputs' dtype and called directly (``predict`` would
+    cast to float32)."""
+    from tests.keras_oracle import keras
+
+    import tensorflow as tf
+
+    k = keras()
+    dtype = np.dtype(p["x"].dtype).name
+    kwargs = dict(units=p["h0"].shape[1], activation=act, go_backwards=bool(gb),
+                  return_sequences=bool(rs), return_state=True, dtype=dtype)
+    if cell != "simple_rnn":
+        kwargs["recurrent_activation"] = ract
+    if cell == "gru":
+        kwargs["reset_after"] = bool(ra)
+    layer = getattr(k.layers, KERAS_CLASS[cell])(**kwargs)
+    layer.build(p["x"].shape)
+    layer.set_weights([p["kernel"], p["recurrent_kernel"], p["bias"]])
+    names = ["x", "h0"] + (["c0"] if cell == "lstm" else [])
+    inputs = {n: tf.constant(p[n]) for n in names}
+    ups = [up["dy"], up["dh_n"]] + ([up["dc_n"]] if cell == "lstm" else [])
+    with tf.GradientTape() as tape:
+        tape.watch(list(inputs.values()))
+        states = [inputs[n] for n in names[1:]]
+        outs = layer(inputs["x"], initial_state=states)
+        loss = tf.add_n([tf.reduce_sum(o * u) for o, u in zip(outs, ups)])
+    weights = {w.path.split("/")[-1]: w for w in layer.trainable_weights}
+    assert sorted(weights) == ["bias", "kernel", "recurrent_kernel"], sorted(weights)
+    sources = [inputs[n] for n in names] + [weights[n] for n in ("kernel", "recurrent_kernel", "bias")]
+    got = tape.gradient(loss, sources)
+    grad_names = ["d" + n for n in names] + ["dkernel", "drecurrent_kernel", "dbias"]
+    return [np.asarray(o) for o in outs], {n: np.asarray(g) for n, g in zip(grad_names, got)}
+
+
+# Against TF: float64 to ~1e-9, float32 to ~1e-5 of each tensor's scale (measured:
+# 7e-16 and 4e-7).
+TF_TOL = {np.float32: (1e-5, 1e-5), np.float64: (1e-9, 1e-10)}
+
+
+def _tf_id(case):
+    return _fd_id(case)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", TF_CASES, ids=[_tf_id(c) for c in TF_CASES])
+def test_gradients_match_tensorflow(rng, case, dtype):
+    cell, ra, gb, rs, act, ract = case
+    B, T, C, H = 3, 5, 4, 6
+    p = make_case(rng, cell, ra, B, T, C, H, dtype)
+    up = upstream_grads(rng, cell, B, T, H, rs, dtype)
+    k_outs, want = keras_grads(cell, p, up, act, ract, gb, rs, ra)
+    rtol, atol = TF_TOL[dtype]
+    label = f"{_tf_id(case)} {np.dtype(dtype).name}"
+    outs, got = numba_grads(cell, p, up, act, ract, gb, rs, ra)
+    for name, g, w in zip(("y", "h", "c"), outs, k_outs):
+        check_tensor(f"{label} numba forward_train {name} vs keras", g, w, rtol, atol)
+    for name in want:
+        check_tensor(f"{label} numba {name} vs tf", got[name], want[name], rtol, atol)
+    if dtype == np.float64:
+        _, ref = ref_grads(cell, p, up, act, ract, gb, rs, ra)
+        for name in want:
+            check_tensor(f"{label} reference {name} vs tf", ref[name], want[name], rtol, atol)
