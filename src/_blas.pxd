@@ -1,0 +1,76 @@
+# Row-major GEMM for the Cython kernels, on top of SciPy's Fortran BLAS.
+#
+# Contract: this file (with _blas.pyx) is the only place in rnnengine that
+# cimports scipy.linalg.cython_blas, as sklearn/utils/_cython_blas.pyx is for
+# scikit-learn. Matrices are row-major (C order); a leading dimension is the row
+# stride in elements, so a kernel can address a column block of a wider matrix
+# (the first 2H columns of a (H, 3H) recurrent kernel) without copying it.
+# Like every kernel helper, _gemm never allocates, never raises and needs no GIL.
+#
+# Design: _gemm is `cdef inline` here instead of being exported from the
+# compiled rnnengine.kernels._cy_blas module through a C-API capsule. The
+# kernels' sources live in src/ but their modules in rnnengine/kernels/; an
+# exported function would have to be found as `_blas` by the Cython compiler
+# and as `rnnengine.kernels._cy_blas` by the import machinery. Inline, the only
+# link is compile-time (src/ is on the Cython include path, see setup.py), and
+# the only run-time dependency is the one every build of SciPy provides,
+# scipy.linalg.cython_blas, reached through its capsules. Each kernel module
+# gets its own copy of these few lines; SciPy's OpenBLAS does the work.
+# https://github.com/scikit-learn/scikit-learn/blob/main/sklearn/utils/_cython_blas.pyx
+from cython cimport floating
+from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
+
+
+# BLAS transpose flags, as the characters Fortran BLAS reads ('n', 't').
+cdef enum BLAS_Trans:
+    NoTrans = 110
+    Trans = 116
+
+
+cdef inline void _gemm(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k,
+                       floating alpha, const floating* A, int lda,
+                       const floating* B, int ldb, floating beta,
+                       floating* C, int ldc) noexcept nogil:
+    """C = alpha * op(A) @ op(B) + beta * C, every matrix row-major.
+
+    op(A) is (m, k), op(B) is (k, n) and C is (m, n); lda, ldb and ldc are the
+    row strides of A, B and C as stored. beta = 0 overwrites C (BLAS never
+    reads C then, so it may hold garbage or NaN).
+    """
+    # A row-major C is the column-major C^T = op(B)^T @ op(A)^T, and a
+    # row-major X with row stride ldx is the column-major X^T with the same
+    # leading dimension: swap the operands and m with n, keep the flags
+    # (sklearn's _gemm, RowMajor branch).
+    cdef char ta_ = <char>ta
+    cdef char tb_ = <char>tb
+    cdef int one = 1
+    cdef int rows_b, cols_b
+    if m <= 0 or n <= 0:
+        return
+    # Fortran BLAS rejects a leading dimension of 0 (xerbla prints and returns)
+    # even when k = 0 makes it irrelevant.
+    if lda < 1:
+        lda = 1
+    if ldb < 1:
+        ldb = 1
+    if m == 1 and ta == NoTrans and k > 0:
+        # A is one contiguous row (batch size 1): C^T = op(B)^T @ A^T is a
+        # matrix-vector product, and GEMV skips GEMM's packing of B, which
+        # would dominate a (1, H) @ (H, K*H) step. Numba's np.dot does the same.
+        # B as stored is column-major (cols_b, rows_b) with leading dimension ldb.
+        rows_b = k if tb == NoTrans else n
+        cols_b = n if tb == NoTrans else k
+        if floating is float:
+            sgemv(&tb_, &cols_b, &rows_b, &alpha, <float*>B, &ldb, <float*>A, &one,
+                  &beta, C, &one)
+        else:
+            dgemv(&tb_, &cols_b, &rows_b, &alpha, <double*>B, &ldb, <double*>A, &one,
+                  &beta, C, &one)
+        return
+    # SciPy declares the operands without const; BLAS only reads A and B.
+    if floating is float:
+        sgemm(&tb_, &ta_, &n, &m, &k, &alpha, <float*>B, &ldb, <float*>A, &lda,
+              &beta, C, &ldc)
+    else:
+        dgemm(&tb_, &ta_, &n, &m, &k, &alpha, <double*>B, &ldb, <double*>A, &lda,
+              &beta, C, &ldc)

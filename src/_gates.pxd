@@ -1,0 +1,214 @@
+# Gate helpers for the Cython kernels: the activations, inline and nogil, and
+# the two build switches the kernels share (OpenMP threads, debug checks).
+#
+# Contract: apply(code, v) is the twin of rnnengine/kernels/_activations.py's
+# apply: the same int codes, the same formulas, the same NaN behaviour (NaN in,
+# NaN out, for every code). It computes in v's type (float functions of libm
+# for float32), so float32 results differ from Numba's by float rounding only.
+# Row-wise codes (softmax) never reach a recurrent cell; an unknown code returns
+# v unchanged, as in _activations.
+from cython cimport floating
+from libc.math cimport erf, erff, exp, expf, expm1, expm1f, fabs, fabsf
+from libc.math cimport log1p, log1pf, tanh, tanhf
+
+
+# Codes: keep in step with _activations.py (the kernel parity tests run every
+# code through both backends).
+cdef enum:
+    LINEAR = 0
+    TANH = 1
+    SIGMOID = 2
+    HARD_SIGMOID = 3
+    RELU = 4
+    ELU = 5
+    SELU = 6
+    SOFTPLUS = 7
+    SOFTSIGN = 8
+    SWISH = 9
+    GELU = 10
+    EXPONENTIAL = 11
+    HARD_SIGMOID_K2 = 12
+    RELU6 = 13
+    LEAKY_RELU = 14
+    HARD_SWISH = 15
+    MISH = 16
+
+
+# libm by dtype: tanhf for float32 keeps the whole cell in single precision.
+cdef inline floating _tanh(floating v) noexcept nogil:
+    if floating is float:
+        return tanhf(v)
+    else:
+        return tanh(v)
+
+
+cdef inline floating _exp(floating v) noexcept nogil:
+    if floating is float:
+        return expf(v)
+    else:
+        return exp(v)
+
+
+cdef inline floating _expm1(floating v) noexcept nogil:
+    if floating is float:
+        return expm1f(v)
+    else:
+        return expm1(v)
+
+
+cdef inline floating _log1p(floating v) noexcept nogil:
+    if floating is float:
+        return log1pf(v)
+    else:
+        return log1p(v)
+
+
+cdef inline floating _erf(floating v) noexcept nogil:
+    if floating is float:
+        return erff(v)
+    else:
+        return erf(v)
+
+
+cdef inline floating _fabs(floating v) noexcept nogil:
+    if floating is float:
+        return fabsf(v)
+    else:
+        return fabs(v)
+
+
+# Python's (and Numba's) max(a, b) and min(a, b): b only where it compares
+# greater (smaller), so max(nan, 0) is nan. fmax/fmin would drop the NaN.
+cdef inline floating _max(floating a, floating b) noexcept nogil:
+    return b if b > a else a
+
+
+cdef inline floating _min(floating a, floating b) noexcept nogil:
+    return b if b < a else a
+
+
+cdef inline floating _sigmoid(floating v) noexcept nogil:
+    # _activations' two branches, 1 / (1 + exp(-v)) for v >= 0 and
+    # exp(v) / (1 + exp(v)) below, so that exp never overflows; written with
+    # one exp(-|v|) and a select on the numerator, which gives the same values
+    # without a data-dependent branch (half of them mispredicted on gate inputs).
+    cdef floating e = _exp(-_fabs(v))
+    return (1 if v >= 0 else e) / (1 + e)
+
+
+cdef inline floating _softplus(floating v) noexcept nogil:
+    # log1p(exp(v)) without overflow: max(v, 0) + log1p(exp(-|v|))
+    return _max(v, <floating>0) + _log1p(_exp(-_fabs(v)))
+
+
+cdef inline floating apply(int code, floating v) noexcept nogil:
+    """Elementwise activation ``code`` at ``v``, in v's type."""
+    if code == TANH:
+        return _tanh(v)
+    if code == SIGMOID:
+        return _sigmoid(v)
+    if code == LINEAR:
+        return v
+    if code == HARD_SIGMOID:
+        # Keras 3: relu6(v + 3) / 6
+        return _min(_max(v / 6 + <floating>0.5, <floating>0), <floating>1)
+    if code == RELU:
+        return _max(v, <floating>0)
+    if code == ELU:
+        return v if v > 0 else _expm1(v)
+    if code == SELU:
+        # SELU_SCALE * (v or SELU_ALPHA * expm1(v)), constants of _activations.py
+        return <floating>1.0507009873554804934193349852946 * (
+            v if v > 0 else <floating>1.6732632423543772848170429916717 * _expm1(v))
+    if code == SOFTPLUS:
+        return _softplus(v)
+    if code == SOFTSIGN:
+        return v / (1 + _fabs(v))
+    if code == SWISH:
+        return v * _sigmoid(v)
+    if code == GELU:
+        # exact erf form; 0.7071... is SQRT_HALF
+        return <floating>0.5 * v * (1 + _erf(v * <floating>0.7071067811865476))
+    if code == EXPONENTIAL:
+        return _exp(v)
+    if code == HARD_SIGMOID_K2:
+        # Keras 2: clip(0.2 * v + 0.5, 0, 1)
+        return _min(_max(<floating>0.2 * v + <floating>0.5, <floating>0), <floating>1)
+    if code == RELU6:
+        return _min(_max(v, <floating>0), <floating>6)
+    if code == LEAKY_RELU:
+        return v if v >= 0 else <floating>0.2 * v
+    if code == HARD_SWISH:
+        return v * _min(_max(v / 6 + <floating>0.5, <floating>0), <floating>1)
+    if code == MISH:
+        return v * _tanh(_softplus(v))
+    return v
+
+
+# Build switches and the gate-loop thread setting, in C so that a plain build
+# compiles the checks away:
+# - RNNENGINE_OPENMP: 1 where the build has OpenMP (setup.py adds -fopenmp when
+#   the compiler takes it); without it the prange loops run serial, as in
+#   sklearn's _openmp_helpers.pxd;
+# - rnnengine_gate_threads: threads for the per-step gate loop, 1 (serial)
+#   unless set_num_threads() of the kernel module raised it. Each kernel module
+#   holds its own copy (the helpers here are inline, see _blas.pxd);
+# - RNNENGINE_BOUNDSCHECK: 1 in the RNNENGINE_CYTHON_BOUNDSCHECK=1 build, where
+#   each def entry also checks every buffer's shape against B, T, C, H, since
+#   boundscheck alone sees no pointer arithmetic.
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #define RNNENGINE_OPENMP 1
+    #else
+    #define RNNENGINE_OPENMP 0
+    #endif
+    static int rnnengine_gate_threads = 1;
+    #ifndef RNNENGINE_BOUNDSCHECK
+    #define RNNENGINE_BOUNDSCHECK 0
+    #endif
+    """
+    const int RNNENGINE_OPENMP
+    int rnnengine_gate_threads
+    const int RNNENGINE_BOUNDSCHECK
+
+
+# Why serial by default: OpenMP threads share the cores with SciPy's OpenBLAS
+# pthreads, which run every per-step GEMM. On 2 cores, with OpenBLAS at its
+# default thread count and libgomp's default (spinning) wait policy, a prange
+# gate loop made B=256, H=256 steps 1.5x (LSTM) to 25x (SimpleRNN) slower, for
+# both pools spin on the same cores between steps; with OpenBLAS limited to one
+# thread it made them 1.4-1.6x faster. The kernels cannot see OpenBLAS's
+# setting, so threading the gate loop is the caller's choice
+# (kernel_module.set_num_threads), and pays only from PARALLEL_MIN_BH elements
+# per step. Numbers: bench/README.md.
+cdef enum:
+    PARALLEL_MIN_BH = 1
+
+
+cdef inline int _gate_threads(Py_ssize_t B, Py_ssize_t H) noexcept nogil:
+    """Threads for one call's gate loops over the batch: 1 means no prange."""
+    cdef int n = rnnengine_gate_threads
+    if n <= 1 or B < 2 or B * H < PARALLEL_MIN_BH:
+        return 1
+    return <int>B if B < n else n
+
+
+cdef inline int _set_gate_threads(int n) except -1:
+    """set_num_threads(n) of a kernel module: n >= 1 threads for its gate loops."""
+    global rnnengine_gate_threads
+    if n < 1:
+        raise ValueError(f"set_num_threads: n must be >= 1, got {n}.")
+    rnnengine_gate_threads = n if RNNENGINE_OPENMP else 1
+    return 0
+
+
+cdef inline int _expect_shape(str name, Py_ssize_t* shape, int ndim,
+                              Py_ssize_t d0, Py_ssize_t d1=-1,
+                              Py_ssize_t d2=-1) except -1:
+    """RNNENGINE_BOUNDSCHECK builds: raise if ``name``'s shape is not (d0, d1, d2)."""
+    want = (d0, d1, d2)[:ndim]
+    got = tuple([shape[i] for i in range(ndim)])
+    if got != want:
+        raise ValueError(f"{name} has shape {got}, the dims passed imply {want}.")
+    return 0

@@ -1,0 +1,109 @@
+# cython: language_level=3
+# SimpleRNN forward kernel in Cython, compiled into rnnengine.kernels._cy_simple_rnn:
+# the twin of rnnengine/kernels/numba_simple_rnn.py.
+#
+# Contract: rnnengine/kernels/__init__.py (argument order, shapes, semantics).
+# float32 or float64 through the fused `floating` type; every buffer
+# C-contiguous; weights and x may be read-only. The def entry turns memoryviews
+# into pointers and releases the GIL; the work is in the `noexcept nogil`
+# pointer kernel, which never allocates and never raises.
+#
+# Design: one GEMM projects every timestep (x viewed as (B*T, C)), then each
+# step is one GEMM h_tm1 @ recurrent_kernel and one fused elementwise pass, as
+# in the Numba kernel. The pass runs on OpenMP threads over the batch only from
+# PARALLEL_MIN_BH elements (_gates.pxd).
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.string cimport memcpy
+
+from _blas cimport NoTrans, _gemm
+from _gates cimport (RNNENGINE_BOUNDSCHECK, _expect_shape, _gate_threads,
+                     _set_gate_threads, apply, rnnengine_gate_threads)
+
+
+cdef inline void _simple_rnn_row(floating* h_b, const floating* xproj_bt,
+                                 const floating* rec_b, const floating* bias,
+                                 Py_ssize_t H, int activation) noexcept nogil:
+    # h_b, xproj_bt, rec_b and bias are (H,): one batch row of one step.
+    cdef Py_ssize_t j
+    for j in range(H):
+        h_b[j] = apply(activation, xproj_bt[j] + bias[j] + rec_b[j])
+
+
+cdef void _simple_rnn_forward(floating* y_out, floating* h, floating* xproj,
+                              floating* rec, const floating* x,
+                              const floating* kernel,
+                              const floating* recurrent_kernel,
+                              const floating* bias, Py_ssize_t B, Py_ssize_t T,
+                              Py_ssize_t C, Py_ssize_t H, int activation,
+                              bint go_backwards, bint return_sequences) noexcept nogil:
+    # y_out is (B, T or 1, H); h is (B, H), initial state in, final state out;
+    # xproj is (B, T, H); rec is (B, H); x is (B, T, C);
+    # kernel is (C, H); recurrent_kernel is (H, H); bias is (H,)
+    cdef Py_ssize_t T_out = T if return_sequences else 1
+    cdef Py_ssize_t s, t, b, s_out
+    cdef int n_threads = _gate_threads(B, H)
+    # xproj.reshape(B * T, H)[:] = x.reshape(B * T, C) @ kernel
+    _gemm(NoTrans, NoTrans, <int>(B * T), <int>H, <int>C, 1, x, <int>C,
+          kernel, <int>H, 0, xproj, <int>H)
+    for s in range(T):
+        t = T - 1 - s if go_backwards else s
+        # rec[:] = h_tm1 @ recurrent_kernel
+        _gemm(NoTrans, NoTrans, <int>B, <int>H, <int>H, 1, h, <int>H,
+              recurrent_kernel, <int>H, 0, rec, <int>H)
+        if n_threads > 1:
+            for b in prange(B, schedule='static', num_threads=n_threads):
+                _simple_rnn_row(h + b * H, xproj + (b * T + t) * H, rec + b * H,
+                                bias, H, activation)
+        else:
+            for b in range(B):
+                _simple_rnn_row(h + b * H, xproj + (b * T + t) * H, rec + b * H,
+                                bias, H, activation)
+        # y_out[:, s] = h (every step), or y_out[:, 0] = h (last step only)
+        if return_sequences or s == T - 1:
+            s_out = s if return_sequences else 0
+            for b in range(B):
+                memcpy(y_out + (b * T_out + s_out) * H, h + b * H, H * sizeof(floating))
+
+
+def simple_rnn_forward(floating[:, :, ::1] y_out,  # OUT
+                       floating[:, ::1] h,  # IN/OUT
+                       floating[:, :, ::1] xproj,  # SCRATCH
+                       floating[:, ::1] rec,  # SCRATCH
+                       const floating[:, :, ::1] x,  # IN
+                       const floating[:, ::1] kernel,  # IN
+                       const floating[:, ::1] recurrent_kernel,  # IN
+                       const floating[::1] bias,  # IN
+                       Py_ssize_t B, Py_ssize_t T, Py_ssize_t C, Py_ssize_t H,
+                       int activation, bint go_backwards, bint return_sequences):
+    """SimpleRNN forward over a whole sequence; see rnnengine/kernels/__init__.py."""
+    if RNNENGINE_BOUNDSCHECK:
+        _expect_shape("y_out", y_out.shape, 3, B, T if return_sequences else 1, H)
+        _expect_shape("h", h.shape, 2, B, H)
+        _expect_shape("xproj", xproj.shape, 3, B, T, H)
+        _expect_shape("rec", rec.shape, 2, B, H)
+        _expect_shape("x", x.shape, 3, B, T, C)
+        _expect_shape("kernel", kernel.shape, 2, C, H)
+        _expect_shape("recurrent_kernel", recurrent_kernel.shape, 2, H, H)
+        _expect_shape("bias", bias.shape, 1, H)
+    with nogil:
+        _simple_rnn_forward(&y_out[0, 0, 0], &h[0, 0], &xproj[0, 0, 0], &rec[0, 0],
+                            &x[0, 0, 0], &kernel[0, 0], &recurrent_kernel[0, 0],
+                            &bias[0], B, T, C, H, activation, go_backwards,
+                            return_sequences)
+
+
+def set_num_threads(int n):
+    """Threads for this module's per-step gate loops (OpenMP over the batch).
+
+    1, the default, runs them serial. More pays only where BLAS runs on one
+    thread (``threadpoolctl.threadpool_limits(1, "blas")``) and the batch has
+    at least PARALLEL_MIN_BH units per step; see src/_gates.pxd. A build
+    without OpenMP stays serial.
+    """
+    _set_gate_threads(n)
+
+
+def get_num_threads():
+    """Threads this module's gate loops use from PARALLEL_MIN_BH units per step."""
+    return rnnengine_gate_threads
