@@ -16,7 +16,10 @@ Formulas follow Keras 3 (``keras/src/activations/activations.py``):
 """
 import math
 
-from numba import njit
+import numpy as np
+
+from numba import njit, types
+from numba.extending import overload
 
 from ..config import FASTMATH_FLAGS
 
@@ -70,13 +73,13 @@ SELU_SCALE = 1.0507009873554804934193349852946
 SQRT_HALF = 0.7071067811865476
 
 
-@njit(cache=True, nogil=True, inline="always", fastmath=FASTMATH_FLAGS)
+@njit(cache=True, nogil=True, inline="always", fastmath=FASTMATH_FLAGS, error_model="numpy")
 def _softplus(v):
     # log1p(exp(v)) without overflow: max(v, 0) + log1p(exp(-|v|))
     return max(v, 0.0) + math.log1p(math.exp(-abs(v)))
 
 
-@njit(cache=True, nogil=True, inline="always", fastmath=FASTMATH_FLAGS)
+@njit(cache=True, nogil=True, inline="always", fastmath=FASTMATH_FLAGS, error_model="numpy")
 def _sigmoid(v):
     # Two branches so that exp never overflows for large |v|.
     if v >= 0:
@@ -85,7 +88,7 @@ def _sigmoid(v):
     return e / (1.0 + e)
 
 
-@njit(cache=True, nogil=True, inline="always", fastmath=FASTMATH_FLAGS)
+@njit(cache=True, nogil=True, inline="always", fastmath=FASTMATH_FLAGS, error_model="numpy")
 def apply(code, v):
     """Elementwise activation ``code`` at ``v``; the result keeps ``v``'s type."""
     if code == TANH:
@@ -129,7 +132,7 @@ def apply(code, v):
 INV_SQRT_2PI = 0.3989422804014327
 
 
-@njit(cache=True, nogil=True, inline="always", fastmath=FASTMATH_FLAGS)
+@njit(cache=True, nogil=True, inline="always", fastmath=FASTMATH_FLAGS, error_model="numpy")
 def apply_grad(code, pre, post):
     """Derivative of activation ``code`` at ``pre``, where ``post = apply(code, pre)``.
 
@@ -185,7 +188,7 @@ def apply_grad(code, pre, post):
     return 1.0
 
 
-@njit(cache=True, nogil=True, fastmath=FASTMATH_FLAGS)
+@njit(cache=True, nogil=True, fastmath=FASTMATH_FLAGS, error_model="numpy")
 def apply_grad_block(out, pre, post, code, k0, k1):
     """``out[:, :, k0:k1] = apply_grad(code, pre, post)`` over (B, T, G) arrays.
 
@@ -201,3 +204,87 @@ def apply_grad_block(out, pre, post, code, k0, k1):
         for t in range(T):
             for k in range(k0, k1):
                 out[b, t, k] = apply_grad(code, pre[b, t, k], post[b, t, k])
+
+
+# -- vectorized blocks for the inference kernels -------------------------------------------
+# Design: libm's tanhf/expf are scalar calls, which keep LLVM from vectorizing a
+# gate loop; at batch 1 an LSTM-128 step spends more time in them than in its
+# matrix-vector product. For float32, tanh (and sigmoid through the identity
+# sigmoid(x) = 0.5 * tanh(0.5 * x) + 0.5) use Eigen's rational approximation
+# (the one TensorFlow itself runs for float32 tanh on CPU; a few ULP from
+# libm's), built from +, *, / and min/max only, so a loop over a block
+# vectorizes. float64 keeps libm: it is the precision path.
+# Eigen: Eigen/src/Core/MathFunctionsImpl.h, generic_fast_tanh_float.
+
+_TANH_CLAMP = 7.90531110763549805
+_A1, _A3, _A5 = 4.89352455891786e-03, 6.37261928875436e-04, 1.48572235717979e-05
+_A7, _A9 = 5.12229709037114e-08, -8.60467152213735e-11
+_A11, _A13 = 2.00018790482477e-13, -2.76076847742355e-16
+_B0, _B2 = 4.89352518554385e-03, 2.26843463243900e-03
+_B4, _B6 = 1.18534705686654e-04, 1.19825839466702e-06
+
+
+@njit(cache=True, nogil=True, inline="always", fastmath=FASTMATH_FLAGS, error_model="numpy")
+def _tanh_rational_f32(v):
+    one = np.float32(1.0)
+    x = min(max(v, np.float32(-_TANH_CLAMP)), np.float32(_TANH_CLAMP))
+    x2 = x * x
+    p = x2 * np.float32(_A13) + np.float32(_A11)
+    p = x2 * p + np.float32(_A9)
+    p = x2 * p + np.float32(_A7)
+    p = x2 * p + np.float32(_A5)
+    p = x2 * p + np.float32(_A3)
+    p = x2 * p + np.float32(_A1)
+    p = x * p
+    q = x2 * np.float32(_B6) + np.float32(_B4)
+    q = x2 * q + np.float32(_B2)
+    q = x2 * q + np.float32(_B0)
+    r = p / q
+    # |x| < 4e-4: tanh(x) = x to float32 precision; the rational form loses ULPs there.
+    r = x if abs(x) < np.float32(0.0004) else r
+    # NaN must propagate: min/max above may turn it into a clamp bound.
+    return r if v == v else v * one
+
+
+def is_float32(a):
+    """True for a float32 array; resolved when Numba compiles the caller."""
+    return a.dtype == np.float32
+
+
+@overload(is_float32)
+def _is_float32_overload(a):
+    if a.dtype == types.float32:
+        return lambda a: True
+    return lambda a: False
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH_FLAGS, error_model="numpy")
+def activate_block(a, code):
+    """``a[:] = apply(code, a)`` over a 1-D contiguous block, vectorized where it can be.
+
+    The switch on ``code`` sits outside the loops, so each loop body is one
+    straight-line function that LLVM can vectorize.
+    """
+    n = a.shape[0]
+    if is_float32(a):
+        if code == TANH:
+            for j in range(n):
+                a[j] = _tanh_rational_f32(a[j])
+            return
+        if code == SIGMOID:
+            half = np.float32(0.5)
+            for j in range(n):
+                a[j] = half * _tanh_rational_f32(half * a[j]) + half
+            return
+    if code == LINEAR:
+        return
+    if code == HARD_SIGMOID:
+        for j in range(n):
+            a[j] = min(max(a[j] / 6.0 + 0.5, 0.0), 1.0)
+        return
+    if code == RELU:
+        for j in range(n):
+            a[j] = max(a[j], 0.0)
+        return
+    for j in range(n):
+        a[j] = apply(code, a[j])

@@ -12,7 +12,7 @@ from ..config import FASTMATH_FLAGS
 from ._activations import LOG_SOFTMAX, SOFTMAX, apply
 
 
-@njit(cache=True, nogil=True, fastmath=FASTMATH_FLAGS)
+@njit(cache=True, nogil=True, fastmath=FASTMATH_FLAGS, error_model="numpy")
 def _activation_inplace(y, activation):
     # y is (N, F); row-wise codes (softmax) reduce over F, the others are elementwise.
     N, F = y.shape
@@ -41,7 +41,7 @@ def _activation_inplace(y, activation):
                 y[n, j] = apply(activation, y[n, j])
 
 
-@njit(cache=True, nogil=True, fastmath=FASTMATH_FLAGS)
+@njit(cache=True, nogil=True, fastmath=FASTMATH_FLAGS, error_model="numpy")
 def _dense_forward(y_out, x, kernel, bias, N, C, F, activation, use_bias):
     # y_out is (N, F); x is (N, C); kernel is (C, F); bias is (F,)
     np.dot(x, kernel, y_out)

@@ -6,10 +6,11 @@ import numpy as np
 from numba import njit
 
 from ..config import FASTMATH_FLAGS
-from ._activations import apply, apply_grad_block
+from ._activations import activate_block, apply, apply_grad_block
+from ._numba_common import recurrent_product, write_step
 
 
-@njit(cache=True, nogil=True, fastmath=FASTMATH_FLAGS)
+@njit(cache=True, nogil=True, fastmath=FASTMATH_FLAGS, error_model="numpy")
 def _gru_forward(y_out, h, xproj, rec, rec_h, rh, x, kernel, recurrent_kernel,
                  recurrent_kernel_h, input_bias, recurrent_bias, B, T, C, H,
                  activation, recurrent_activation, go_backwards, return_sequences,
@@ -19,48 +20,47 @@ def _gru_forward(y_out, h, xproj, rec, rec_h, rh, x, kernel, recurrent_kernel,
     # kernel is (C, 3H); recurrent_kernel is (H, 3H); recurrent_kernel_h is its
     # last block (H, H), contiguous; input_bias and recurrent_bias are (3H,).
     # Gate blocks in Keras's order: z, r, h.
-    np.dot(x.reshape((B * T, C)), kernel, xproj.reshape((B * T, 3 * H)))
+    K = 3 * H
+    np.dot(x.reshape((B * T, C)), kernel, xproj.reshape((B * T, K)))
     for s in range(T):
         t = T - 1 - s if go_backwards else s
-        np.dot(h, recurrent_kernel, rec)  # rec = h_tm1 @ recurrent_kernel
         if reset_after:
-            # hh = act(x_h + r * (h_tm1 @ U_h + b_rec_h))
+            recurrent_product(rec, h, recurrent_kernel, B, H, K)  # rec = h_tm1 @ recurrent_kernel
             for b in range(B):
+                z, xp, hb = rec[b], xproj[b, t], h[b]
+                for j in range(2 * H):
+                    z[j] += xp[j] + input_bias[j] + recurrent_bias[j]
+                activate_block(z[:2 * H], recurrent_activation)  # z, r
+                # hh = act(x_h + r * (h_tm1 @ U_h + b_rec_h))
+                for j in range(2 * H, K):
+                    z[j] = xp[j] + input_bias[j] + z[j - H] * (z[j] + recurrent_bias[j])
+                activate_block(z[2 * H:], activation)
                 for j in range(H):
-                    z = apply(recurrent_activation, xproj[b, t, j] + input_bias[j]
-                              + rec[b, j] + recurrent_bias[j])
-                    r = apply(recurrent_activation, xproj[b, t, H + j]
-                              + input_bias[H + j] + rec[b, H + j] + recurrent_bias[H + j])
-                    hh = apply(activation, xproj[b, t, 2 * H + j] + input_bias[2 * H + j]
-                               + r * (rec[b, 2 * H + j] + recurrent_bias[2 * H + j]))
-                    h[b, j] = z * h[b, j] + (1.0 - z) * hh
+                    hb[j] = z[j] * hb[j] + (1.0 - z[j]) * z[2 * H + j]
         else:
             # hh = act(x_h + (r * h_tm1) @ U_h): the reset gate applies before the
-            # product, so a second GEMM follows once r is known. rec's h block
-            # is computed and unused; it keeps one GEMM for the z and r blocks.
+            # product, so a second product follows once r is known. The first
+            # product's h block is computed and unused: one product for z and r.
+            recurrent_product(rec, h, recurrent_kernel, B, H, K)
             for b in range(B):
+                z, xp = rec[b], xproj[b, t]
+                for j in range(2 * H):
+                    z[j] += xp[j] + input_bias[j]
+                activate_block(z[:2 * H], recurrent_activation)  # z, r
                 for j in range(H):
-                    r = apply(recurrent_activation, xproj[b, t, H + j]
-                              + input_bias[H + j] + rec[b, H + j])
-                    rh[b, j] = r * h[b, j]
-            np.dot(rh, recurrent_kernel_h, rec_h)
+                    rh[b, j] = z[H + j] * h[b, j]
+            recurrent_product(rec_h, rh, recurrent_kernel_h, B, H, H)
             for b in range(B):
+                z, xp, hh, hb = rec[b], xproj[b, t], rec_h[b], h[b]
                 for j in range(H):
-                    z = apply(recurrent_activation, xproj[b, t, j] + input_bias[j] + rec[b, j])
-                    hh = apply(activation, xproj[b, t, 2 * H + j] + input_bias[2 * H + j]
-                               + rec_h[b, j])
-                    h[b, j] = z * h[b, j] + (1.0 - z) * hh
-        if return_sequences:
-            for b in range(B):
+                    hh[j] += xp[2 * H + j] + input_bias[2 * H + j]
+                activate_block(hh, activation)
                 for j in range(H):
-                    y_out[b, s, j] = h[b, j]
-    if not return_sequences:
-        for b in range(B):
-            for j in range(H):
-                y_out[b, 0, j] = h[b, j]
+                    hb[j] = z[j] * hb[j] + (1.0 - z[j]) * hh[j]
+        write_step(y_out, h, s, B, H, T, return_sequences)
 
 
-@njit(cache=True, nogil=True, fastmath=FASTMATH_FLAGS)
+@njit(cache=True, nogil=True, fastmath=FASTMATH_FLAGS, error_model="numpy")
 def _gru_forward_train(y_out, h, h_tm1_seq, preact, gates, hh_rec_seq, rec, rec_h, rh, x,
                        kernel, recurrent_kernel, recurrent_kernel_h, input_bias,
                        recurrent_bias, B, T, C, H, activation, recurrent_activation,
@@ -133,7 +133,7 @@ def _gru_forward_train(y_out, h, h_tm1_seq, preact, gates, hh_rec_seq, rec, rec_
                 y_out[b, 0, j] = h[b, j]
 
 
-@njit(cache=True, nogil=True, fastmath=FASTMATH_FLAGS)
+@njit(cache=True, nogil=True, fastmath=FASTMATH_FLAGS, error_model="numpy")
 def _gru_backward(dx, dh0, dkernel, drecurrent_kernel, dinput_bias, drecurrent_bias,
                   dgates, dhh_rec_seq, dgates_t, dh_rec, dhh_t, dw, dy, dh_n, h_tm1_seq,
                   preact, gates, hh_rec_seq, x, kernel, recurrent_kernel, recurrent_kernel_h,

@@ -6,44 +6,41 @@ import numpy as np
 from numba import njit
 
 from ..config import FASTMATH_FLAGS
-from ._activations import apply, apply_grad, apply_grad_block
+from ._activations import activate_block, apply, apply_grad, apply_grad_block
+from ._numba_common import recurrent_product, write_step
 
 
-@njit(cache=True, nogil=True, fastmath=FASTMATH_FLAGS)
+@njit(cache=True, nogil=True, fastmath=FASTMATH_FLAGS, error_model="numpy")
 def _lstm_forward(y_out, h, c, xproj, rec, x, kernel, recurrent_kernel, bias,
                   B, T, C, H, activation, recurrent_activation, go_backwards,
                   return_sequences):
     # y_out is (B, T or 1, H); h and c are (B, H), initial state in, final out;
     # xproj is (B, T, 4H); rec is (B, 4H); x is (B, T, C);
     # kernel is (C, 4H); recurrent_kernel is (H, 4H); bias is (4H,)
-    # Gate blocks in Keras's order: i, f, c, o.
-    np.dot(x.reshape((B * T, C)), kernel, xproj.reshape((B * T, 4 * H)))
+    # Gate blocks in Keras's order: i, f, c, o. Each activation runs over a whole
+    # gate block (activate_block), so its loop vectorizes.
+    K = 4 * H
+    np.dot(x.reshape((B * T, C)), kernel, xproj.reshape((B * T, K)))
     for s in range(T):
         t = T - 1 - s if go_backwards else s
-        np.dot(h, recurrent_kernel, rec)  # rec = h_tm1 @ recurrent_kernel
+        recurrent_product(rec, h, recurrent_kernel, B, H, K)  # rec = h_tm1 @ recurrent_kernel
         for b in range(B):
+            z, xp, hb, cb = rec[b], xproj[b, t], h[b], c[b]
+            for j in range(K):
+                z[j] += xp[j] + bias[j]
+            activate_block(z[:2 * H], recurrent_activation)  # i, f
+            activate_block(z[2 * H:3 * H], activation)  # g = act(zc)
+            activate_block(z[3 * H:], recurrent_activation)  # o
             for j in range(H):
-                zi = xproj[b, t, j] + bias[j] + rec[b, j]
-                zf = xproj[b, t, H + j] + bias[H + j] + rec[b, H + j]
-                zc = xproj[b, t, 2 * H + j] + bias[2 * H + j] + rec[b, 2 * H + j]
-                zo = xproj[b, t, 3 * H + j] + bias[3 * H + j] + rec[b, 3 * H + j]
-                i = apply(recurrent_activation, zi)
-                f = apply(recurrent_activation, zf)
-                o = apply(recurrent_activation, zo)
-                c_new = f * c[b, j] + i * apply(activation, zc)
-                c[b, j] = c_new
-                h[b, j] = o * apply(activation, c_new)
-        if return_sequences:
-            for b in range(B):
-                for j in range(H):
-                    y_out[b, s, j] = h[b, j]
-    if not return_sequences:
-        for b in range(B):
+                cb[j] = z[H + j] * cb[j] + z[j] * z[2 * H + j]  # c = f * c_tm1 + i * g
+                hb[j] = cb[j]
+            activate_block(hb, activation)
             for j in range(H):
-                y_out[b, 0, j] = h[b, j]
+                hb[j] *= z[3 * H + j]  # h = o * act(c)
+        write_step(y_out, h, s, B, H, T, return_sequences)
 
 
-@njit(cache=True, nogil=True, fastmath=FASTMATH_FLAGS)
+@njit(cache=True, nogil=True, fastmath=FASTMATH_FLAGS, error_model="numpy")
 def _lstm_forward_train(y_out, h, c, h_tm1_seq, c_tm1_seq, preact, gates, rec, x, kernel,
                         recurrent_kernel, bias, B, T, C, H, activation, recurrent_activation,
                         go_backwards, return_sequences):
@@ -90,7 +87,7 @@ def _lstm_forward_train(y_out, h, c, h_tm1_seq, c_tm1_seq, preact, gates, rec, x
                 y_out[b, 0, j] = h[b, j]
 
 
-@njit(cache=True, nogil=True, fastmath=FASTMATH_FLAGS)
+@njit(cache=True, nogil=True, fastmath=FASTMATH_FLAGS, error_model="numpy")
 def _lstm_backward(dx, dh0, dc0, dkernel, drecurrent_kernel, dbias, dgates, dgates_t, dw,
                    dy, dh_n, dc_n, h_tm1_seq, c_tm1_seq, preact, gates, x, kernel,
                    recurrent_kernel, B, T, C, H, activation, recurrent_activation,

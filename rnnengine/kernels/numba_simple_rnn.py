@@ -6,10 +6,11 @@ import numpy as np
 from numba import njit
 
 from ..config import FASTMATH_FLAGS
-from ._activations import apply, apply_grad_block
+from ._activations import activate_block, apply, apply_grad_block
+from ._numba_common import recurrent_product, write_step
 
 
-@njit(cache=True, nogil=True, fastmath=FASTMATH_FLAGS)
+@njit(cache=True, nogil=True, fastmath=FASTMATH_FLAGS, error_model="numpy")
 def _simple_rnn_forward(y_out, h, xproj, rec, x, kernel, recurrent_kernel, bias,
                         B, T, C, H, activation, go_backwards, return_sequences):
     # y_out is (B, T or 1, H); h is (B, H), initial state in, final state out;
@@ -19,21 +20,17 @@ def _simple_rnn_forward(y_out, h, xproj, rec, x, kernel, recurrent_kernel, bias,
     np.dot(x.reshape((B * T, C)), kernel, xproj.reshape((B * T, H)))
     for s in range(T):
         t = T - 1 - s if go_backwards else s
-        np.dot(h, recurrent_kernel, rec)  # rec = h_tm1 @ recurrent_kernel
+        recurrent_product(rec, h, recurrent_kernel, B, H, H)  # rec = h_tm1 @ recurrent_kernel
         for b in range(B):
+            z, xp, hb = rec[b], xproj[b, t], h[b]
             for j in range(H):
-                h[b, j] = apply(activation, xproj[b, t, j] + bias[j] + rec[b, j])
-        if return_sequences:
-            for b in range(B):
-                for j in range(H):
-                    y_out[b, s, j] = h[b, j]
-    if not return_sequences:
-        for b in range(B):
-            for j in range(H):
-                y_out[b, 0, j] = h[b, j]
+                z[j] += xp[j] + bias[j]
+            activate_block(z, activation)
+            hb[:] = z
+        write_step(y_out, h, s, B, H, T, return_sequences)
 
 
-@njit(cache=True, nogil=True, fastmath=FASTMATH_FLAGS)
+@njit(cache=True, nogil=True, fastmath=FASTMATH_FLAGS, error_model="numpy")
 def _simple_rnn_forward_train(y_out, h, h_tm1_seq, preact, gates, rec, x, kernel,
                               recurrent_kernel, bias, B, T, C, H, activation, go_backwards,
                               return_sequences):
@@ -65,7 +62,7 @@ def _simple_rnn_forward_train(y_out, h, h_tm1_seq, preact, gates, rec, x, kernel
                 y_out[b, 0, j] = h[b, j]
 
 
-@njit(cache=True, nogil=True, fastmath=FASTMATH_FLAGS)
+@njit(cache=True, nogil=True, fastmath=FASTMATH_FLAGS, error_model="numpy")
 def _simple_rnn_backward(dx, dh0, dkernel, drecurrent_kernel, dbias, dgates, dgates_t, dw,
                          dy, dh_n, h_tm1_seq, preact, gates, x, kernel, recurrent_kernel,
                          B, T, C, H, activation, go_backwards, return_sequences):
