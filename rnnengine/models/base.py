@@ -91,6 +91,12 @@ class BaseModel:
             raise NotImplementedError(f"Calling model \"{self.name}\" with training=True needs the training engine.")
         return self.predict_on_batch(x)
 
+    def stream(self, batch_size=1):
+        """A ``Stream`` that steps this model one timestep at a time; see ``models/stream.py``."""
+        from .stream import Stream
+
+        return Stream(self, batch_size)
+
     def reset_states(self):
         """Zero the state of every stateful layer."""
         for layer in self.layers:

@@ -165,6 +165,17 @@ class Sequential(BaseModel):
     def _output_specs(self, input_specs):
         return [(self._output_shape(input_specs[0][0]), self._layers[-1].dtype)]
 
+    def _stream_plan(self):
+        from .stream import check_streamable
+
+        self._ensure_built()
+        if len(self._input_shape) < 2:
+            raise ValueError(f"Model \"{self.name}\" takes inputs of shape "
+                             f"{_validation.format_shape((None,) + self._input_shape)}: a stream needs a "
+                             "(batch, time, features) model.")
+        check_streamable(self._layers)
+        return self._layers, tuple(self._input_shape[1:])
+
     # -- inference ------------------------------------------------------------------------
     def _validate_inputs(self, x):
         if not self._layers:

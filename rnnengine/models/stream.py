@@ -1,0 +1,160 @@
+"""Streams: step a model one timestep at a time, the recurrent state kept inside.
+
+    stream = model.stream(batch_size=1)
+    for x_t in frames:                  # (features,) or (batch, features)
+        y_t = stream.step(x_t)          # the model's output for this step
+    snapshot = stream.get_state()       # [[h], [h, c], ...]: one list per recurrent layer
+    stream.set_state(snapshot)          # restore (failover, replay)
+    stream.reset()                      # zero every state
+
+A stream owns its buffers (one workspace per number of rows stepped) and its
+state, so streams are independent of each other and of ``predict``; one stream
+is single-owner: stepping it from two threads at once raises ``RuntimeError``.
+
+Many sessions in one call: make one stream with ``batch_size`` = the number of
+sessions and pass ``rows=`` (the active sessions' indices) to ``step``: their
+states are gathered, stepped together in one kernel call, and scattered back.
+"""
+import threading
+
+import numpy as np
+
+from .. import _validation
+from ..layers.recurrent import _RNN
+from ..layers.wrappers import Bidirectional
+
+
+class Stream:
+    def __init__(self, model, batch_size=1):
+        self.model = model
+        self.batch_size = _validation.positive_int(batch_size, "batch_size", "stream")
+        self._layers, self._feature_shape = model._stream_plan()
+        self._recurrent = [i for i, layer in enumerate(self._layers) if isinstance(layer, _RNN)]
+        self._dtype = self._layers[0]._input_dtype()
+        self._states = {
+            i: [np.zeros((self.batch_size, self._layers[i].units), self._layers[i].dtype)
+                for _ in self._layers[i]._state_names]
+            for i in self._recurrent
+        }
+        self._workspaces = {}
+        self._busy = threading.Lock()
+        out_shape = model._output_specs([((1,) + self._feature_shape, self._dtype)])[0][0]
+        self._out_shape = out_shape[1:] if len(out_shape) >= 2 and out_shape[0] == 1 else out_shape
+
+    def _workspace(self, n):
+        ws = self._workspaces.get(n)
+        if ws is None:
+            ws = self.model._make_workspace((n, ((1,) + self._feature_shape, np.dtype(self._dtype).str)))
+            ws.x = np.zeros((n, 1) + self._feature_shape, self._dtype)
+            ws.rows = np.zeros(n, np.intp)
+            self._workspaces[n] = ws
+        return ws
+
+    def step(self, x_t, rows=None, out=None):
+        """Consume one timestep; return the model's output for it.
+
+        Parameters
+        ----------
+        x_t : array-like, (features,) or (n, features)
+            One timestep for ``batch_size`` rows, or for the ``n`` rows named by
+            ``rows``. (features,) means one row.
+        rows : sequence of int, optional
+            Which of the stream's rows (sessions) this step advances; the others
+            keep their state. Default: all rows, in order.
+        out : ndarray, optional
+            Filled with the output (``(n, ...)``) and returned: no allocation.
+        """
+        x = np.asarray(x_t) if not isinstance(x_t, np.ndarray) else x_t
+        single = x.ndim == len(self._feature_shape)
+        if single:
+            x = x[None]
+        n = x.shape[0]
+        if rows is None and n != self.batch_size:
+            raise ValueError(f"stream.step: expected {self.batch_size} rows (the stream's batch_size) or "
+                             f"rows=; received an input of shape {np.shape(x_t)}.")
+        x = _validation.as_input_array(x, self._dtype, self._layers[0].name, self._feature_shape, what="Stream input")
+        if not self._busy.acquire(blocking=False):
+            raise RuntimeError("This stream is being stepped by another thread: a stream is single-owner; "
+                               "make one stream per thread (they are cheap).")
+        try:
+            ws = self._workspace(n)
+            if rows is not None:
+                rows = np.asarray(rows)
+                if rows.shape != (n,) or rows.dtype.kind not in "iu":
+                    raise ValueError(f"stream.step: rows must be {n} integer indices, one per input row.")
+                if n and (rows.min() < 0 or rows.max() >= self.batch_size):
+                    raise ValueError(f"stream.step: rows must be in [0, {self.batch_size}).")
+                if len(np.unique(rows)) != n:
+                    raise ValueError("stream.step: rows must not repeat.")
+            np.copyto(ws.x[:, 0], x)
+            y = self._run(ws, rows)
+            result = y.reshape((n,) + self._out_shape)
+            if out is None:
+                out = result.copy()
+            else:
+                _validation.check_out(out, result.shape[1:] if single else result.shape, result.dtype)
+                np.copyto(out, result[0] if single else result)
+                return out
+            return out[0] if single else out
+        finally:
+            self._busy.release()
+
+    def _run(self, ws, rows):
+        y, mask = ws.x, None
+        for i, (layer, buffers) in enumerate(zip(self._layers, ws.layer_buffers)):
+            if i in self._states:
+                full = self._states[i]
+                if rows is None:
+                    states = full
+                else:
+                    states = [np.take(s, rows, axis=0, out=buffers["prev_" + name])
+                              for s, name in zip(full, layer._state_names)]
+                outs, masks = layer._node_forward(buffers, [y], [mask], states)
+                for s, name in zip(full, layer._state_names):
+                    if rows is None:
+                        np.copyto(s, buffers[name])
+                    else:
+                        s[rows] = buffers[name]
+            else:
+                outs, masks = layer._node_forward(buffers, [y], [mask], [])
+            y, mask = outs[0], masks[0]
+        return y
+
+    def reset(self):
+        """Zero every recurrent state."""
+        for states in self._states.values():
+            for s in states:
+                s.fill(0)
+
+    def get_state(self):
+        """A copy of the state: one list per recurrent layer, ``[h]`` or ``[h, c]``, each (batch, units)."""
+        return [[s.copy() for s in self._states[i]] for i in self._recurrent]
+
+    def set_state(self, states):
+        """Restore a state from ``get_state()`` (validated before anything changes)."""
+        states = list(states)
+        if len(states) != len(self._recurrent):
+            raise ValueError(f"set_state: expected {len(self._recurrent)} layer states, received {len(states)}.")
+        checked = []
+        for i, layer_states in zip(self._recurrent, states):
+            mine = self._states[i]
+            layer_states = list(layer_states)
+            if len(layer_states) != len(mine):
+                raise ValueError(f"set_state: layer \"{self._layers[i].name}\" has {len(mine)} state arrays, "
+                                 f"received {len(layer_states)}.")
+            for s, new in zip(mine, layer_states):
+                new = np.asarray(new)
+                if new.shape != s.shape:
+                    raise ValueError(f"set_state: layer \"{self._layers[i].name}\" expects states of shape "
+                                     f"{s.shape}, received {new.shape}.")
+                checked.append((s, new))
+        for s, new in checked:
+            np.copyto(s, new, casting="unsafe")
+
+
+def check_streamable(layers):
+    """Layers a stream can step: no backward-running recurrence."""
+    for layer in layers:
+        if isinstance(layer, Bidirectional) or (isinstance(layer, _RNN) and layer.go_backwards):
+            raise ValueError(f"Layer \"{layer.name}\" reads its sequence backwards, so it cannot run as a "
+                             "stream, one timestep at a time.")
