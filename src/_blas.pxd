@@ -74,3 +74,33 @@ cdef inline void _gemm(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k,
     else:
         dgemm(&tb_, &ta_, &n, &m, &k, &alpha, <double*>B, &ldb, <double*>A, &lda,
               &beta, C, &ldc)
+
+
+# Up to this many rows the per-step recurrent product is a plain loop (an axpy
+# over rows of the weight matrix, which the compiler vectorizes): a BLAS GEMM
+# call costs about a microsecond of set-up, more than a batch-1 LSTM-128
+# step's arithmetic. Same threshold as kernels/_numba_common.py.
+cdef enum:
+    SMALL_BATCH = 4
+
+
+cdef inline void _recurrent_product(floating* out, const floating* h,
+                                    const floating* weights, int B, int H, int N,
+                                    int ldw, int ldo) noexcept nogil:
+    """out[:, :N] = h (B, H) @ weights[:, :N]; weights' rows are ldw apart, out's ldo."""
+    cdef Py_ssize_t b, k, j
+    cdef floating hk
+    cdef floating* o
+    cdef const floating* w
+    if B > SMALL_BATCH:
+        _gemm(NoTrans, NoTrans, B, N, H, 1, h, H, weights, ldw, 0, out, ldo)
+        return
+    for b in range(B):
+        o = out + b * ldo
+        for j in range(N):
+            o[j] = 0
+        for k in range(H):
+            hk = h[b * H + k]
+            w = weights + k * ldw
+            for j in range(N):
+                o[j] += hk * w[j]

@@ -1,5 +1,5 @@
-# Gate helpers for the Cython kernels: the activations, inline and nogil, and
-# the two build switches the kernels share (OpenMP threads, debug checks).
+# Gate helpers for the Cython kernels: the activations, inline and nogil, the
+# gate-loop thread setting and the debug-check switch the kernels share.
 #
 # Contract: apply(code, v) is the twin of rnnengine/kernels/_activations.py's
 # apply: the same int codes, the same formulas, the same NaN behaviour (NaN in,
@@ -145,6 +145,54 @@ cdef inline floating apply(int code, floating v) noexcept nogil:
     return v
 
 
+# -- vectorized blocks --------------------------------------------------------------------
+# The twin of _activations.activate_block: libm's tanhf/expf are scalar calls
+# that keep the compiler from vectorizing a gate loop, so float32 tanh (and
+# sigmoid, as 0.5 * tanh(0.5 * x) + 0.5) use Eigen's rational approximation,
+# the one TensorFlow runs for float32 tanh on CPU, made of +, *, / and selects
+# only. float64 keeps libm. Eigen/src/Core/MathFunctionsImpl.h,
+# generic_fast_tanh_float; same coefficients as _activations.py.
+cdef inline float _tanh_rational(float v) noexcept nogil:
+    cdef float x = v
+    if x < -7.90531110763549805:
+        x = -7.90531110763549805
+    if x > 7.90531110763549805:
+        x = 7.90531110763549805
+    cdef float x2 = x * x
+    cdef float p = x2 * <float>-2.76076847742355e-16 + <float>2.00018790482477e-13
+    p = x2 * p + <float>-8.60467152213735e-11
+    p = x2 * p + <float>5.12229709037114e-08
+    p = x2 * p + <float>1.48572235717979e-05
+    p = x2 * p + <float>6.37261928875436e-04
+    p = x2 * p + <float>4.89352455891786e-03
+    p = x * p
+    cdef float q = x2 * <float>1.19825839466702e-06 + <float>1.18534705686654e-04
+    q = x2 * q + <float>2.26843463243900e-03
+    q = x2 * q + <float>4.89352518554385e-03
+    cdef float r = p / q
+    # |x| < 4e-4: tanh(x) = x to float32 precision
+    r = x if fabsf(x) < <float>0.0004 else r
+    return r if v == v else v  # NaN propagates
+
+
+cdef inline void activate_block(floating* a, Py_ssize_t n, int code) noexcept nogil:
+    """a[:n] = apply(code, a[:n]), with the switch on code outside the loops."""
+    cdef Py_ssize_t j
+    if floating is float:
+        if code == TANH:
+            for j in range(n):
+                a[j] = _tanh_rational(a[j])
+            return
+        if code == SIGMOID:
+            for j in range(n):
+                a[j] = <float>0.5 * _tanh_rational(<float>0.5 * a[j]) + <float>0.5
+            return
+    if code == LINEAR:
+        return
+    for j in range(n):
+        a[j] = apply(code, a[j])
+
+
 # Build switches and the gate-loop thread setting, in C so that a plain build
 # compiles the checks away:
 # - RNNENGINE_OPENMP: 1 where the build has OpenMP (setup.py adds -fopenmp when
@@ -174,16 +222,20 @@ cdef extern from *:
 
 
 # Why serial by default: OpenMP threads share the cores with SciPy's OpenBLAS
-# pthreads, which run every per-step GEMM. On 2 cores, with OpenBLAS at its
-# default thread count and libgomp's default (spinning) wait policy, a prange
-# gate loop made B=256, H=256 steps 1.5x (LSTM) to 25x (SimpleRNN) slower, for
-# both pools spin on the same cores between steps; with OpenBLAS limited to one
-# thread it made them 1.4-1.6x faster. The kernels cannot see OpenBLAS's
-# setting, so threading the gate loop is the caller's choice
-# (kernel_module.set_num_threads), and pays only from PARALLEL_MIN_BH elements
-# per step. Numbers: bench/README.md.
+# pthreads, which run every per-step GEMM, and both pools spin while they wait.
+# Measured on 2 cores, float32, serial -> 2 threads: with OpenBLAS at its
+# default thread count and libgomp's default wait policy, a prange gate loop
+# made whole calls 2x to 25x slower (B=256, H=256, T=20 SimpleRNN: 31 ms ->
+# 198 ms). With OpenBLAS on one thread and the machine otherwise idle, it made
+# steps 1.3-1.6x faster at B*H = 8192 (B=256, H=32 LSTM: 797 -> 497 us; B=32,
+# H=256 GRU: 545 -> 402 us), was mixed at 2048 (0.5x for GRU without
+# reset_after, two barriers a step) and gained at most 1.2x at 1024. Any other
+# busy process turns the per-step barrier into a wait of a scheduler slice
+# (~10 ms). The kernels cannot see OpenBLAS's thread count, so threading the
+# gate loop is the caller's choice (set_num_threads of the kernel module, with
+# BLAS limited through threadpoolctl), and only from PARALLEL_MIN_BH elements.
 cdef enum:
-    PARALLEL_MIN_BH = 1
+    PARALLEL_MIN_BH = 8192
 
 
 cdef inline int _gate_threads(Py_ssize_t B, Py_ssize_t H) noexcept nogil:

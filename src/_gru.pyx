@@ -14,66 +14,68 @@
 # product, so a step is two GEMMs: h_tm1 @ recurrent_kernel[:, :2H] for z and r
 # (leading dimension 3H: the (H, 2H) block is read in place, and rec[:, 2H:] is
 # neither computed nor read), then (r * h_tm1) @ recurrent_kernel_h. The
-# elementwise passes run on OpenMP threads over the batch only from
-# PARALLEL_MIN_BH elements (_gates.pxd).
+# elementwise passes run on OpenMP threads over the batch only after
+# set_num_threads(n > 1), and from PARALLEL_MIN_BH elements a step (why:
+# _gates.pxd).
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memcpy
 
-from _blas cimport NoTrans, _gemm
+from _blas cimport NoTrans, _gemm, _recurrent_product
 from _gates cimport (RNNENGINE_BOUNDSCHECK, _expect_shape, _gate_threads,
-                     _set_gate_threads, apply, rnnengine_gate_threads)
+                     _set_gate_threads, activate_block, apply,
+                     rnnengine_gate_threads)
 
 
 cdef inline void _gru_row_reset_after(floating* h_b, const floating* xproj_bt,
-                                      const floating* rec_b,
+                                      floating* z,
                                       const floating* input_bias,
                                       const floating* recurrent_bias, Py_ssize_t H,
                                       int activation,
                                       int recurrent_activation) noexcept nogil:
-    # h_b is (H,); xproj_bt, rec_b and both biases are (3H,), blocks z, r, h.
-    # hh = act(x_h + r * (h_tm1 @ U_h + b_rec_h))
+    # h_b is (H,); xproj_bt, z (this row of rec: scratch, overwritten with the
+    # gates) and both biases are (3H,), blocks z, r, h.
     cdef Py_ssize_t j
-    cdef floating z, r, hh
+    for j in range(2 * H):
+        z[j] += xproj_bt[j] + input_bias[j] + recurrent_bias[j]
+    activate_block(z, 2 * H, recurrent_activation)  # z, r
+    # hh = act(x_h + r * (h_tm1 @ U_h + b_rec_h))
+    for j in range(2 * H, 3 * H):
+        z[j] = xproj_bt[j] + input_bias[j] + z[j - H] * (z[j] + recurrent_bias[j])
+    activate_block(z + 2 * H, H, activation)
     for j in range(H):
-        z = apply(recurrent_activation, xproj_bt[j] + input_bias[j]
-                  + rec_b[j] + recurrent_bias[j])
-        r = apply(recurrent_activation, xproj_bt[H + j] + input_bias[H + j]
-                  + rec_b[H + j] + recurrent_bias[H + j])
-        hh = apply(activation, xproj_bt[2 * H + j] + input_bias[2 * H + j]
-                   + r * (rec_b[2 * H + j] + recurrent_bias[2 * H + j]))
-        h_b[j] = z * h_b[j] + (1 - z) * hh
+        h_b[j] = z[j] * h_b[j] + (1 - z[j]) * z[2 * H + j]
 
 
 cdef inline void _gru_row_reset(floating* rh_b, const floating* h_b,
-                                const floating* xproj_bt, const floating* rec_b,
+                                const floating* xproj_bt, floating* z,
                                 const floating* input_bias, Py_ssize_t H,
                                 int recurrent_activation) noexcept nogil:
-    # rh_b and h_b are (H,); xproj_bt, rec_b and input_bias are (3H,).
-    # rh = r * h_tm1, the left operand of the second GEMM
+    # rh_b and h_b are (H,); xproj_bt, z (this row of rec, scratch) and
+    # input_bias are (3H,). z[:2H] becomes the gates z, r; rh = r * h_tm1 is the
+    # left operand of the second product.
     cdef Py_ssize_t j
-    cdef floating r
+    for j in range(2 * H):
+        z[j] += xproj_bt[j] + input_bias[j]
+    activate_block(z, 2 * H, recurrent_activation)
     for j in range(H):
-        r = apply(recurrent_activation, xproj_bt[H + j] + input_bias[H + j]
-                  + rec_b[H + j])
-        rh_b[j] = r * h_b[j]
+        rh_b[j] = z[H + j] * h_b[j]
 
 
 cdef inline void _gru_row_reset_before(floating* h_b, const floating* xproj_bt,
-                                       const floating* rec_b,
-                                       const floating* rec_h_b,
+                                       const floating* z,
+                                       floating* hh,
                                        const floating* input_bias, Py_ssize_t H,
-                                       int activation,
-                                       int recurrent_activation) noexcept nogil:
-    # h_b and rec_h_b are (H,); xproj_bt, rec_b and input_bias are (3H,).
+                                       int activation) noexcept nogil:
+    # h_b and hh (this row of rec_h: scratch) are (H,); xproj_bt, z (gates from
+    # _gru_row_reset) and input_bias are (3H,).
     # hh = act(x_h + (r * h_tm1) @ U_h)
     cdef Py_ssize_t j
-    cdef floating z, hh
     for j in range(H):
-        z = apply(recurrent_activation, xproj_bt[j] + input_bias[j] + rec_b[j])
-        hh = apply(activation, xproj_bt[2 * H + j] + input_bias[2 * H + j]
-                   + rec_h_b[j])
-        h_b[j] = z * h_b[j] + (1 - z) * hh
+        hh[j] += xproj_bt[2 * H + j] + input_bias[2 * H + j]
+    activate_block(hh, H, activation)
+    for j in range(H):
+        h_b[j] = z[j] * h_b[j] + (1 - z[j]) * hh[j]
 
 
 cdef void _gru_forward(floating* y_out, floating* h, floating* xproj, floating* rec,
@@ -99,8 +101,7 @@ cdef void _gru_forward(floating* y_out, floating* h, floating* xproj, floating* 
         t = T - 1 - s if go_backwards else s
         if reset_after:
             # rec[:] = h_tm1 @ recurrent_kernel
-            _gemm(NoTrans, NoTrans, <int>B, <int>K, <int>H, 1, h, <int>H,
-                  recurrent_kernel, <int>K, 0, rec, <int>K)
+            _recurrent_product(rec, h, recurrent_kernel, <int>B, <int>H, <int>K, <int>K, <int>K)
             if n_threads > 1:
                 for b in prange(B, schedule='static', num_threads=n_threads):
                     _gru_row_reset_after(h + b * H, xproj + (b * T + t) * K,
@@ -113,8 +114,7 @@ cdef void _gru_forward(floating* y_out, floating* h, floating* xproj, floating* 
                                          activation, recurrent_activation)
         else:
             # rec[:, :2H] = h_tm1 @ recurrent_kernel[:, :2H]
-            _gemm(NoTrans, NoTrans, <int>B, <int>(2 * H), <int>H, 1, h, <int>H,
-                  recurrent_kernel, <int>K, 0, rec, <int>K)
+            _recurrent_product(rec, h, recurrent_kernel, <int>B, <int>H, <int>(2 * H), <int>K, <int>K)
             if n_threads > 1:
                 for b in prange(B, schedule='static', num_threads=n_threads):
                     _gru_row_reset(rh + b * H, h + b * H, xproj + (b * T + t) * K,
@@ -124,18 +124,17 @@ cdef void _gru_forward(floating* y_out, floating* h, floating* xproj, floating* 
                     _gru_row_reset(rh + b * H, h + b * H, xproj + (b * T + t) * K,
                                    rec + b * K, input_bias, H, recurrent_activation)
             # rec_h[:] = rh @ recurrent_kernel_h
-            _gemm(NoTrans, NoTrans, <int>B, <int>H, <int>H, 1, rh, <int>H,
-                  recurrent_kernel_h, <int>H, 0, rec_h, <int>H)
+            _recurrent_product(rec_h, rh, recurrent_kernel_h, <int>B, <int>H, <int>H, <int>H, <int>H)
             if n_threads > 1:
                 for b in prange(B, schedule='static', num_threads=n_threads):
                     _gru_row_reset_before(h + b * H, xproj + (b * T + t) * K,
                                           rec + b * K, rec_h + b * H, input_bias, H,
-                                          activation, recurrent_activation)
+                                          activation)
             else:
                 for b in range(B):
                     _gru_row_reset_before(h + b * H, xproj + (b * T + t) * K,
                                           rec + b * K, rec_h + b * H, input_bias, H,
-                                          activation, recurrent_activation)
+                                          activation)
         # y_out[:, s] = h (every step), or y_out[:, 0] = h (last step only)
         if return_sequences or s == T - 1:
             s_out = s if return_sequences else 0

@@ -11,35 +11,37 @@
 # Design: one GEMM projects every timestep (x viewed as (B*T, C)), then each
 # step is one GEMM h_tm1 @ recurrent_kernel for all four gates and one fused
 # elementwise pass, as in the Numba kernel. The pass runs on OpenMP threads over
-# the batch only from PARALLEL_MIN_BH elements (_gates.pxd).
+# the batch only after set_num_threads(n > 1), and from PARALLEL_MIN_BH
+# elements a step (why: _gates.pxd).
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memcpy
 
-from _blas cimport NoTrans, _gemm
+from _blas cimport NoTrans, _gemm, _recurrent_product
 from _gates cimport (RNNENGINE_BOUNDSCHECK, _expect_shape, _gate_threads,
-                     _set_gate_threads, apply, rnnengine_gate_threads)
+                     _set_gate_threads, activate_block, apply,
+                     rnnengine_gate_threads)
 
 
 cdef inline void _lstm_row(floating* h_b, floating* c_b, const floating* xproj_bt,
-                           const floating* rec_b, const floating* bias,
+                           floating* z, const floating* bias,
                            Py_ssize_t H, int activation,
                            int recurrent_activation) noexcept nogil:
-    # h_b and c_b are (H,); xproj_bt, rec_b and bias are (4H,), gate blocks in
-    # Keras's order i, f, c, o.
+    # h_b and c_b are (H,); xproj_bt, z (this row of rec: scratch, overwritten
+    # with the gates) and bias are (4H,), gate blocks in Keras's order i, f, c, o.
+    # Each activation runs over a whole block (activate_block) so it vectorizes.
     cdef Py_ssize_t j
-    cdef floating zi, zf, zc, zo, i, f, o, c_new
+    for j in range(4 * H):
+        z[j] += xproj_bt[j] + bias[j]
+    activate_block(z, 2 * H, recurrent_activation)  # i, f
+    activate_block(z + 2 * H, H, activation)  # g = act(zc)
+    activate_block(z + 3 * H, H, recurrent_activation)  # o
     for j in range(H):
-        zi = xproj_bt[j] + bias[j] + rec_b[j]
-        zf = xproj_bt[H + j] + bias[H + j] + rec_b[H + j]
-        zc = xproj_bt[2 * H + j] + bias[2 * H + j] + rec_b[2 * H + j]
-        zo = xproj_bt[3 * H + j] + bias[3 * H + j] + rec_b[3 * H + j]
-        i = apply(recurrent_activation, zi)
-        f = apply(recurrent_activation, zf)
-        o = apply(recurrent_activation, zo)
-        c_new = f * c_b[j] + i * apply(activation, zc)
-        c_b[j] = c_new
-        h_b[j] = o * apply(activation, c_new)
+        c_b[j] = z[H + j] * c_b[j] + z[j] * z[2 * H + j]  # c = f * c_tm1 + i * g
+        h_b[j] = c_b[j]
+    activate_block(h_b, H, activation)
+    for j in range(H):
+        h_b[j] *= z[3 * H + j]  # h = o * act(c)
 
 
 cdef void _lstm_forward(floating* y_out, floating* h, floating* c, floating* xproj,
@@ -61,8 +63,7 @@ cdef void _lstm_forward(floating* y_out, floating* h, floating* c, floating* xpr
     for s in range(T):
         t = T - 1 - s if go_backwards else s
         # rec[:] = h_tm1 @ recurrent_kernel
-        _gemm(NoTrans, NoTrans, <int>B, <int>K, <int>H, 1, h, <int>H,
-              recurrent_kernel, <int>K, 0, rec, <int>K)
+        _recurrent_product(rec, h, recurrent_kernel, <int>B, <int>H, <int>K, <int>K, <int>K)
         if n_threads > 1:
             for b in prange(B, schedule='static', num_threads=n_threads):
                 _lstm_row(h + b * H, c + b * H, xproj + (b * T + t) * K, rec + b * K,

@@ -10,24 +10,29 @@
 #
 # Design: one GEMM projects every timestep (x viewed as (B*T, C)), then each
 # step is one GEMM h_tm1 @ recurrent_kernel and one fused elementwise pass, as
-# in the Numba kernel. The pass runs on OpenMP threads over the batch only from
-# PARALLEL_MIN_BH elements (_gates.pxd).
+# in the Numba kernel. The pass runs on OpenMP threads over the batch only after
+# set_num_threads(n > 1), and from PARALLEL_MIN_BH elements a step (why:
+# _gates.pxd).
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memcpy
 
-from _blas cimport NoTrans, _gemm
+from _blas cimport NoTrans, _gemm, _recurrent_product
 from _gates cimport (RNNENGINE_BOUNDSCHECK, _expect_shape, _gate_threads,
-                     _set_gate_threads, apply, rnnengine_gate_threads)
+                     _set_gate_threads, activate_block, apply,
+                     rnnengine_gate_threads)
 
 
 cdef inline void _simple_rnn_row(floating* h_b, const floating* xproj_bt,
-                                 const floating* rec_b, const floating* bias,
+                                 floating* rec_b, const floating* bias,
                                  Py_ssize_t H, int activation) noexcept nogil:
-    # h_b, xproj_bt, rec_b and bias are (H,): one batch row of one step.
+    # h_b, xproj_bt, rec_b and bias are (H,): one batch row of one step; rec_b
+    # is scratch, overwritten with the pre-activation.
     cdef Py_ssize_t j
     for j in range(H):
-        h_b[j] = apply(activation, xproj_bt[j] + bias[j] + rec_b[j])
+        rec_b[j] += xproj_bt[j] + bias[j]
+    activate_block(rec_b, H, activation)
+    memcpy(h_b, rec_b, H * sizeof(floating))
 
 
 cdef void _simple_rnn_forward(floating* y_out, floating* h, floating* xproj,
@@ -49,8 +54,7 @@ cdef void _simple_rnn_forward(floating* y_out, floating* h, floating* xproj,
     for s in range(T):
         t = T - 1 - s if go_backwards else s
         # rec[:] = h_tm1 @ recurrent_kernel
-        _gemm(NoTrans, NoTrans, <int>B, <int>H, <int>H, 1, h, <int>H,
-              recurrent_kernel, <int>H, 0, rec, <int>H)
+        _recurrent_product(rec, h, recurrent_kernel, <int>B, <int>H, <int>H, <int>H, <int>H)
         if n_threads > 1:
             for b in prange(B, schedule='static', num_threads=n_threads):
                 _simple_rnn_row(h + b * H, xproj + (b * T + t) * H, rec + b * H,
