@@ -8,12 +8,16 @@ Quick start::
     model = Sequential([Input(shape=(50, 32)), LSTM(128), Dense(10, activation="softmax")])
     model.set_weights(keras_model.get_weights())
     y = model.predict(x)
+
+Training speaks Keras too: ``model.compile(optimizer="adam",
+loss="categorical_crossentropy", metrics=["accuracy"])``, ``model.fit(...)``,
+``model.evaluate(...)``, and ``model.save("m.keras")`` for real Keras.
 """
-from . import config, kernels, layers, models
+from . import callbacks, config, kernels, layers, losses, metrics, models, optimizers, training
 from .errors import ModelFormatError, RNNEngineError, UnsupportedKerasFeature
 from .io import from_keras, load_keras, load_weights
 
 __version__ = "0.1.0"
 
-__all__ = ["config", "kernels", "layers", "models", "ModelFormatError", "RNNEngineError",
+__all__ = ["callbacks", "config", "kernels", "layers", "losses", "metrics", "models", "optimizers", "training", "ModelFormatError", "RNNEngineError",
            "UnsupportedKerasFeature", "from_keras", "load_keras", "load_weights", "__version__"]

@@ -51,14 +51,19 @@ def test_predict_allocates_only_the_result(backend, rng, cell):
     assert 8 * 30 * 4 * 64 * 4 > 10 * SMALL
 
 
-def test_new_shape_builds_one_workspace_then_reuses_it(rng):
+def test_new_shape_builds_one_plan_then_reuses_it_until_weights_change(rng):
     model = Sequential([layers.Input(shape=(None, 4)), layers.LSTM(32)])
     x = rng.standard_normal((5, 12, 4)).astype(np.float32)
     out = np.empty((5, 32), np.float32)
     model.predict(x, out=out)
-    first = model._pool._free[(5, ((12, 4), x.dtype.str))][0]
+    first = model._local.plans[(x.shape, x.dtype.str)]
     model.predict(x, out=out)
-    assert model._pool._free[(5, ((12, 4), x.dtype.str))][0] is first
+    assert model._local.plans[(x.shape, x.dtype.str)] is first
+    before = out.copy()
+    model.set_weights([w * 0.5 for w in model.get_weights()])  # new weights: a stale plan is rebuilt
+    model.predict(x, out=out)
+    assert model._local.plans[(x.shape, x.dtype.str)] is not first
+    assert not np.allclose(out, before)
 
 
 def test_stream_step_with_out_allocates_nothing(backend, rng):

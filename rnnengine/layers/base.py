@@ -237,6 +237,68 @@ class Layer:
         y = self.forward(buffers, inputs[0], training=training)
         return [y], [masks[0] if self.supports_masking else None]
 
+    # -- training: the backward half of the node protocol ----------------------------
+    # A model in training runs each node through ``_node_forward_train`` (which
+    # keeps what the backward reads in the node's buffers), then, in reverse
+    # order, ``_node_backward``. Buffers come from ``_node_train_spec``: the
+    # forward's, plus saved activations and gradient scratch, allocated once per
+    # (batch, shapes) and reused by every batch. Gradients passed between nodes
+    # are C-contiguous arrays of the layer's dtype; ``None`` means zero (an output
+    # the loss does not reach). Weight gradients are accumulated (``+=``) into
+    # ``self._grads``: views, one per weight, of the model's one flat gradient
+    # array, laid out like the parameters (``training/params.py``), so that
+    # ``zero_grad`` is one ``fill(0)``.
+    _grads = None
+
+    def _node_train_spec(self, B, input_shapes, input_dtypes):
+        """Buffers of one training node: the forward's plus ``dx<i>`` per float input."""
+        spec = dict(self._node_buffer_spec(B, input_shapes, input_dtypes))
+        for i, (shape, dtype) in enumerate(zip(input_shapes, input_dtypes)):
+            if np.dtype(dtype).kind == "f":
+                spec[f"dx{i}"] = ((B,) + tuple(shape), self.dtype)
+        return spec
+
+    def _node_forward_train(self, buffers, inputs, masks, states, training=True):
+        """Forward of one node in a training pass (``training`` False in
+        ``evaluate``), keeping in ``buffers`` what ``_node_backward`` reads."""
+        return self._node_forward(buffers, inputs, masks, states, training=training)
+
+    def _node_backward(self, buffers, douts, inputs, masks, states):
+        """Gradients of one node: ``douts`` (one per output, ``None`` for zero) in,
+        ``(dinputs, dstates)`` out (``None`` where an input takes no gradient);
+        weight gradients are added into ``self._grads``."""
+        raise NotImplementedError(f"Layer \"{self.name}\" ({type(self).__name__}) has no backward pass: "
+                                  "rnnengine cannot train a model that contains it.")
+
+    def _weight_owners(self):
+        """The layers that hold this layer's weights in their own ``_values``
+        (``[self]``; wrappers return their inner layers)."""
+        return [self] if self._weight_specs else []
+
+    def _check_trainable(self, training=True):
+        """Raise if this layer's configuration cannot be trained by rnnengine."""
+        unsupported = [k for k in ("kernel_regularizer", "recurrent_regularizer", "bias_regularizer",
+                                   "activity_regularizer", "embeddings_regularizer", "kernel_constraint",
+                                   "recurrent_constraint", "bias_constraint", "embeddings_constraint")
+                       if getattr(self, k, None) is not None]
+        if unsupported:
+            raise NotImplementedError(
+                f"Layer \"{self.name}\" ({type(self).__name__}) sets {', '.join(unsupported)}: rnnengine "
+                "trains without regularizers and constraints. Remove them, or train this model in Keras."
+            )
+
+    def _after_update(self):
+        """Called after the optimizer changed the weights in place: refresh any
+        packed copy (views of ``_values`` need nothing)."""
+
+    def _contiguous(self, buffers, name, array):
+        """``array`` itself when C-contiguous in this layer's dtype, else a copy in ``buffers[name]``."""
+        if array.flags.c_contiguous and array.dtype == self.dtype:
+            return array
+        out = buffers[name]
+        np.copyto(out, array, casting="unsafe")
+        return out
+
     def __call__(self, inputs, training=False, initial_state=None, mask=None, **kwargs):
         """Call the layer on a symbolic ``Input`` (building a graph, as in Keras's
         functional API) or eagerly on NumPy arrays."""

@@ -2,12 +2,21 @@
 
 Dense applies to the last axis of an input of any rank >= 2, so on a 3-D
 sequence it runs per timestep (Keras's behaviour). Dropout is the identity at
-inference.
+inference and Keras's inverted dropout in training.
+
+Training (the node protocol's backward half, see ``base.py``): Dense keeps its
+pre-activation ``z`` when the activation is not linear, and computes
+``dx = dz @ kernel.T``, ``dkernel += x.T @ dz``, ``dbias += sum(dz)`` as single
+BLAS calls into its buffers. A Dense or Activation layer whose activation is
+softmax or sigmoid also hands its logits to the loss (``_node_logits``), as
+Keras 3's crossentropies take them from such an output.
 """
 import numpy as np
 
 from .. import _validation
+from ..kernels import _activations
 from ..kernels.numba_dense import _activation_inplace, _dense_forward
+from ..kernels.numba_dense_backward import _activation_backward
 from . import activations, initializers
 from .base import KerasTensor, Layer, _dtype_name
 
@@ -73,6 +82,74 @@ class Dense(Layer):
                        activations.code(self.activation), int(self.use_bias))
         return y
 
+    # -- training --------------------------------------------------------------------------
+    def _node_train_spec(self, B, input_shapes, input_dtypes):
+        spec = super()._node_train_spec(B, input_shapes, input_dtypes)
+        out_shape = (B,) + tuple(input_shapes[0][:-1]) + (self.units,)
+        if self.activation != "linear":
+            spec["z"] = (out_shape, self.dtype)
+            spec["dz"] = (out_shape, self.dtype)
+        spec["dw"] = ((input_shapes[0][-1], self.units), self.dtype)
+        spec["db"] = ((self.units,), self.dtype)
+        return spec
+
+    def _node_forward_train(self, buffers, inputs, masks, states, training=True):
+        x = self._cast_input(buffers, inputs[0])
+        kernel, bias = self._packed
+        y, F = buffers["y"], self.units
+        C = x.shape[-1]
+        N = x.size // C
+        if self.activation == "linear":
+            _dense_forward(y.reshape(N, F), x.reshape(N, C), kernel, bias, N, C, F, _activations.LINEAR,
+                           int(self.use_bias))
+        else:
+            # forward: the same kernel in two halves, keeping z = x @ kernel + bias.
+            z = buffers["z"]
+            _dense_forward(z.reshape(N, F), x.reshape(N, C), kernel, bias, N, C, F, _activations.LINEAR,
+                           int(self.use_bias))
+            np.copyto(y, z)
+            _activation_inplace(y.reshape(N, F), activations.code(self.activation))
+        return [y], [masks[0]]
+
+    def _node_backward(self, buffers, douts, inputs, masks, states):
+        dy = douts[0]
+        if dy is None:
+            return [None], []
+        if self.activation == "linear":
+            dz = dy
+        else:
+            # forward: y = act(z)
+            dz, F = buffers["dz"], self.units
+            _activation_backward(dz.reshape(-1, F), dy.reshape(-1, F), buffers["z"].reshape(-1, F),
+                                 buffers["y"].reshape(-1, F), activations.code(self.activation))
+        return self._backward_from_z(buffers, dz, inputs), []
+
+    def _node_logits(self, buffers, inputs):
+        return buffers["z"]
+
+    def _node_backward_logits(self, buffers, dz, inputs, masks):
+        return self._backward_from_z(buffers, dz, inputs), []
+
+    def _backward_from_z(self, buffers, dz, inputs):
+        # forward: z = x @ kernel + bias, over N = x.size // C rows
+        x = buffers["x_cast"] if "x_cast" in buffers else inputs[0]
+        kernel = self._packed[0]
+        C, F = kernel.shape
+        dz2 = dz.reshape(-1, F)
+        x2 = x.reshape(-1, C)
+        dkernel, dw = self._grads[0], buffers["dw"]
+        np.dot(x2.T, dz2, out=dw)  # dkernel += x^T @ dz
+        np.add(dkernel, dw, out=dkernel)
+        if self.use_bias:
+            dbias, db = self._grads[1], buffers["db"]
+            np.sum(dz2, axis=0, out=db)  # dbias += sum over rows of dz
+            np.add(dbias, db, out=dbias)
+        dx = buffers.get("dx0")
+        if dx is None:
+            return [None]
+        np.dot(dz2, kernel.T, out=dx.reshape(-1, C))  # dx = dz @ kernel^T
+        return [dx]
+
     def get_config(self):
         config = super().get_config()
         config.update(units=self.units, activation=self.activation, use_bias=self.use_bias)
@@ -95,6 +172,53 @@ class Dropout(Layer):
 
     def forward(self, buffers, x, training=False):
         return x
+
+    # -- training: Keras's inverted dropout --------------------------------------------
+    # Keras 3 (``backend.random.dropout``, TensorFlow's ``stateless_dropout``):
+    # ``y = x * (1 / (1 - rate))`` where a uniform draw is ``>= rate``, else 0; the
+    # mask has ``noise_shape`` (None entries take the input's size) and is
+    # broadcast. The draws are rnnengine's own (NumPy's generator, seeded by
+    # ``seed`` or ``rnnengine.training.set_random_seed``), not Keras's stream.
+    def _noise_shape(self, shape):
+        if self.noise_shape is None:
+            return tuple(shape)
+        noise = tuple(shape[i] if d is None else int(d) for i, d in enumerate(self.noise_shape))
+        if len(noise) != len(shape):
+            raise ValueError(f"Dropout \"{self.name}\": noise_shape={self.noise_shape} does not match the "
+                             f"input's rank {len(shape)}.")
+        return noise
+
+    def _node_train_spec(self, B, input_shapes, input_dtypes):
+        spec = super()._node_train_spec(B, input_shapes, input_dtypes)
+        shape = (B,) + tuple(input_shapes[0])
+        noise = self._noise_shape(shape)
+        spec.update({"y": (shape, self.dtype), "noise": (noise, self.dtype), "keep": (noise, np.bool_)})
+        return spec
+
+    def _node_forward_train(self, buffers, inputs, masks, states, training=True):
+        x = inputs[0]
+        if not (training and self.rate > 0):
+            return [x], [masks[0]]
+        from ..training import random as _random
+
+        noise, keep, y = buffers["noise"], buffers["keep"], buffers["y"]
+        if self.rate >= 1:
+            noise.fill(0)
+        else:
+            _random.layer_generator(self).random(out=noise)
+            np.greater_equal(noise, self.rate, out=keep)
+            np.multiply(keep, noise.dtype.type(1.0 / (1.0 - self.rate)), out=noise, casting="unsafe")
+        np.multiply(x, noise, out=y)
+        return [y], [masks[0]]
+
+    def _node_backward(self, buffers, douts, inputs, masks, states):
+        dy = douts[0]
+        if dy is None or self.rate <= 0:
+            return [dy], []
+        # forward: y = x * noise
+        dx = buffers["dx0"]
+        np.multiply(dy, buffers["noise"], out=dx)
+        return [dx], []
 
     def get_config(self):
         config = super().get_config()
@@ -164,6 +288,23 @@ class Activation(Layer):
         _activation_inplace(y.reshape(-1, F), activations.code(self.activation))
         return y
 
+    def _node_backward(self, buffers, douts, inputs, masks, states):
+        dy = douts[0]
+        if dy is None:
+            return [None], []
+        dx, y = buffers["dx0"], buffers["y"]
+        F = y.shape[-1]
+        # forward: y = act(x)
+        _activation_backward(dx.reshape(-1, F), dy.reshape(-1, F), inputs[0].reshape(-1, F),
+                             y.reshape(-1, F), activations.code(self.activation))
+        return [dx], []
+
+    def _node_logits(self, buffers, inputs):
+        return inputs[0]
+
+    def _node_backward_logits(self, buffers, dz, inputs, masks):
+        return [dz], []
+
     def get_config(self):
         return {**super().get_config(), "activation": self.activation}
 
@@ -186,6 +327,10 @@ class Flatten(Layer):
 
     def forward(self, buffers, x, training=False):
         return x.reshape(x.shape[0], -1)
+
+    def _node_backward(self, buffers, douts, inputs, masks, states):
+        dy = douts[0]
+        return [None if dy is None else dy.reshape(inputs[0].shape)], []
 
 
 class RepeatVector(Layer):
@@ -211,6 +356,14 @@ class RepeatVector(Layer):
         y = buffers["y"]
         np.copyto(y, x[:, None, :])
         return y
+
+    def _node_backward(self, buffers, douts, inputs, masks, states):
+        dy = douts[0]
+        if dy is None:
+            return [None], []
+        dx = buffers["dx0"]
+        np.sum(dy, axis=1, out=dx)  # forward: y[:, n] = x for every n
+        return [dx], []
 
     def get_config(self):
         return {**super().get_config(), "n": self.n}
@@ -239,6 +392,14 @@ class Masking(Layer):
         np.any(differs, axis=-1, out=mask)
         np.multiply(x, mask[..., None], out=y)
         return [y], [mask]
+
+    def _node_backward(self, buffers, douts, inputs, masks, states):
+        dy = douts[0]
+        if dy is None or "dx0" not in buffers:
+            return [None], []
+        dx = buffers["dx0"]
+        np.multiply(dy, buffers["mask"][..., None], out=dx)  # forward: y = x * mask
+        return [dx], []
 
     def get_config(self):
         return {**super().get_config(), "mask_value": self.mask_value}
@@ -304,6 +465,16 @@ class Embedding(Layer):
 
     def forward(self, buffers, x, training=False):
         return self._node_forward(buffers, [x], [None], [], training)[0][0]
+
+    def _node_train_spec(self, B, input_shapes, input_dtypes):
+        return dict(self._node_buffer_spec(B, input_shapes, input_dtypes))  # indices take no gradient
+
+    def _node_backward(self, buffers, douts, inputs, masks, states):
+        dy = douts[0]
+        if dy is not None:
+            # forward: y = embeddings[idx]; rows looked up several times add up.
+            np.add.at(self._grads[0], buffers["idx"].reshape(-1), dy.reshape(-1, self.output_dim))
+        return [None], []
 
     def get_config(self):
         return {**super().get_config(), "input_dim": self.input_dim, "output_dim": self.output_dim,

@@ -2,6 +2,11 @@
 Average, Maximum, Minimum. Inputs must have equal shapes (Concatenate: equal
 except on ``axis``). Masks combine as in Keras: a step is valid where every
 input's mask is valid (no mask counts as all valid).
+
+Backward: each merge hands every input its share of the output's gradient
+(``_node_backward``); Maximum and Minimum route it to the first input that
+attains the extremum, as TensorFlow's gradients of the chained
+``maximum(maximum(x0, x1), x2)`` do (ties go to the left operand).
 """
 import numpy as np
 
@@ -56,12 +61,27 @@ class _Merge(Layer):
         self._combine(y, inputs)
         return [y], [self._merge_masks(buffers, masks)]
 
+    def _node_train_spec(self, B, input_shapes, input_dtypes):
+        spec = super()._node_train_spec(B, input_shapes, input_dtypes)
+        out_shape = (B,) + tuple(self._node_output_shapes(input_shapes)[0])
+        spec.update({"eq": (out_shape, np.bool_), "taken": (out_shape, np.bool_)})
+        return spec
+
+    def _node_backward(self, buffers, douts, inputs, masks, states):
+        dy = douts[0]
+        if dy is None:
+            return [None] * len(inputs), []
+        return self._split_grad(buffers, dy, inputs), []
+
 
 class Add(_Merge):
     def _combine(self, y, xs):
         np.add(xs[0], xs[1], out=y)
         for x in xs[2:]:
             np.add(y, x, out=y)
+
+    def _split_grad(self, buffers, dy, xs):
+        return [dy] * len(xs)
 
 
 class Subtract(_Merge):
@@ -74,6 +94,11 @@ class Subtract(_Merge):
     def _combine(self, y, xs):
         np.subtract(xs[0], xs[1], out=y)
 
+    def _split_grad(self, buffers, dy, xs):
+        dx1 = buffers["dx1"]
+        np.negative(dy, out=dx1)
+        return [dy, dx1]
+
 
 class Multiply(_Merge):
     def _combine(self, y, xs):
@@ -81,11 +106,28 @@ class Multiply(_Merge):
         for x in xs[2:]:
             np.multiply(y, x, out=y)
 
+    def _split_grad(self, buffers, dy, xs):
+        # forward: y = x0 * x1 * ...; dx_i = dy * (product of the others)
+        out = []
+        for i in range(len(xs)):
+            dx = buffers[f"dx{i}"]
+            np.copyto(dx, dy)
+            for j, x in enumerate(xs):
+                if j != i:
+                    np.multiply(dx, x, out=dx)
+            out.append(dx)
+        return out
+
 
 class Average(_Merge):
     def _combine(self, y, xs):
         Add._combine(self, y, xs)
         np.multiply(y, 1.0 / len(xs), out=y)
+
+    def _split_grad(self, buffers, dy, xs):
+        dx = buffers["dx0"]
+        np.multiply(dy, 1.0 / len(xs), out=dx)
+        return [dx] * len(xs)
 
 
 class Maximum(_Merge):
@@ -94,12 +136,33 @@ class Maximum(_Merge):
         for x in xs[2:]:
             np.maximum(y, x, out=y)
 
+    def _split_grad(self, buffers, dy, xs):
+        return _route_to_first_extremum(buffers, dy, xs)
+
 
 class Minimum(_Merge):
     def _combine(self, y, xs):
         np.minimum(xs[0], xs[1], out=y)
         for x in xs[2:]:
             np.minimum(y, x, out=y)
+
+    def _split_grad(self, buffers, dy, xs):
+        return _route_to_first_extremum(buffers, dy, xs)
+
+
+def _route_to_first_extremum(buffers, dy, xs):
+    """dx_i = dy where x_i is the first input equal to the output y, else 0."""
+    y, eq, taken = buffers["y"], buffers["eq"], buffers["taken"]
+    taken.fill(False)
+    out = []
+    for i, x in enumerate(xs):
+        dx = buffers[f"dx{i}"]
+        np.equal(x, y, out=eq)
+        np.greater(eq, taken, out=eq)  # eq and not taken
+        np.logical_or(taken, eq, out=taken)
+        np.multiply(dy, eq, out=dx)
+        out.append(dx)
+    return out
 
 
 class Concatenate(_Merge):
@@ -132,6 +195,18 @@ class Concatenate(_Merge):
         if axis != inputs[0].ndim - 1 and any(m is not None for m in masks):
             raise ValueError(f"Concatenate \"{self.name}\": masked inputs can only be concatenated on the feature axis.")
         return [y], [self._merge_masks(buffers, masks)]
+
+    def _split_grad(self, buffers, dy, xs):
+        axis = self._axis(xs[0].ndim - 1) + 1
+        out, start = [], 0
+        for i, x in enumerate(xs):
+            dx = buffers[f"dx{i}"]
+            index = [slice(None)] * dy.ndim
+            index[axis] = slice(start, start + x.shape[axis])
+            np.copyto(dx, dy[tuple(index)])
+            start += x.shape[axis]
+            out.append(dx)
+        return out
 
     def get_config(self):
         return {**super().get_config(), "axis": self.axis}

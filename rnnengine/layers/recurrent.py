@@ -13,18 +13,52 @@ GRU        (input_dim, 3*units) zrh    (units, 3*units) zrh         (2, 3*units)
                                                                     else (3*units,)
 =========  ==========================  ===========================  ==========================
 
-Inference only in this module's forward: ``dropout`` and ``recurrent_dropout``
-are identity outside training (as in Keras), ``unroll`` changes nothing here.
+``dropout`` and ``recurrent_dropout`` are identity outside training (as in
+Keras), ``unroll`` changes nothing here.
+
+Training: ``_node_forward_train`` runs the ``forward_train`` kernel (the same
+outputs as ``forward``, plus the saved buffers the ``backward`` kernel reads:
+contract in ``kernels/__init__.py``) and ``_node_backward`` the ``backward``
+kernel, weight gradients accumulated into ``self._grads``. ``dropout`` in
+training is Keras 3's: one inverted-dropout mask of shape (batch, input_dim) per
+sequence, applied to the input at every step (``DropoutRNNCell``).
+``recurrent_dropout`` in training raises ``NotImplementedError``: the fused
+kernels multiply ``h_tm1`` by the recurrent kernel with no mask in between.
+A masked sequence trains through a Python loop over steps, one T=1 kernel call
+each, with the saved buffers viewed as (T, B, 1, ...) so each step's slice is
+contiguous; the backward undoes the forward's blend (masked rows carry state
+and output unchanged) step by step. The training passes run on the Numba
+kernels when the Cython backend lacks them (see ``_training_kernel``).
 """
+import warnings
+
 import numpy as np
 
-from .. import _validation, kernels
+from .. import _validation, config, kernels
 from . import activations, initializers
 from .base import Layer
 
 _RNN_KWARGS_IGNORED_AT_INFERENCE = ("kernel_regularizer", "recurrent_regularizer", "bias_regularizer",
                                     "activity_regularizer", "kernel_constraint",
                                     "recurrent_constraint", "bias_constraint")
+
+
+_warned_cython_training = []
+
+
+def _training_kernel(cell, pass_, B):
+    """The ``forward_train``/``backward`` kernel for the selected backend; with
+    ``cython`` selected and no Cython twin built, the Numba one (warned once)."""
+    try:
+        return kernels.get_kernel(cell, pass_, None, B)
+    except ValueError:
+        if config.get_kernels() != "cython":
+            raise
+        if not _warned_cython_training:
+            _warned_cython_training.append(True)
+            warnings.warn("The Cython backend has no training kernels yet: training passes run on the "
+                          "Numba kernels (inference keeps using Cython).", RuntimeWarning, stacklevel=3)
+        return kernels.get_kernel(cell, pass_, "numba", B)
 
 
 class _RNN(Layer):
@@ -183,6 +217,9 @@ class _RNN(Layer):
     def _extra_buffers(self, B):
         return {}
 
+    def _run_kernel(self, kernel_fn, seq, buffers, x, B, T, C, return_sequences):
+        kernel_fn(*self._kernel_args(seq, buffers, x, B, T, C, return_sequences))
+
     def _node_output_shapes(self, input_shapes):
         out = tuple(self.compute_output_shape(input_shapes[0]))
         return [out] + [(self.units,)] * (len(self._state_names) if self.return_state else 0)
@@ -244,6 +281,200 @@ class _RNN(Layer):
         if not self.return_sequences:
             np.copyto(y[:, 0], out)
 
+    # -- training ------------------------------------------------------------------------
+    # Saved by forward_train, read by backward: (B, T, ...) buffers, which the
+    # masked path views as (T, B, 1, ...), one contiguous slice per step.
+    _seq_saved = ("h_tm1_seq", "preact", "gates")
+    _seq_scratch = ("dgates",)
+
+    def _node_train_spec(self, B, input_shapes, input_dtypes):
+        T, C = input_shapes[0]
+        H, G, dt = self.units, self._gates * self.units, self.dtype
+        Ty = T if self.return_sequences else 1
+        spec = {
+            "y": ((B, Ty, H), dt), "rec": ((B, G), dt),
+            "h_tm1_seq": ((B, T, H), dt), "preact": ((B, T, G), dt), "gates": ((B, T, G), dt),
+            "dgates": ((B, T, G), dt), "dgates_t": ((B, G), dt), "dw": ((max(C, H) * G,), dt),
+            "dx0": ((B, T, C), dt), "dy0": ((B, Ty, H), dt), "dyc": ((B, Ty, H), dt),
+            "db": ((G,), dt),
+            # the masked path: per-step x, output blend and running gradients
+            "xs": ((T, B, 1, C), dt), "step_y": ((B, 1, H), dt), "prev_out": ((B, H), dt),
+            "keep": ((B, 1), np.bool_), "drop": ((B, 1), np.bool_), "dout_carry": ((B, H), dt),
+            "dy_step": ((B, 1, H), dt), "dx_step": ((B, 1, C), dt),
+        }
+        for n in self._state_names:
+            for name in (n, "prev_" + n, f"d{n}0", f"d{n}_n0", f"d{n}_nc", f"d{n}_run", f"d{n}n_step",
+                         f"d{n}0_step"):
+                spec[name] = ((B, H), dt)
+        if self.dropout > 0:
+            spec.update({"x_drop": ((B, T, C), dt), "dp_noise": ((B, C), dt), "dp_keep": ((B, C), np.bool_)})
+        spec.update(self._extra_train_buffers(B, T))
+        spec.update(self._cast_spec(B, input_shapes[0], input_dtypes[0]))
+        return spec
+
+    def _extra_train_buffers(self, B, T):
+        return {}
+
+    def _dropout_active(self, training):
+        return training and 0.0 < self.dropout < 1.0
+
+    def _node_forward_train(self, buffers, inputs, masks, states, training=True):
+        x = self._cast_input(buffers, inputs[0])
+        if training and 0.0 < self.recurrent_dropout < 1.0:
+            raise NotImplementedError(
+                f"{type(self).__name__} \"{self.name}\": recurrent_dropout={self.recurrent_dropout} in training "
+                "is not supported by rnnengine (its fused kernels multiply h_tm1 by the recurrent kernel "
+                "with no mask in between). Set recurrent_dropout=0 (dropout= is supported), or train "
+                "this model in Keras."
+            )
+        if self._dropout_active(training):
+            # Keras 3: one mask per sequence, (batch, input_dim), at every step.
+            from ..training import random as _random
+
+            noise, keep, x_drop = buffers["dp_noise"], buffers["dp_keep"], buffers["x_drop"]
+            _random.layer_generator(self).random(out=noise)
+            np.greater_equal(noise, self.dropout, out=keep)
+            np.multiply(keep, noise.dtype.type(1.0 / (1.0 - self.dropout)), out=noise, casting="unsafe")
+            np.multiply(x, noise[:, None, :], out=x_drop)
+            x = x_drop
+        B, T, C = x.shape
+        state_bufs = [buffers[n] for n in self._state_names]
+        self._load_states(state_bufs, states or None)
+        kernel_fn = _training_kernel(self._cell, "forward_train", B)
+        mask = masks[0]
+        if mask is None:
+            self._run_train_kernel(kernel_fn, buffers, buffers, x, B, T, C, self.return_sequences)
+        else:
+            self._forward_train_masked(kernel_fn, buffers, x, mask, state_bufs)
+        if self.stateful and self._states is not None and not states:
+            for s, buf in zip(self._states, state_bufs):
+                np.copyto(s, buf)
+        y = buffers["y"]
+        y = y if self.return_sequences else y.reshape(B, self.units)
+        outs = [y] + ([buffers[n] for n in self._state_names] if self.return_state else [])
+        out_mask = mask if self.return_sequences else None
+        return outs, [out_mask] + [None] * (len(outs) - 1)
+
+    def _step_views(self, buffers, T):
+        """The saved and scratch sequence buffers viewed as (T, B, 1, ...): step s is ``[s]``."""
+        views = {}
+        for name in self._seq_saved + self._seq_scratch:
+            a = buffers[name]
+            views[name] = a.reshape((T, a.shape[0], 1) + a.shape[2:])
+        return views
+
+    def _forward_train_masked(self, kernel_fn, buffers, x, mask, state_bufs):
+        """``_forward_masked`` with the training kernel, saving every step for the backward."""
+        B, T, C = x.shape
+        if mask.shape != (B, T):
+            raise ValueError(f"Layer \"{self.name}\": mask has shape {mask.shape}, expected {(B, T)}.")
+        steps = self._step_views(buffers, T)
+        xs = buffers["xs"]
+        prev = [buffers[f"prev_{n}"] for n in self._state_names]
+        y, y_step, out, keep = buffers["y"], buffers["step_y"], buffers["prev_out"], buffers["keep"]
+        out.fill(0)
+        for s in range(T):
+            t = T - 1 - s if self.go_backwards else s
+            np.copyto(xs[s], x[:, t:t + 1])
+            for p, h in zip(prev, state_bufs):
+                np.copyto(p, h)
+            seq = {name: v[s] for name, v in steps.items()}
+            seq["y"] = y_step
+            self._run_train_kernel(kernel_fn, seq, buffers, xs[s], B, 1, C, True)
+            np.logical_not(mask[:, t:t + 1], out=keep)
+            for p, h in zip(prev, state_bufs):
+                np.copyto(h, p, where=keep)  # masked rows keep the previous state
+            if self.zero_output_for_mask:
+                np.copyto(out, y_step[:, 0])
+                np.copyto(out, 0, where=keep)
+            else:
+                np.copyto(out, y_step[:, 0], where=~keep)
+            if self.return_sequences:
+                np.copyto(y[:, s], out)
+        if not self.return_sequences:
+            np.copyto(y[:, 0], out)
+
+    def _node_backward(self, buffers, douts, inputs, masks, states):
+        B, T, C = inputs[0].shape
+        H, rs = self.units, self.return_sequences
+        Ty = T if rs else 1
+        dy = douts[0]
+        dy = buffers["dy0"] if dy is None else self._contiguous(buffers, "dyc", dy.reshape(B, Ty, H))
+        n_states = len(self._state_names)
+        state_douts = list(douts[1:1 + n_states]) if self.return_state else []
+        state_douts += [None] * (n_states - len(state_douts))
+        d_n = [buffers[f"d{n}_n0"] if d is None else self._contiguous(buffers, f"d{n}_nc", d)
+               for n, d in zip(self._state_names, state_douts)]
+        # Backward follows only a training pass, so dropout was active iff 0 < dropout < 1.
+        trained_with_dropout = self._dropout_active(True)
+        if trained_with_dropout:
+            x = buffers["x_drop"]
+        else:
+            x = buffers["x_cast"] if "x_cast" in buffers else inputs[0]
+        kernel_fn = _training_kernel(self._cell, "backward", B)
+        dx = buffers["dx0"]
+        d0 = [buffers[f"d{n}0"] for n in self._state_names]
+        if masks[0] is None:
+            self._run_backward_kernel(kernel_fn, buffers, buffers, x, dy, d_n, dx, d0, B, T, C, rs)
+        else:
+            self._backward_masked(kernel_fn, buffers, masks[0], dy, d_n, d0)
+        if trained_with_dropout:
+            # forward: x_drop = x * noise
+            np.multiply(dx, buffers["dp_noise"][:, None, :], out=dx)
+        return [dx], (d0 if states else [])
+
+    def _backward_masked(self, kernel_fn, buffers, mask, dy, d_n, d0):
+        """Undo ``_forward_train_masked`` step by step, from the last to the first.
+
+        forward, per step s (input time t): ``y_s = keep ? y_step : carried``
+        (``carried`` is 0 with ``zero_output_for_mask``, else y_{s-1}) and
+        ``state_s = keep ? state_step : state_{s-1}``.
+        """
+        dx = buffers["dx0"]
+        B, T, C = dx.shape
+        steps = self._step_views(buffers, T)
+        xs = buffers["xs"]
+        runs = [buffers[f"d{n}_run"] for n in self._state_names]
+        step_n = [buffers[f"d{n}n_step"] for n in self._state_names]
+        step_0 = [buffers[f"d{n}0_step"] for n in self._state_names]
+        for r, d in zip(runs, d_n):
+            np.copyto(r, d)
+        carry, dy_step, dx_step = buffers["dout_carry"], buffers["dy_step"], buffers["dx_step"]
+        keep, drop = buffers["keep"], buffers["drop"]
+        dout = dy_step[:, 0]
+        if self.return_sequences:
+            carry.fill(0)
+        else:
+            np.copyto(carry, dy[:, 0])  # the output is the last blended y
+        for s in range(T - 1, -1, -1):
+            t = T - 1 - s if self.go_backwards else s
+            np.copyto(keep, mask[:, t:t + 1])
+            np.logical_not(keep, out=drop)
+            if self.return_sequences:
+                np.add(carry, dy[:, s], out=dout)
+            else:
+                np.copyto(dout, carry)
+            # forward: y_s = keep ? y_step : carried
+            if self.zero_output_for_mask:
+                carry.fill(0)
+            else:
+                np.multiply(dout, drop, out=carry)
+            np.multiply(dout, keep, out=dout)
+            # forward: state_s = keep ? state_step : state_{s-1}
+            for r, n in zip(runs, step_n):
+                np.multiply(r, keep, out=n)
+            seq = {name: v[s] for name, v in steps.items()}
+            self._run_backward_kernel(kernel_fn, seq, buffers, xs[s], dy_step, step_n, dx_step, step_0,
+                                      B, 1, C, True)
+            for r, o in zip(runs, step_0):
+                np.copyto(r, o, where=keep)
+            np.copyto(dx[:, t], dx_step[:, 0])
+        for o, r in zip(d0, runs):
+            np.copyto(o, r)
+
+    def _bias_grad(self, buffers):
+        return self._grads[2] if self.use_bias else buffers["db"]
+
     # -- config -------------------------------------------------------------------------
     def get_config(self):
         config = super().get_config()
@@ -276,12 +507,25 @@ class SimpleRNN(_RNN):
             raise TypeError("Unrecognized keyword arguments passed to SimpleRNN: {'recurrent_activation': ...}")
         super().__init__(units, activation=activation, **kwargs)
 
-    def _run_kernel(self, kernel_fn, seq, buffers, x, B, T, C, return_sequences):
+    def _kernel_args(self, seq, buffers, x, B, T, C, return_sequences):
         # seq holds the sequence-shaped buffers (y, xproj), buffers the per-row ones.
         kernel, recurrent_kernel, bias = self._packed
-        kernel_fn(seq["y"], buffers["h"], seq["xproj"], buffers["rec"], x, kernel,
+        return (seq["y"], buffers["h"], seq["xproj"], buffers["rec"], x, kernel,
                   recurrent_kernel, bias, B, T, C, self.units, activations.code(self.activation),
                   int(self.go_backwards and T > 1), int(return_sequences))
+
+    def _run_train_kernel(self, kernel_fn, seq, buffers, x, B, T, C, return_sequences):
+        kernel, recurrent_kernel, bias = self._packed
+        kernel_fn(seq["y"], buffers["h"], seq["h_tm1_seq"], seq["preact"], seq["gates"], buffers["rec"], x,
+                  kernel, recurrent_kernel, bias, B, T, C, self.units, activations.code(self.activation),
+                  int(self.go_backwards and T > 1), int(return_sequences))
+
+    def _run_backward_kernel(self, kernel_fn, seq, buffers, x, dy, d_n, dx, d0, B, T, C, return_sequences):
+        kernel, recurrent_kernel, _ = self._packed
+        kernel_fn(dx, d0[0], self._grads[0], self._grads[1], self._bias_grad(buffers), seq["dgates"],
+                  buffers["dgates_t"], buffers["dw"], dy, d_n[0], seq["h_tm1_seq"], seq["preact"],
+                  seq["gates"], x, kernel, recurrent_kernel, B, T, C, self.units,
+                  activations.code(self.activation), int(self.go_backwards and T > 1), int(return_sequences))
 
 
 class LSTM(_RNN):
@@ -312,10 +556,30 @@ class LSTM(_RNN):
             self.bias_initializer((H,), dtype), np.ones((H,), dtype), self.bias_initializer((2 * H,), dtype)
         ])
 
-    def _run_kernel(self, kernel_fn, seq, buffers, x, B, T, C, return_sequences):
+    def _kernel_args(self, seq, buffers, x, B, T, C, return_sequences):
         kernel, recurrent_kernel, bias = self._packed
-        kernel_fn(seq["y"], buffers["h"], buffers["c"], seq["xproj"], buffers["rec"], x,
+        return (seq["y"], buffers["h"], buffers["c"], seq["xproj"], buffers["rec"], x,
                   kernel, recurrent_kernel, bias, B, T, C, self.units,
+                  activations.code(self.activation), activations.code(self.recurrent_activation),
+                  int(self.go_backwards and T > 1), int(return_sequences))
+
+    _seq_saved = _RNN._seq_saved + ("c_tm1_seq",)
+
+    def _extra_train_buffers(self, B, T):
+        return {"c_tm1_seq": ((B, T, self.units), self.dtype)}
+
+    def _run_train_kernel(self, kernel_fn, seq, buffers, x, B, T, C, return_sequences):
+        kernel, recurrent_kernel, bias = self._packed
+        kernel_fn(seq["y"], buffers["h"], buffers["c"], seq["h_tm1_seq"], seq["c_tm1_seq"], seq["preact"],
+                  seq["gates"], buffers["rec"], x, kernel, recurrent_kernel, bias, B, T, C, self.units,
+                  activations.code(self.activation), activations.code(self.recurrent_activation),
+                  int(self.go_backwards and T > 1), int(return_sequences))
+
+    def _run_backward_kernel(self, kernel_fn, seq, buffers, x, dy, d_n, dx, d0, B, T, C, return_sequences):
+        kernel, recurrent_kernel, _ = self._packed
+        kernel_fn(dx, d0[0], d0[1], self._grads[0], self._grads[1], self._bias_grad(buffers), seq["dgates"],
+                  buffers["dgates_t"], buffers["dw"], dy, d_n[0], d_n[1], seq["h_tm1_seq"], seq["c_tm1_seq"],
+                  seq["preact"], seq["gates"], x, kernel, recurrent_kernel, B, T, C, self.units,
                   activations.code(self.activation), activations.code(self.recurrent_activation),
                   int(self.go_backwards and T > 1), int(return_sequences))
 
@@ -359,13 +623,49 @@ class GRU(_RNN):
     def _extra_buffers(self, B):
         return {"rec_h": ((B, self.units), self.dtype), "rh": ((B, self.units), self.dtype)}
 
-    def _run_kernel(self, kernel_fn, seq, buffers, x, B, T, C, return_sequences):
+    def _kernel_args(self, seq, buffers, x, B, T, C, return_sequences):
         kernel, recurrent_kernel, recurrent_kernel_h, input_bias, recurrent_bias = self._packed
-        kernel_fn(seq["y"], buffers["h"], seq["xproj"], buffers["rec"], buffers["rec_h"],
+        return (seq["y"], buffers["h"], seq["xproj"], buffers["rec"], buffers["rec_h"],
                   buffers["rh"], x, kernel, recurrent_kernel, recurrent_kernel_h, input_bias,
                   recurrent_bias, B, T, C, self.units, activations.code(self.activation),
                   activations.code(self.recurrent_activation), int(self.go_backwards and T > 1),
                   int(return_sequences), int(self.reset_after))
+
+    _seq_saved = _RNN._seq_saved + ("hh_rec_seq",)
+    _seq_scratch = _RNN._seq_scratch + ("dhh_rec_seq",)
+
+    def _extra_train_buffers(self, B, T):
+        H, dt = self.units, self.dtype
+        return {"rec_h": ((B, H), dt), "rh": ((B, H), dt), "hh_rec_seq": ((B, T, H), dt),
+                "dhh_rec_seq": ((B, T, H), dt), "dh_rec": ((B, H), dt), "dhh_t": ((B, H), dt),
+                "dib": ((3 * H,), dt), "drb": ((3 * H,), dt)}
+
+    def _run_train_kernel(self, kernel_fn, seq, buffers, x, B, T, C, return_sequences):
+        kernel, recurrent_kernel, recurrent_kernel_h, input_bias, recurrent_bias = self._packed
+        kernel_fn(seq["y"], buffers["h"], seq["h_tm1_seq"], seq["preact"], seq["gates"], seq["hh_rec_seq"],
+                  buffers["rec"], buffers["rec_h"], buffers["rh"], x, kernel, recurrent_kernel,
+                  recurrent_kernel_h, input_bias, recurrent_bias, B, T, C, self.units,
+                  activations.code(self.activation), activations.code(self.recurrent_activation),
+                  int(self.go_backwards and T > 1), int(return_sequences), int(self.reset_after))
+
+    def _run_backward_kernel(self, kernel_fn, seq, buffers, x, dy, d_n, dx, d0, B, T, C, return_sequences):
+        kernel, recurrent_kernel, recurrent_kernel_h, _, _ = self._packed
+        if not self.use_bias:
+            dinput_bias, drecurrent_bias = buffers["dib"], buffers["drb"]
+        elif self.reset_after:  # Keras's bias is (2, 3H): [input_bias, recurrent_bias]
+            dinput_bias, drecurrent_bias = self._grads[2][0], self._grads[2][1]
+        else:
+            dinput_bias, drecurrent_bias = self._grads[2], buffers["drb"]
+        kernel_fn(dx, d0[0], self._grads[0], self._grads[1], dinput_bias, drecurrent_bias, seq["dgates"],
+                  seq["dhh_rec_seq"], buffers["dgates_t"], buffers["dh_rec"], buffers["dhh_t"], buffers["dw"],
+                  dy, d_n[0], seq["h_tm1_seq"], seq["preact"], seq["gates"], seq["hh_rec_seq"], x, kernel,
+                  recurrent_kernel, recurrent_kernel_h, B, T, C, self.units,
+                  activations.code(self.activation), activations.code(self.recurrent_activation),
+                  int(self.go_backwards and T > 1), int(return_sequences), int(self.reset_after))
+
+    def _after_update(self):
+        if not self.reset_after:  # the packed contiguous copy of recurrent_kernel[:, 2H:]
+            np.copyto(self._packed[2], self._values[1][:, 2 * self.units:])
 
     def get_config(self):
         config = super().get_config()

@@ -8,6 +8,11 @@ masked steps inside it output zeros.
 
 TimeDistributed applies its inner layer to every timestep by folding time into
 the batch: (B, T, ...) runs as (B*T, ...), a reshape, not a loop.
+
+Both keep no weights of their own: the inner layers own them (``_values`` is a
+read-through property), so training binds and updates the inner layers'
+weights, and the backward runs each inner layer's backward and combines the
+gradients as the forward combined the outputs.
 """
 import numpy as np
 
@@ -60,6 +65,16 @@ class Bidirectional(Layer):
             sub.zero_output_for_mask = self.return_sequences
         self._initial_weights = weights
 
+    @property
+    def _values(self):
+        if "backward_layer" not in self.__dict__:
+            return []
+        return self.forward_layer._values + self.backward_layer._values
+
+    @_values.setter
+    def _values(self, value):
+        pass  # the forward and backward layers own the weights
+
     def build(self, input_shape):
         for sub in (self.forward_layer, self.backward_layer):
             if not sub.built:
@@ -78,7 +93,6 @@ class Bidirectional(Layer):
                              f"{len(weights)} input weights.")
         self.forward_layer.set_weights(weights[:n])
         self.backward_layer.set_weights(weights[n:])
-        self._values = self.forward_layer._values + self.backward_layer._values
 
     def reset_states(self):
         self.forward_layer.reset_states()
@@ -114,13 +128,21 @@ class Bidirectional(Layer):
         return spec
 
     def _node_forward(self, buffers, inputs, masks, states, training=False):
+        return self._run_both(buffers, inputs, masks, states, training, False)
+
+    def _node_forward_train(self, buffers, inputs, masks, states, training=True):
+        return self._run_both(buffers, inputs, masks, states, training, True)
+
+    def _run_both(self, buffers, inputs, masks, states, training, train):
         n = self._n_states()
         if states and len(states) != 2 * n:
             raise ValueError(f"Bidirectional \"{self.name}\" expects {2 * n} initial states (forward then "
                              f"backward), received {len(states)}.")
         sub_bufs = [{k[2:]: v for k, v in buffers.items() if k.startswith(p)} for p in ("f/", "b/")]
-        f_outs, _ = self.forward_layer._node_forward(sub_bufs[0], inputs, masks, states[:n], training)
-        b_outs, _ = self.backward_layer._node_forward(sub_bufs[1], inputs, masks, states[n:], training)
+        run_f = self.forward_layer._node_forward_train if train else self.forward_layer._node_forward
+        run_b = self.backward_layer._node_forward_train if train else self.backward_layer._node_forward
+        f_outs, _ = run_f(sub_bufs[0], inputs, masks, states[:n], training)
+        b_outs, _ = run_b(sub_bufs[1], inputs, masks, states[n:], training)
         y_f, y_b = f_outs[0], b_outs[0]
         if self.return_sequences:  # line the backward steps up with the forward ones
             np.copyto(buffers["reversed"], y_b[:, ::-1])
@@ -146,6 +168,75 @@ class Bidirectional(Layer):
         outs += f_outs[1:] + b_outs[1:]
         return outs, [out_mask] * n_main + [None] * (len(outs) - n_main)
 
+    # -- training ----------------------------------------------------------------------
+    def _weight_owners(self):
+        return self.forward_layer._weight_owners() + self.backward_layer._weight_owners()
+
+    def _check_trainable(self, training=True):
+        self.forward_layer._check_trainable(training)
+        self.backward_layer._check_trainable(training)
+
+    def _after_update(self):
+        self.forward_layer._after_update()
+        self.backward_layer._after_update()
+
+    def _node_train_spec(self, B, input_shapes, input_dtypes):
+        spec = {}
+        for prefix, sub in (("f/", self.forward_layer), ("b/", self.backward_layer)):
+            for k, v in sub._node_train_spec(B, input_shapes, input_dtypes).items():
+                spec[prefix + k] = v
+        dt = self.forward_layer.dtype
+        f_shape = (B,) + tuple(self.forward_layer._node_output_shapes(input_shapes)[0])
+        if self.return_sequences:
+            spec["reversed"] = (f_shape, dt)
+        if self.merge_mode is not None:
+            spec["y"] = ((B,) + tuple(self._node_output_shapes(input_shapes)[0]), dt)
+        spec.update({"dx0": ((B,) + tuple(input_shapes[0]), dt), "dyf": (f_shape, dt), "dybr": (f_shape, dt),
+                     "dyb": (f_shape, dt)})
+        return spec
+
+    def _node_backward(self, buffers, douts, inputs, masks, states):
+        n = self._n_states()
+        sub_bufs = [{k[2:]: v for k, v in buffers.items() if k.startswith(p)} for p in ("f/", "b/")]
+        n_main = 2 if self.merge_mode is None else 1
+        state_douts = list(douts[n_main:])
+        state_douts += [None] * (2 * n - len(state_douts))
+        B = inputs[0].shape[0]
+        y_f = sub_bufs[0]["y"].reshape(buffers["dyf"].shape)
+        y_b = buffers["reversed"] if self.return_sequences else sub_bufs[1]["y"].reshape(buffers["dyb"].shape)
+        # forward: y = merge(y_f, y_b), y_b re-reversed in time with return_sequences
+        if self.merge_mode is None:
+            dyf, dybr = douts[0], douts[1]
+        elif douts[0] is None:
+            dyf = dybr = None
+        else:
+            dy = douts[0]
+            if self.merge_mode == "concat":
+                H = y_f.shape[-1]
+                dyf, dybr = buffers["dyf"], buffers["dybr"]
+                np.copyto(dyf, dy[..., :H])
+                np.copyto(dybr, dy[..., H:])
+            elif self.merge_mode == "sum":
+                dyf = dybr = dy
+            elif self.merge_mode == "ave":
+                dyf = dybr = buffers["dyf"]
+                np.multiply(dy, 0.5, out=dyf)
+            else:
+                dyf, dybr = buffers["dyf"], buffers["dybr"]
+                np.multiply(dy, y_b, out=dyf)
+                np.multiply(dy, y_f, out=dybr)
+        dyb = dybr
+        if self.return_sequences and dybr is not None:
+            dyb = buffers["dyb"]
+            np.copyto(dyb, dybr[:, ::-1])
+        f_dins, f_dstates = self.forward_layer._node_backward(sub_bufs[0], [dyf] + state_douts[:n], inputs,
+                                                              masks, states[:n])
+        b_dins, b_dstates = self.backward_layer._node_backward(sub_bufs[1], [dyb] + state_douts[n:], inputs,
+                                                               masks, states[n:])
+        dx = buffers["dx0"]
+        np.add(f_dins[0], b_dins[0], out=dx)
+        return [dx], list(f_dstates) + list(b_dstates)
+
     def get_config(self):
         config = super().get_config()
         config.update(merge_mode=self.merge_mode)
@@ -164,18 +255,24 @@ class TimeDistributed(Layer):
             raise ValueError(f"TimeDistributed \"{self.name}\" wraps a non-recurrent layer; received {layer!r}")
         self.layer = layer
 
+    @property
+    def _values(self):
+        return self.layer._values if "layer" in self.__dict__ else []
+
+    @_values.setter
+    def _values(self, value):
+        pass  # the inner layer owns the weights
+
     def build(self, input_shape):
         if len(input_shape) < 2:
             raise ValueError(f"TimeDistributed \"{self.name}\" needs an input of rank >= 3.")
         if not self.layer.built:
             self.layer._node_build([tuple(input_shape[1:])])
         self._weight_specs = self.layer._weight_specs
-        self._values = self.layer._values
         self._finish_build(input_shape)
 
     def set_weights(self, weights):
         self.layer.set_weights(weights)
-        self._values = self.layer._values
 
     def get_weights(self):
         return self.layer.get_weights()
@@ -193,3 +290,35 @@ class TimeDistributed(Layer):
         outs, _ = self.layer._node_forward(buffers, [x.reshape((B * T,) + x.shape[2:])], [None], [], training)
         y = outs[0]
         return [y.reshape((B, T) + y.shape[1:])], [masks[0]]
+
+    # -- training ----------------------------------------------------------------------
+    def _weight_owners(self):
+        return self.layer._weight_owners()
+
+    def _check_trainable(self, training=True):
+        self.layer._check_trainable(training)
+
+    def _after_update(self):
+        self.layer._after_update()
+
+    def _node_train_spec(self, B, input_shapes, input_dtypes):
+        T = input_shapes[0][0]
+        return self.layer._node_train_spec(B * T, [tuple(input_shapes[0][1:])], input_dtypes)
+
+    def _node_forward_train(self, buffers, inputs, masks, states, training=True):
+        x = inputs[0]
+        B, T = x.shape[:2]
+        outs, _ = self.layer._node_forward_train(buffers, [x.reshape((B * T,) + x.shape[2:])], [None], [],
+                                                 training)
+        y = outs[0]
+        return [y.reshape((B, T) + y.shape[1:])], [masks[0]]
+
+    def _node_backward(self, buffers, douts, inputs, masks, states):
+        x, dy = inputs[0], douts[0]
+        if dy is None:
+            return [None], []
+        B, T = x.shape[:2]
+        dins, _ = self.layer._node_backward(buffers, [dy.reshape((B * T,) + dy.shape[2:])],
+                                            [x.reshape((B * T,) + x.shape[2:])], [None], [])
+        dx = dins[0]
+        return [None if dx is None else dx.reshape(x.shape)], []

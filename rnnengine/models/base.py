@@ -10,11 +10,22 @@ from ``WorkspacePool`` and gives it back, so concurrent ``predict`` calls from
 several threads never share scratch memory, and the lock is held only to pop
 and push, never while kernels run. Stateful layers carry state on the layer,
 so a stateful model is single-owner (one thread at a time).
+
+Training (``compile``, ``fit``, ``evaluate``, ``train_on_batch``,
+``test_on_batch``; the loop is ``training/engine.py``) uses a second pool of
+workspaces built from each node's ``_node_train_spec`` (forward buffers plus
+saved activations and gradient scratch) and the subclass's ``_run_train`` and
+``_backward``. Training updates the weights in place, so a model being trained
+is single-owner too. ``save`` writes a Keras 3 ``.keras`` archive and
+``save_weights`` a Keras 3 ``.weights.h5`` (``io/export.py``).
 """
+import threading
+
 import numpy as np
 
 from .. import _validation
 from ..workspace import WorkspacePool
+from .plan import get_plan
 
 _KERAS_PREDICT_BATCH_SIZE = 32
 
@@ -24,6 +35,23 @@ class BaseModel:
         self.name = name
         self.trainable = trainable
         self._pool = WorkspacePool(self._make_workspace)
+        self._train_pool = WorkspacePool(self._make_train_workspace)
+        self._compile_state = None
+        self.optimizer = None
+        self.loss = None
+        self.compiled = False
+        self.stop_training = False
+        self.history = None
+        self._local = threading.local()  # per-thread call plans (plan.py)
+        self._output_spec_cache = {}
+
+    def _clear_pools(self):
+        self._pool.clear()
+        self._train_pool.clear()
+        if getattr(self, "_compile_state", None) is not None:
+            self._compile_state.params = None  # the layers may have changed: rebind on the next step
+        self._local = threading.local()  # per-thread call plans (plan.py)
+        self._output_spec_cache = {}
 
     # Subclasses provide: layers, _validate_inputs(x) -> [arrays],
     # _output_specs([(shape, dtype)]) -> [(shape, dtype)], _make_workspace(key),
@@ -31,6 +59,14 @@ class BaseModel:
 
     def _forward_into(self, arrays, dests, training=False):
         """Run the model on one batch and copy the outputs into ``dests``."""
+        if self._has_plans and not training:
+            plans = getattr(self._local, "plans", None)
+            if plans is None:
+                plans = self._local.plans = {}
+            plan = get_plan(self, plans, arrays[0])
+            if plan is not None:
+                plan.run(arrays[0], dests[0])
+                return
         key = (arrays[0].shape[0],) + tuple((a.shape[1:], a.dtype.str) for a in arrays)
         ws = self._pool.acquire(key)
         try:
@@ -67,7 +103,13 @@ class BaseModel:
                              f"received {[a.shape[0] for a in arrays]}.")
         batch_size = _KERAS_PREDICT_BATCH_SIZE if batch_size is None else \
             _validation.positive_int(batch_size, "batch_size", "predict")
-        specs = self._output_specs([(a.shape[1:], a.dtype) for a in arrays])
+        spec_key = tuple((a.shape[1:], a.dtype.str) for a in arrays)
+        specs = self._output_spec_cache.get(spec_key)
+        if specs is None:
+            specs = self._output_specs([(a.shape[1:], a.dtype) for a in arrays])
+            if len(self._output_spec_cache) > 64:
+                self._output_spec_cache.clear()
+            self._output_spec_cache[spec_key] = specs
         if out is None:
             outs = [np.empty((n,) + tuple(shape), dtype=dtype) for shape, dtype in specs]
         else:
@@ -87,9 +129,138 @@ class BaseModel:
         return self._predict(arrays, arrays[0].shape[0], out)
 
     def __call__(self, x, training=False):
-        if training:
-            raise NotImplementedError(f"Calling model \"{self.name}\" with training=True needs the training engine.")
-        return self.predict_on_batch(x)
+        """Outputs for ``x`` as one batch; ``training=True`` runs the training-mode
+        forward (dropout active), without gradients."""
+        if not training:
+            return self.predict_on_batch(x)
+        arrays = self._validate_inputs(x)
+        key = (arrays[0].shape[0],) + tuple((a.shape[1:], a.dtype.str) for a in arrays)
+        ws = self._train_pool.acquire(key)
+        try:
+            outs = [np.array(o, copy=True) for o in self._run_train(ws, arrays, training=True)[0]]
+        finally:
+            self._train_pool.release(key, ws)
+        return outs[0] if self._single_output else outs
+
+    # -- training (the loop itself lives in rnnengine/training/engine.py) ----------------
+    def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None, weighted_metrics=None,
+                run_eagerly=False, steps_per_execution=1, jit_compile="auto", auto_scale_loss=True):
+        """Configure the model for training, as Keras's ``Model.compile``.
+
+        Parameters
+        ----------
+        optimizer : str or Optimizer
+            ``"adam"``, ``"sgd"``, ``"rmsprop"`` (Keras's default), ``"adagrad"``,
+            ``"adamw"``, ``"adamax"``, ``"nadam"``, ``"adadelta"``, or an
+            ``rnnengine.optimizers`` instance (a Keras optimizer object is
+            rebuilt from its config).
+        loss : str or Loss, or a list/dict of them per output
+            ``"categorical_crossentropy"``, ``"sparse_categorical_crossentropy"``,
+            ``"binary_crossentropy"``, ``"mse"``/``"mean_squared_error"``,
+            ``"mae"``/``"mean_absolute_error"``, or an ``rnnengine.losses`` instance.
+        loss_weights : list or dict of float, optional
+        metrics : list, optional
+            ``"accuracy"`` (categorical, sparse or binary, picked as Keras picks it),
+            the explicit accuracies, ``"mse"``, ``"mae"``, the crossentropies, or
+            ``rnnengine.metrics`` instances; per output as a list of lists or a dict.
+        weighted_metrics : list, optional
+            Metrics weighted by ``sample_weight``.
+        run_eagerly, steps_per_execution, jit_compile, auto_scale_loss
+            Accepted for compatibility; they change nothing here.
+        """
+        from ..training import engine
+
+        engine.compile(self, optimizer, loss, loss_weights, metrics, weighted_metrics, run_eagerly,
+                       steps_per_execution, jit_compile, auto_scale_loss)
+
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
+            validation_split=0.0, validation_data=None, shuffle=True, class_weight=None, sample_weight=None,
+            initial_epoch=0, steps_per_epoch=None, validation_steps=None, validation_batch_size=None,
+            validation_freq=1):
+        """Train the model for ``epochs`` epochs, as Keras's ``Model.fit``.
+
+        Parameters
+        ----------
+        x, y : arrays (or lists/dicts of arrays for several inputs/outputs)
+        batch_size : int, default 32
+        epochs : int, default 1
+        verbose : "auto", 0, 1 or 2
+            1 (and "auto"): a progress bar per epoch; 2: one line per epoch.
+        callbacks : list of rnnengine.callbacks.Callback
+        validation_split : float
+            The *last* fraction of the samples (before shuffling) is held out.
+        validation_data : tuple ``(x_val, y_val)`` or ``(x_val, y_val, sample_weight)``
+        shuffle : bool, default True
+            Shuffle the training samples each epoch (``rnnengine.training.set_random_seed``).
+        class_weight, sample_weight : optional per-sample loss weights
+        initial_epoch, steps_per_epoch, validation_steps, validation_batch_size, validation_freq
+            As in Keras.
+
+        Returns
+        -------
+        History : ``history.history`` maps ``"loss"``, each metric and their
+        ``"val_"`` versions to one value per epoch.
+        """
+        from ..training import engine
+
+        return engine.fit(self, x, y, batch_size, epochs, verbose, callbacks, validation_split,
+                          validation_data, shuffle, class_weight, sample_weight, initial_epoch, steps_per_epoch,
+                          validation_steps, validation_batch_size, validation_freq)
+
+    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
+                 callbacks=None, return_dict=False):
+        """The loss (and metrics) on ``x, y``, in batches of ``batch_size`` (default 32).
+
+        Returns the loss alone when the model has no metrics, else ``[loss, *metrics]``
+        (or a dict with ``return_dict=True``), as Keras does.
+        """
+        from ..training import engine
+
+        return engine.evaluate(self, x, y, batch_size, verbose, sample_weight, steps, callbacks, return_dict)
+
+    def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
+        """One gradient step on one batch; returns the batch's loss (and metrics),
+        computed before the update."""
+        from ..training import engine
+
+        return engine.train_on_batch(self, x, y, sample_weight, class_weight, return_dict)
+
+    def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
+        """The loss (and metrics) of one batch, without training."""
+        from ..training import engine
+
+        return engine.test_on_batch(self, x, y, sample_weight, return_dict)
+
+    @property
+    def metrics_names(self):
+        state = getattr(self, "_compile_state", None)
+        return [] if state is None else state.metric_names()
+
+    # -- saving (Keras 3 formats) --------------------------------------------------------------
+    def save(self, filepath, overwrite=True, zipped=None, **kwargs):
+        """Write a Keras 3 ``.keras`` archive (config.json, metadata.json,
+        model.weights.h5) that ``keras.saving.load_model`` loads."""
+        from ..io import export
+
+        export.save_model(self, filepath, overwrite=overwrite)
+
+    def save_weights(self, filepath, overwrite=True):
+        """Write the weights as a Keras 3 ``.weights.h5`` file."""
+        from ..io import export
+
+        export.save_weights(self, filepath, overwrite=overwrite)
+
+    def _output_logits(self, ws, k):
+        """(activation, logits) for output ``k`` when it comes straight from a
+        softmax/sigmoid Dense or Activation node (Keras's ``_keras_logits``), else None."""
+        found = self._logit_node(ws, k)
+        if found is None:
+            return None
+        layer, buffers, inputs = found
+        act = getattr(layer, "activation", None)
+        if act not in ("softmax", "sigmoid") or not hasattr(layer, "_node_logits"):
+            return None
+        return act, layer._node_logits(buffers, inputs)
 
     def stream(self, batch_size=1):
         """A ``Stream`` that steps this model one timestep at a time; see ``models/stream.py``."""

@@ -89,6 +89,8 @@ class Model(BaseModel):
     name : str, optional
     """
 
+    _has_plans = False  # graphs run node by node (plan.py covers linear stacks)
+
     def __init__(self, inputs, outputs, name=None, trainable=True):
         super().__init__(name or unique_name("functional"), trainable)
         self.inputs = _as_list(inputs)
@@ -185,6 +187,135 @@ class Model(BaseModel):
             for t, o, m in zip(node.outputs, outs, masks):
                 values[id(t)] = (o, m)
         return [values[id(t)][0] for t in self.outputs]
+
+    # -- training ----------------------------------------------------------------------------
+    def _tensor_keys(self):
+        """A stable index per tensor (inputs, then node outputs) and how many
+        consumers each has (node inputs and states, model outputs)."""
+        cached = self.__dict__.get("_tensor_keys_cache")
+        if cached is not None:
+            return cached
+        keys = {id(t): i for i, t in enumerate(self.inputs)}
+        for node in self._nodes:
+            for t in node.outputs:
+                keys.setdefault(id(t), len(keys))
+        fanout = dict.fromkeys(keys, 0)
+        for node in self._nodes:
+            for t in node.inputs + node.states:
+                fanout[id(t)] += 1
+        for t in self.outputs:
+            fanout[id(t)] += 1
+        self._tensor_keys_cache = (keys, fanout)
+        return keys, fanout
+
+    def _make_train_workspace(self, key):
+        B, input_specs = key[0], [(shape, np.dtype(dtype)) for shape, dtype in key[1:]]
+        specs = self._tensor_specs(input_specs)
+        keys, fanout = self._tensor_keys()
+        spec = {}
+        for k, node in enumerate(self._nodes):
+            shapes = [specs[id(t)][0] for t in node.inputs]
+            dtypes = [specs[id(t)][1] for t in node.inputs]
+            for name, entry in node.layer._node_train_spec(B, shapes, dtypes).items():
+                spec[f"{k}/{name}"] = entry
+        for tid, count in fanout.items():
+            shape, dtype = specs[tid]
+            if count > 1 and dtype.kind == "f":
+                spec[f"acc/{keys[tid]}"] = ((B,) + tuple(shape), dtype)
+        for j, t in enumerate(self.outputs):
+            shape, dtype = specs[id(t)]
+            spec[f"loss/dy{j}"] = ((B,) + tuple(shape), dtype)
+        ws = Workspace(spec)
+        ws.node_buffers = [ws.subset(f"{k}/") for k in range(len(self._nodes))]
+        ws.loss_grads = [ws[f"loss/dy{j}"] for j in range(len(self.outputs))]
+        ws.acc = {tid: ws[f"acc/{keys[tid]}"] for tid in fanout if f"acc/{keys[tid]}" in ws.views}
+        ws.fanout = fanout
+        ws.values = {}
+        return ws
+
+    def _run_train(self, ws, arrays, training=True):
+        """Forward in training mode (``training`` False: evaluate), keeping every
+        tensor's value and mask in ``ws.values`` for ``_backward``."""
+        values = ws.values
+        values.clear()
+        for t, a in zip(self.inputs, arrays):
+            values[id(t)] = (a, None)
+        for node, buffers in zip(self._nodes, ws.node_buffers):
+            ins = [values[id(t)] for t in node.inputs]
+            states = [values[id(t)][0] for t in node.states]
+            outs, masks = node.layer._node_forward_train(buffers, [a for a, _ in ins], [m for _, m in ins],
+                                                         states, training=training)
+            for t, o, m in zip(node.outputs, outs, masks):
+                values[id(t)] = (o, m)
+        return [values[id(t)][0] for t in self.outputs], [values[id(t)][1] for t in self.outputs]
+
+    def _logit_node_index(self, k):
+        """The node whose Dense/Activation produces output ``k`` when only the loss reads it."""
+        t = self.outputs[k]
+        if t.node is None or len(t.node.outputs) != 1 or self._tensor_keys()[1][id(t)] != 1:
+            return None
+        return next(i for i, n in enumerate(self._nodes) if n is t.node)
+
+    def _logit_node(self, ws, k):
+        i = self._logit_node_index(k)
+        if i is None:
+            return None
+        node = self._nodes[i]
+        return node.layer, ws.node_buffers[i], [ws.values[id(t)][0] for t in node.inputs]
+
+    def _backward(self, ws, douts, dlogits):
+        """Gradients from the losses back to the inputs, node by node in reverse;
+        a tensor read by several nodes sums their gradients in its accumulator."""
+        values, fanout, grads = ws.values, ws.fanout, {}
+
+        def add(t, d):
+            if d is None:
+                return
+            tid = id(t)
+            acc = ws.acc.get(tid)
+            if acc is None:
+                grads[tid] = d
+            elif tid in grads:
+                np.add(acc, d, out=acc)
+            else:
+                np.copyto(acc, d)
+                grads[tid] = acc
+
+        logit_nodes = {}
+        for j, t in enumerate(self.outputs):
+            if dlogits[j] is not None:
+                logit_nodes[self._logit_node_index(j)] = dlogits[j]
+            else:
+                add(t, douts[j])
+        for i in range(len(self._nodes) - 1, -1, -1):
+            node, buffers = self._nodes[i], ws.node_buffers[i]
+            ins = [values[id(t)] for t in node.inputs]
+            arrays, masks = [a for a, _ in ins], [m for _, m in ins]
+            if i in logit_nodes:
+                dins, dstates = node.layer._node_backward_logits(buffers, logit_nodes[i], arrays, masks)
+            else:
+                node_douts = [grads.get(id(t)) for t in node.outputs]
+                if all(d is None for d in node_douts):
+                    continue
+                states = [values[id(t)][0] for t in node.states]
+                dins, dstates = node.layer._node_backward(buffers, node_douts, arrays, masks, states)
+            for t, d in zip(node.inputs, dins):
+                add(t, d)
+            for t, d in zip(node.states, dstates):
+                add(t, d)
+
+    def _output_names(self):
+        names = []
+        for t in self.outputs:
+            layer = t.node.layer if t.node is not None else t.input_layer
+            names.append(layer.name)
+        return names
+
+    def _output_shapes(self):
+        return [tuple(t.shape[1:]) for t in self.outputs]
+
+    def _output_dtypes(self):
+        return [np.dtype(t.node.layer.dtype if t.node is not None else t.dtype) for t in self.outputs]
 
     def _summary_rows(self):
         for layer in self._all_layers:

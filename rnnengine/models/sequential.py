@@ -23,6 +23,7 @@ class Sequential(BaseModel):
     """
 
     _single_output = True
+    _has_plans = True  # plan.py: one bound kernel call list per (batch, shape, dtype)
 
     def __init__(self, layers=None, name=None, trainable=True):
         super().__init__(name or unique_name("sequential"), trainable)
@@ -59,14 +60,14 @@ class Sequential(BaseModel):
                 f"Received: {layer!r} (of type {type(layer).__name__})"
             )
         self.built = False
-        self._pool.clear()
+        self._clear_pools()
 
     def pop(self):
         if not self._layers:
             raise TypeError("There are no layers in the model.")
         layer = self._layers.pop()
         self.built = False
-        self._pool.clear()
+        self._clear_pools()
         return layer
 
     @property
@@ -115,7 +116,8 @@ class Sequential(BaseModel):
             shape = layer._node_output_shapes([shape])[0]
         self._first_dtype = self._layers[0]._input_dtype()
         self.built = True
-        self._pool.clear()
+        self._clear_pools()
+        self._output_spec_cache = {}
 
     def _ensure_built(self, x_shape=None):
         if self.built:
@@ -165,6 +167,62 @@ class Sequential(BaseModel):
     def _output_specs(self, input_specs):
         return [(self._output_shape(input_specs[0][0]), self._layers[-1].dtype)]
 
+    # -- training ----------------------------------------------------------------------------
+    def _make_train_workspace(self, key):
+        B, (shape, dtype) = key
+        spec, layer_keys = {}, []
+        for i, layer in enumerate(self._layers):
+            for name, entry in layer._node_train_spec(B, [shape], [dtype]).items():
+                spec[f"{i}/{name}"] = entry
+            layer_keys.append(f"{i}/")
+            shape, dtype = layer._node_output_shapes([shape])[0], layer.dtype
+        spec["loss/dy0"] = ((B,) + tuple(shape), dtype)
+        ws = Workspace(spec)
+        ws.layer_buffers = [ws.subset(k) for k in layer_keys]
+        ws.loss_grads = [ws["loss/dy0"]]
+        ws.records = [None] * len(self._layers)
+        return ws
+
+    def _run_train(self, ws, arrays, training=True):
+        """Forward in training mode (``training`` False: evaluate), recording each
+        layer's input and mask for ``_backward``; returns (outputs, output masks)."""
+        y, mask = arrays[0], None
+        for i, (layer, buffers) in enumerate(zip(self._layers, ws.layer_buffers)):
+            ws.records[i] = (y, mask)
+            outs, masks = layer._node_forward_train(buffers, [y], [mask], [], training=training)
+            y, mask = outs[0], masks[0]
+        return [y], [mask]
+
+    def _backward(self, ws, douts, dlogits):
+        """Gradients from the loss back to the first layer, accumulating weight gradients."""
+        last = len(self._layers) - 1
+        if dlogits[0] is not None:
+            x, mask = ws.records[last]
+            dins, _ = self._layers[last]._node_backward_logits(ws.layer_buffers[last], dlogits[0], [x], [mask])
+            d, last = dins[0], last - 1
+        else:
+            d = douts[0]
+        for i in range(last, -1, -1):
+            if d is None:
+                break
+            x, mask = ws.records[i]
+            dins, _ = self._layers[i]._node_backward(ws.layer_buffers[i], [d], [x], [mask], [])
+            d = dins[0]
+
+    def _logit_node(self, ws, k):
+        i = len(self._layers) - 1
+        return self._layers[i], ws.layer_buffers[i], [ws.records[i][0]]
+
+    def _output_names(self):
+        return [self._layers[-1].name] if self._layers else ["output"]
+
+    def _output_shapes(self):
+        self._ensure_built()
+        return [self._output_shape(self._input_shape)]
+
+    def _output_dtypes(self):
+        return [np.dtype(self._layers[-1].dtype)]
+
     def _stream_plan(self):
         from .stream import check_streamable
 
@@ -178,6 +236,11 @@ class Sequential(BaseModel):
 
     # -- inference ------------------------------------------------------------------------
     def _validate_inputs(self, x):
+        if (self.built and type(x) is np.ndarray and x.dtype == self._first_dtype and x.flags.c_contiguous
+                and x.ndim == len(self._input_shape) + 1 and x.shape[0] > 0
+                and all(w is None or w == d for w, d in zip(self._input_shape, x.shape[1:]))
+                and 0 not in x.shape):
+            return [x]  # already what the kernels take: skip the general checks
         if not self._layers:
             raise ValueError(f"Model \"{self.name}\" has no layers.")
         if isinstance(x, (list, tuple)) and len(x) == 1 and isinstance(x[0], np.ndarray):
