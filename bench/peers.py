@@ -380,19 +380,32 @@ def build_rnnengine(cell, wl, weights, backend):
                 raise PeerUnavailable(f"rnnengine Cython kernels not built: {CYTHON_IMPORT_ERROR}")
     rnnengine.config.set_kernels(backend)
     cls = {"simple_rnn": SimpleRNN, "lstm": LSTM, "gru": GRU}[cell]
+    if wl.stream:
+        # S1: model.stream(); the state stays inside the stream between steps, as
+        # a service keeps it. The state given with the first call is loaded
+        # once (set_state); each call returns the step's output and the state.
+        model = Sequential([Input(shape=(None, wl.C)), cls(wl.H, return_sequences=True)])
+        model.set_weights(list(weights))
+        stream = model.stream(batch_size=wl.B)
+        y = np.empty((wl.B, wl.H), np.float32)
+        loaded = []
+
+        def f(x, *state):
+            if not loaded:
+                stream.set_state([list(state)])
+                loaded.append(True)
+            stream.step(x[:, 0], out=y)
+            return (y,) + tuple(stream._states[0])
+
+        return Runner(f"rnnengine-{backend}", f, note="S1: model.stream(batch_size=1).step(x_t, out=)")
+
     model = Sequential([Input(shape=(wl.T, wl.C)),
                         cls(wl.H, return_sequences=wl.return_sequences)])
     model.set_weights(list(weights))
-    predict = model.predict_on_batch
-    if wl.stream:
-        # No stream API yet: one step from a zero state, state not returned.
-        def f(x):
-            return predict(x)
-        return Runner(f"rnnengine-{backend}", f, takes_state=False,
-                      note="S1: predict_on_batch on (1,1,C) from zero state (no stream API yet)")
+    out = np.empty((wl.B, wl.T, wl.H) if wl.return_sequences else (wl.B, wl.H), np.float32)
 
     def f(x):
-        return predict(x)
+        return model.predict_on_batch(x, out=out)
 
     return Runner(f"rnnengine-{backend}", f)
 
