@@ -52,6 +52,7 @@ MODULES = {  # module name -> source
     "rnnengine.kernels._cy_simple_rnn": "src/_simple_rnn.pyx",
     "rnnengine.kernels._cy_lstm": "src/_lstm.pyx",
     "rnnengine.kernels._cy_gru": "src/_gru.pyx",
+    "rnnengine.kernels._cy_dense": "src/_dense.pyx",
 }
 PXDS = ["src/_blas.pxd", "src/_gates.pxd"]
 

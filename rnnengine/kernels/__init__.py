@@ -112,32 +112,48 @@ only for now, the Cython twins come later)::
   ``reference.<cell>_forward_train`` / ``reference.<cell>_backward``.
 """
 from .. import config
-from .numba_gru import _gru_backward, _gru_forward, _gru_forward_train
-from .numba_lstm import _lstm_backward, _lstm_forward, _lstm_forward_train
-from .numba_simple_rnn import _simple_rnn_backward, _simple_rnn_forward, _simple_rnn_forward_train
 
-CELLS = ("simple_rnn", "lstm", "gru")
+CELLS = ("simple_rnn", "lstm", "gru", "dense", "activation")
 PASSES = ("forward", "forward_train", "backward")
 
-_NUMBA = {
-    ("simple_rnn", "forward"): _simple_rnn_forward,
-    ("lstm", "forward"): _lstm_forward,
-    ("gru", "forward"): _gru_forward,
-    ("simple_rnn", "forward_train"): _simple_rnn_forward_train,
-    ("lstm", "forward_train"): _lstm_forward_train,
-    ("gru", "forward_train"): _gru_forward_train,
-    ("simple_rnn", "backward"): _simple_rnn_backward,
-    ("lstm", "backward"): _lstm_backward,
-    ("gru", "backward"): _gru_backward,
-}
+
+def _numba_table():
+    """The Numba kernels, imported on first use: a process that runs only the
+    Cython backend never imports Numba nor loads its on-disk cache (cold start)."""
+    global _NUMBA
+    if _NUMBA is None:
+        from .numba_dense import _activation_inplace, _dense_forward
+        from .numba_gru import _gru_backward, _gru_forward, _gru_forward_train
+        from .numba_lstm import _lstm_backward, _lstm_forward, _lstm_forward_train
+        from .numba_simple_rnn import _simple_rnn_backward, _simple_rnn_forward, _simple_rnn_forward_train
+
+        _NUMBA = {
+            ("simple_rnn", "forward"): _simple_rnn_forward,
+            ("lstm", "forward"): _lstm_forward,
+            ("gru", "forward"): _gru_forward,
+            ("simple_rnn", "forward_train"): _simple_rnn_forward_train,
+            ("lstm", "forward_train"): _lstm_forward_train,
+            ("gru", "forward_train"): _gru_forward_train,
+            ("simple_rnn", "backward"): _simple_rnn_backward,
+            ("lstm", "backward"): _lstm_backward,
+            ("gru", "backward"): _gru_backward,
+            ("dense", "forward"): _dense_forward,
+            ("activation", "forward"): _activation_inplace,
+        }
+    return _NUMBA
+
+
+_NUMBA = None
 
 try:
-    from . import _cy_gru, _cy_lstm, _cy_simple_rnn
+    from . import _cy_dense, _cy_gru, _cy_lstm, _cy_simple_rnn
 
     _CYTHON = {
         ("simple_rnn", "forward"): _cy_simple_rnn.simple_rnn_forward,
         ("lstm", "forward"): _cy_lstm.lstm_forward,
         ("gru", "forward"): _cy_gru.gru_forward,
+        ("dense", "forward"): _cy_dense.dense_forward,
+        ("activation", "forward"): _cy_dense.activation_inplace,
     }
     CYTHON_IMPORT_ERROR = None
 except ImportError as exc:  # source tree without a build: Numba still works
@@ -152,9 +168,11 @@ def cython_available():
 def _auto_backend(cell, B):
     """Which backend ``auto`` runs for a batch of ``B`` rows.
 
-    Measured with ``python bench/compare_backends.py`` (see bench/README.md):
-    the Cython kernels call BLAS directly and pay less per step, which wins at
-    small batch; both spend the same BLAS time at large batch.
+    Measured (bench/README.md, "Backends"): compiled for the machine's CPU, both
+    backends run the same loops at the same speed within noise, at every batch
+    size (the large products are BLAS either way). Cython wins where it counts
+    for services: it is compiled at install, so a fresh process's first call
+    pays no JIT and no Numba cache load (about 0.6 s per kernel family).
     """
     if not _CYTHON:
         return "numba"
@@ -162,7 +180,8 @@ def _auto_backend(cell, B):
 
 
 def get_kernel(cell, pass_="forward", backend=None, B=1):
-    """The kernel function for ``cell`` ("simple_rnn", "lstm", "gru") and
+    """The kernel function for ``cell`` ("simple_rnn", "lstm", "gru"; "dense" and
+    "activation" for Dense and Activation layers, forward only) and
     ``pass_`` ("forward", "forward_train", "backward"), from ``backend``
     (default: ``config.get_kernels()``).
 
@@ -188,7 +207,7 @@ def get_kernel(cell, pass_="forward", backend=None, B=1):
             )
         table = _CYTHON
     else:
-        table = _NUMBA
+        table = _numba_table()
     try:
         return table[(cell, pass_)]
     except KeyError:

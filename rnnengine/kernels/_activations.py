@@ -22,51 +22,29 @@ from numba import njit, types
 from numba.extending import overload
 
 from ..config import FASTMATH_FLAGS
-
-LINEAR = 0
-TANH = 1
-SIGMOID = 2
-HARD_SIGMOID = 3
-RELU = 4
-ELU = 5
-SELU = 6
-SOFTPLUS = 7
-SOFTSIGN = 8
-SWISH = 9
-GELU = 10
-EXPONENTIAL = 11
-HARD_SIGMOID_K2 = 12
-RELU6 = 13
-LEAKY_RELU = 14
-HARD_SWISH = 15
-MISH = 16
-# Row-wise activations: valid only where a whole feature row is at hand (Dense,
-# Activation), never inside a recurrent cell.
-SOFTMAX = 100
-LOG_SOFTMAX = 101
-
-ELEMENTWISE_CODES = {
-    "linear": LINEAR,
-    "tanh": TANH,
-    "sigmoid": SIGMOID,
-    "hard_sigmoid": HARD_SIGMOID,
-    "relu": RELU,
-    "elu": ELU,
-    "selu": SELU,
-    "softplus": SOFTPLUS,
-    "softsign": SOFTSIGN,
-    "swish": SWISH,
-    "silu": SWISH,
-    "gelu": GELU,
-    "exponential": EXPONENTIAL,
-    "hard_sigmoid_keras2": HARD_SIGMOID_K2,
-    "relu6": RELU6,
-    "leaky_relu": LEAKY_RELU,
-    "hard_swish": HARD_SWISH,
-    "hard_silu": HARD_SWISH,
-    "mish": MISH,
-}
-ROWWISE_CODES = {"softmax": SOFTMAX, "log_softmax": LOG_SOFTMAX}
+from .activation_codes import (  # noqa: F401  (re-exported)
+    LINEAR,
+    TANH,
+    SIGMOID,
+    HARD_SIGMOID,
+    RELU,
+    ELU,
+    SELU,
+    SOFTPLUS,
+    SOFTSIGN,
+    SWISH,
+    GELU,
+    EXPONENTIAL,
+    HARD_SIGMOID_K2,
+    RELU6,
+    LEAKY_RELU,
+    HARD_SWISH,
+    MISH,
+    SOFTMAX,
+    LOG_SOFTMAX,
+    ELEMENTWISE_CODES,
+    ROWWISE_CODES,
+)
 
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946

@@ -8,7 +8,7 @@ raises a ``ValueError`` that names the identifier.
 """
 import numpy as np
 
-from ..kernels import _activations as codes
+from ..kernels import activation_codes as codes
 from ..kernels.reference import ACTIVATIONS as _NUMPY_FORMS
 
 ALL_CODES = {**codes.ELEMENTWISE_CODES, **codes.ROWWISE_CODES}

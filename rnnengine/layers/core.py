@@ -14,11 +14,25 @@ Keras 3's crossentropies take them from such an output.
 import numpy as np
 
 from .. import _validation
-from ..kernels import _activations
-from ..kernels.numba_dense import _activation_inplace, _dense_forward
-from ..kernels.numba_dense_backward import _activation_backward
+from .. import kernels
+from ..kernels import activation_codes as _activations
 from . import activations, initializers
 from .base import KerasTensor, Layer, _dtype_name
+
+
+def _dense_forward(*args):
+    kernels.get_kernel("dense", "forward")(*args)
+
+
+def _activation_inplace(y, code):
+    kernels.get_kernel("activation", "forward")(y, code)
+
+
+def _activation_backward(*args):
+    # Training runs on Numba (kernels/__init__.py); imported on first use.
+    from ..kernels.numba_dense_backward import _activation_backward as fn
+
+    fn(*args)
 
 
 class Dense(Layer):
@@ -205,7 +219,7 @@ class Dropout(Layer):
         if self.rate >= 1:
             noise.fill(0)
         else:
-            _random.layer_generator(self).random(out=noise)
+            _random.layer_generator(self).random(dtype=noise.dtype, out=noise)
             np.greater_equal(noise, self.rate, out=keep)
             np.multiply(keep, noise.dtype.type(1.0 / (1.0 - self.rate)), out=noise, casting="unsafe")
         np.multiply(x, noise, out=y)

@@ -17,7 +17,6 @@ cannot describe fall back to the general path in ``base.py``.
 import numpy as np
 
 from .. import config, kernels
-from ..kernels.numba_dense import _dense_forward
 from ..layers import activations
 from ..layers.core import Dense, Dropout
 from ..layers.recurrent import _RNN
@@ -64,15 +63,16 @@ def _bind(layer, buffers, x, calls, zero):
         return x
     if x.dtype != np.dtype(layer.dtype):
         raise _NotPlannable
+    B = x.shape[0]
     if isinstance(layer, Dense):
         kernel, bias = layer._packed
         y = buffers["y"]
         C = x.shape[-1]
         N = x.size // C
-        calls.append((_dense_forward, (y.reshape(N, layer.units), x.reshape(N, C), kernel, bias, N, C,
+        calls.append((kernels.get_kernel("dense", "forward", None, B), (y.reshape(N, layer.units), x.reshape(N, C), kernel, bias, N, C,
                                        layer.units, activations.code(layer.activation), int(layer.use_bias))))
         return y
-    B, T, C = x.shape
+    T, C = x.shape[1:]
     fn = kernels.get_kernel(layer._cell, "forward", None, B)
     calls.append((fn, layer._kernel_args(buffers, buffers, x, B, T, C, layer.return_sequences)))
     zero.extend(buffers[n] for n in layer._state_names)

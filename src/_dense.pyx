@@ -1,0 +1,85 @@
+# cython: language_level=3
+# Dense forward and in-place activations in Cython, compiled into
+# rnnengine.kernels._cy_dense: the twin of rnnengine/kernels/numba_dense.py
+# (same signatures, same activation codes), so that the Cython backend runs a
+# whole inference stack without Numba, and a fresh process pays no JIT or
+# Numba cache load on its first prediction.
+from cython cimport floating
+from libc.math cimport exp, expf, log, logf
+
+from _blas cimport NoTrans, _gemm
+from _gates cimport activate_block
+
+cdef enum:
+    SOFTMAX = 100
+    LOG_SOFTMAX = 101
+
+
+cdef inline floating _exp(floating v) noexcept nogil:
+    if floating is float:
+        return expf(v)
+    else:
+        return exp(v)
+
+
+cdef inline floating _log(floating v) noexcept nogil:
+    if floating is float:
+        return logf(v)
+    else:
+        return log(v)
+
+
+cdef void _activation_rows(floating* y, Py_ssize_t N, Py_ssize_t F, int activation) noexcept nogil:
+    # y is (N, F); softmax and log_softmax reduce over F, the others are elementwise.
+    cdef Py_ssize_t n, j
+    cdef floating m, s, e
+    cdef floating* row
+    if activation != SOFTMAX and activation != LOG_SOFTMAX:
+        activate_block(y, N * F, activation)
+        return
+    for n in range(N):
+        row = y + n * F
+        m = row[0]
+        for j in range(1, F):
+            if row[j] > m or row[j] != row[j]:
+                m = row[j]
+        s = 0
+        for j in range(F):
+            e = _exp(row[j] - m)
+            s += e
+            if activation == SOFTMAX:
+                row[j] = e
+        if activation == SOFTMAX:
+            e = 1 / s
+            for j in range(F):
+                row[j] *= e
+        else:
+            e = _log(s)
+            for j in range(F):
+                row[j] = row[j] - m - e
+
+
+def activation_inplace(floating[:, ::1] y,  # IN/OUT
+                       int activation):
+    """y[:] = activation(y) over (N, F) rows; see numba_dense._activation_inplace."""
+    with nogil:
+        _activation_rows(&y[0, 0], y.shape[0], y.shape[1], activation)
+
+
+def dense_forward(floating[:, ::1] y_out,  # OUT
+                  const floating[:, ::1] x,  # IN
+                  const floating[:, ::1] kernel,  # IN
+                  const floating[::1] bias,  # IN
+                  Py_ssize_t N, Py_ssize_t C, Py_ssize_t F, int activation, bint use_bias):
+    """y_out (N, F) = activation(x (N, C) @ kernel (C, F) + bias (F,))."""
+    cdef Py_ssize_t n, j
+    cdef floating* y = &y_out[0, 0]
+    with nogil:
+        # y_out[:] = x @ kernel
+        _gemm(NoTrans, NoTrans, <int>N, <int>F, <int>C, 1, &x[0, 0], <int>C,
+              &kernel[0, 0], <int>F, 0, y, <int>F)
+        if use_bias:
+            for n in range(N):
+                for j in range(F):
+                    y[n * F + j] += bias[j]
+        _activation_rows(y, N, F, activation)
