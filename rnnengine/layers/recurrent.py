@@ -332,7 +332,7 @@ class _RNN(Layer):
             from ..training import random as _random
 
             noise, keep, x_drop = buffers["dp_noise"], buffers["dp_keep"], buffers["x_drop"]
-            _random.layer_generator(self).random(out=noise)
+            _random.layer_generator(self).random(dtype=noise.dtype, out=noise)
             np.greater_equal(noise, self.dropout, out=keep)
             np.multiply(keep, noise.dtype.type(1.0 / (1.0 - self.dropout)), out=noise, casting="unsafe")
             np.multiply(x, noise[:, None, :], out=x_drop)

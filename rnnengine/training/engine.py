@@ -70,8 +70,9 @@ class CompiledState:
         for k, name in enumerate(self.output_names):
             spec = _metrics_for_output(self.metrics_spec, k, name, len(self.output_names))
             weighted = _metrics_for_output(self.weighted_metrics_spec, k, name, len(self.output_names))
-            found = [(metrics_module.get(m, ys[k], out_shapes[k]), False) for m in spec]
-            found += [(metrics_module.get(m, ys[k], out_shapes[k]), True) for m in weighted]
+            shape = (None,) + tuple(out_shapes[k])
+            found = [(metrics_module.get(m, ys[k], shape), False) for m in spec]
+            found += [(metrics_module.get(m, ys[k], shape), True) for m in weighted]
             if len(self.output_names) > 1:
                 for m, _ in found:
                     m.name = f"{name}_{m.name}"
@@ -92,7 +93,7 @@ class CompiledState:
         for found in self.metrics or []:
             for m, _ in found:
                 logs[m.name] = float(m.result())
-        return logs
+        return dict(sorted(logs.items()))  # Keras 3 logs (and History) list keys alphabetically
 
     def metric_names(self):
         names = ["loss"]

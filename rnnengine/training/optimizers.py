@@ -150,6 +150,12 @@ class Optimizer:
     def update(self, p, g, lr, dtype):
         raise NotImplementedError
 
+    def _slot_groups(self):
+        """Slot names grouped as Keras's ``build`` creates them (one
+        ``add_optimizer_variables`` call per group, interleaved per weight), for
+        saving the state in Keras's order; None when it cannot be expressed."""
+        return None
+
     # -- config ----------------------------------------------------------------------------------
     def get_config(self):
         config = {"name": self.name, "learning_rate": self.learning_rate, "weight_decay": self.weight_decay,
@@ -186,6 +192,9 @@ class SGD(Optimizer):
         self.momentum = float(momentum)
         self.nesterov = bool(nesterov)
         self._slot_names = ("momentum",) if self.momentum != 0 else ()
+
+    def _slot_groups(self):
+        return [("momentum",)] if self.momentum != 0 else []
 
     def update(self, p, g, lr, dtype):
         if self.momentum == 0:
@@ -227,6 +236,9 @@ class Adam(Optimizer):
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
         self.beta_1, self.beta_2, self.epsilon, self.amsgrad = beta_1, beta_2, epsilon, bool(amsgrad)
         self._slot_names = ("momentum", "velocity") + (("velocity_hat",) if self.amsgrad else ())
+
+    def _slot_groups(self):
+        return [("momentum", "velocity")] + ([("velocity_hat",)] if self.amsgrad else [])
 
     def update(self, p, g, lr, dtype):
         m, v = self._slots["momentum"], self._slots["velocity"]
@@ -280,6 +292,9 @@ class RMSprop(Optimizer):
         self._slot_names = (("velocity",) + (("momentum",) if momentum > 0 else ())
                             + (("average_gradient",) if centered else ()))
 
+    def _slot_groups(self):
+        return [(name,) for name in self._slot_names]
+
     def update(self, p, g, lr, dtype):
         velocity = self._slots["velocity"]
         tmp, tmp2 = self._scratch
@@ -326,6 +341,9 @@ class Adagrad(Optimizer):
     def _slot_init(self, name):
         return self.initial_accumulator_value
 
+    def _slot_groups(self):
+        return [("accumulator",)]
+
     def update(self, p, g, lr, dtype):
         acc = self._slots["accumulator"]
         tmp, tmp2 = self._scratch
@@ -344,6 +362,9 @@ class Adamax(Optimizer):
 
     _defaults = {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}
     _slot_names = ("m", "u")
+
+    def _slot_groups(self):
+        return [("m", "u")]
 
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, name=None, **kwargs):
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
@@ -420,6 +441,9 @@ class Adadelta(Optimizer):
 
     _defaults = {"rho": 0.95, "epsilon": 1e-7}
     _slot_names = ("accumulated_grad", "accumulated_delta_var")
+
+    def _slot_groups(self):
+        return [self._slot_names]
 
     def __init__(self, learning_rate=0.001, rho=0.95, epsilon=1e-7, name=None, **kwargs):
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
