@@ -26,7 +26,17 @@ class Initializer:
 
     def __init__(self, seed=None):
         self.seed = seed
-        self._rng = np.random.default_rng(seed)
+        self._own_rng = None if seed is None else np.random.default_rng(seed)
+
+    @property
+    def _rng(self):
+        """The initializer's own generator when seeded, else the process-wide one
+        that ``rnnengine.training.set_random_seed`` seeds (as Keras's global seed)."""
+        if self._own_rng is not None:
+            return self._own_rng
+        from ..training import random as _random
+
+        return _random.generator()
 
     def __call__(self, shape, dtype="float32"):
         return np.asarray(self.sample(tuple(shape)), dtype=dtype)

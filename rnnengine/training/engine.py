@@ -24,6 +24,7 @@ Keras semantics kept here (``keras/src/trainers/trainer.py``,
 - ``train_on_batch`` / ``test_on_batch`` reset the metrics and return this one
   batch's loss and metrics (the loss before the update).
 """
+import contextlib
 import math
 
 import numpy as np
@@ -448,6 +449,41 @@ def _verbose(verbose):
 
 
 # ----------------------------------------------------------------------------
+# BLAS threads
+#
+# The training kernels make one small GEMM per timestep (``dgates_t @
+# recurrent_kernel.T``, (B, K*H) @ (K*H, H)). Below about 2M multiply-adds a
+# multi-threaded BLAS only adds synchronisation: on the digits model (B=64,
+# H=50) OpenBLAS's threads made a training step 5x slower on a busy 2-core
+# machine (bench/train_digits.py, 1.2 s vs 5.0 s for 25 epochs). So training
+# runs such models with BLAS on one thread (threadpoolctl, when installed; the
+# limit is process-wide while a fit/evaluate/train_on_batch call runs).
+
+_SMALL_STEP = 1 << 21
+_controller = []
+
+
+def _blas_threads(model, B):
+    work = 0
+    for layer in model.layers:
+        for owner in layer._weight_owners():
+            if hasattr(owner, "_gates"):
+                work = max(work, B * owner._gates * owner.units * owner.units)
+    if work == 0 or work >= _SMALL_STEP:
+        return contextlib.nullcontext()
+    if not _controller:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:
+            _controller.append(None)
+        else:
+            _controller.append(ThreadpoolController())
+    if _controller[0] is None:
+        return contextlib.nullcontext()
+    return _controller[0].limit(limits=1, user_api="blas")
+
+
+# ----------------------------------------------------------------------------
 # Public entry points (BaseModel delegates here)
 
 def train_on_batch(model, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
@@ -457,7 +493,8 @@ def train_on_batch(model, x, y=None, sample_weight=None, class_weight=None, retu
     sws = _sample_weights(sample_weight, class_weight, ys, arrays[0].shape[0], "train_on_batch")
     state.build_metrics(ys)
     state.reset_metrics()
-    return _flatten(state, _train_step(model, state, arrays, ys, sws), return_dict)
+    with _blas_threads(model, arrays[0].shape[0]):
+        return _flatten(state, _train_step(model, state, arrays, ys, sws), return_dict)
 
 
 def test_on_batch(model, x, y=None, sample_weight=None, return_dict=False):
@@ -467,7 +504,8 @@ def test_on_batch(model, x, y=None, sample_weight=None, return_dict=False):
     sws = _sample_weights(sample_weight, None, ys, arrays[0].shape[0], "test_on_batch")
     state.build_metrics(ys)
     state.reset_metrics()
-    return _flatten(state, _test_step(model, state, arrays, ys, sws), return_dict)
+    with _blas_threads(model, arrays[0].shape[0]):
+        return _flatten(state, _test_step(model, state, arrays, ys, sws), return_dict)
 
 
 def evaluate(model, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
@@ -477,8 +515,10 @@ def evaluate(model, x=None, y=None, batch_size=None, verbose="auto", sample_weig
     n = arrays[0].shape[0]
     ys = _as_targets(model, state, y, n, "evaluate")
     sws = _sample_weights(sample_weight, None, ys, n, "evaluate")
-    return _evaluate_arrays(model, state, arrays, ys, sws, _batch_size(batch_size, "evaluate"), steps,
-                            verbose, callbacks, return_dict, _callback_list)
+    batch_size = _batch_size(batch_size, "evaluate")
+    with _blas_threads(model, min(batch_size, n)):
+        return _evaluate_arrays(model, state, arrays, ys, sws, batch_size, steps, verbose, callbacks, return_dict,
+                                _callback_list)
 
 
 def _evaluate_arrays(model, state, arrays, ys, sws, batch_size, steps, verbose, callbacks, return_dict,
@@ -534,6 +574,13 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
     model.stop_training = False
     _params(model, state)
     state.build_metrics(ys)
+    with _blas_threads(model, min(batch_size, n)):
+        return _fit_loop(model, state, cbs, batcher, steps, epochs, initial_epoch, shuffle, n, val, batch_size,
+                         validation_batch_size, validation_steps, validation_freq)
+
+
+def _fit_loop(model, state, cbs, batcher, steps, epochs, initial_epoch, shuffle, n, val, batch_size,
+              validation_batch_size, validation_steps, validation_freq):
     cbs.on_train_begin()
     epoch_logs = {}
     for epoch in range(int(initial_epoch), epochs):

@@ -1,9 +1,9 @@
 """Random numbers for training: shuffling and dropout masks.
 
 One process-wide NumPy generator (``set_random_seed`` reseeds it, as
-``keras.utils.set_random_seed`` does for Keras) feeds ``fit``'s shuffling and
-the dropout of every layer without a ``seed``; a layer with a ``seed`` keeps its
-own generator, created on first use. The draws are NumPy's, not Keras's: a model
+``keras.utils.set_random_seed`` does for Keras) feeds ``fit``'s shuffling, the
+dropout of every layer without a ``seed`` and the weight initializers without a
+``seed``; a layer or initializer with a ``seed`` keeps its own generator. The draws are NumPy's, not Keras's: a model
 trained here and in Keras from the same weights sees different masks and orders.
 """
 import numpy as np

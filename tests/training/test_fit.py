@@ -276,3 +276,44 @@ def test_regularizers_are_refused_at_compile():
     model = Sequential([L.Input((6, 3)), L.LSTM(4, kernel_regularizer="l2"), L.Dense(4)])
     with pytest.raises(NotImplementedError, match='"lstm.*kernel_regularizer'):
         model.compile(optimizer="adam", loss="mse")
+
+
+def test_sample_and_class_weights_match_keras(rng):
+    km, rm = twin(_seq)
+    x, y = _data(rng, 40)
+    sw = rng.uniform(0.2, 2.0, 40).astype(np.float32)
+    k = keras()
+    km.compile(optimizer=k.optimizers.SGD(0.2), loss="categorical_crossentropy", weighted_metrics=["accuracy"])
+    rm.compile(optimizer=rnnengine.optimizers.SGD(0.2), loss="categorical_crossentropy",
+               weighted_metrics=["accuracy"])
+    kh = km.fit(x, y, sample_weight=sw, batch_size=16, epochs=2, shuffle=False, verbose=0)
+    rh = rm.fit(x, y, sample_weight=sw, batch_size=16, epochs=2, shuffle=False, verbose=0)
+    for key in kh.history:
+        np.testing.assert_allclose(rh.history[key], kh.history[key], rtol=1e-5, err_msg=key)
+    cw = {0: 1.0, 1: 2.0, 2: 0.5, 3: 1.5}
+    kh = km.fit(x, y, class_weight=cw, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    rh = rm.fit(x, y, class_weight=cw, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    np.testing.assert_allclose(rh.history["loss"], kh.history["loss"], rtol=1e-5)
+    check_weights("weighted fit", rm.get_weights(), km.get_weights())
+
+
+def test_training_reuses_its_buffers_across_batches(rng):
+    """One training workspace per batch shape, built once; a steady-state step
+    allocates only small temporaries (the loss's per-batch arrays), never a workspace."""
+    import tracemalloc
+
+    x, y = _data(rng, 64)
+    model = Sequential([L.Input((6, 3)), L.LSTM(64, return_sequences=True), L.GRU(64),
+                        L.Dense(4, activation="softmax")])
+    model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, shuffle=False)
+    key = (32, ((6, 3), x.dtype.str))
+    ws = model._train_pool._free[key][0]
+    workspace_bytes = ws.nbytes
+    model.fit(x, y, batch_size=32, epochs=2, verbose=0)
+    assert model._train_pool._free[key] == [ws]
+    tracemalloc.start()
+    model.train_on_batch(x[:32], y[:32])
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < workspace_bytes / 4, (peak, workspace_bytes)
