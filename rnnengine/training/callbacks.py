@@ -166,7 +166,7 @@ class Progbar:
         elif self.verbose == 2 and finalize:
             digits = int(math.log10(self.target)) + 1 if self.target else 1
             line = f"{current:{digits}d}/{self.target} - {now - self._start:.0f}s -"
-            line += _format_time(per_step, self.unit_name).lstrip()
+            line += _format_time(per_step, self.unit_name)
             line += "".join(f" - {k}: {_format_value(v)}" for k, v in values)
             self.stream.write(line + "\n")
             self.stream.flush()
@@ -200,7 +200,7 @@ class ProgbarLogger(Callback):
         self._in_fit = False
 
     def on_epoch_begin(self, epoch, logs=None):
-        if self.params.get("verbose") == 1:
+        if self.params.get("verbose") and self.params.get("epochs", 1) > 1:  # as Keras's ProgbarLogger
             print(f"Epoch {epoch + 1}/{self.params.get('epochs')}", flush=True)
         self._bar = Progbar(self.params.get("steps"), verbose=self.params.get("verbose", 1))
 
