@@ -1,8 +1,16 @@
-"""Process-wide settings: which kernel backend runs, Numba's fastmath flags.
+"""Process-wide settings: which kernel backend runs, threads, Numba's fastmath flags.
 
 ``RNNENGINE_KERNELS`` (``numba``, ``cython`` or ``auto``) sets the backend at
 import; ``set_kernels`` changes it at run time. ``auto`` (the default) picks per
 call shape, from measurements recorded in ``kernels/__init__.py``.
+
+Threads: ``set_num_threads(n)`` (default: ``RNNENGINE_NUM_THREADS``, else
+``OMP_NUM_THREADS``, else the number of CPUs) is how many threads one call may
+split a large batch over (Cython backend). BLAS calls inside the kernels run
+on one thread: rnnengine limits SciPy's bundled OpenBLAS, which the kernels
+call, to one thread when the kernels are imported (two thread pools spinning
+on the same cores made large batches up to 25x slower); NumPy's own BLAS is
+left alone.
 """
 import os
 
@@ -12,7 +20,20 @@ FASTMATH_FLAGS = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 BACKENDS = ("auto", "numba", "cython")
 
-_state = {"kernels": "auto"}
+def _default_threads():
+    for var in ("RNNENGINE_NUM_THREADS", "OMP_NUM_THREADS"):
+        value = os.environ.get(var, "").split(",")[0].strip()
+        if value:
+            try:
+                n = int(value)
+            except ValueError:
+                raise ValueError(f"{var}={value!r} is not a thread count.") from None
+            if n >= 1:
+                return n
+    return os.cpu_count() or 1
+
+
+_state = {"kernels": "auto", "threads": _default_threads()}
 
 
 def _check_backend(name):
@@ -44,3 +65,20 @@ if _env:
         set_kernels(_env)
     except ValueError as exc:
         raise ValueError(f"RNNENGINE_KERNELS: {exc}") from None
+
+
+def set_num_threads(n):
+    """Threads one call may split a large batch over (Cython backend); returns the previous value."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"set_num_threads: expected a positive integer, got {n!r}.")
+    previous = _state["threads"]
+    _state["threads"] = n
+    from . import kernels
+
+    kernels._apply_num_threads()
+    return previous
+
+
+def get_num_threads():
+    """Threads one call may split a large batch over."""
+    return _state["threads"]

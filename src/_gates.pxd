@@ -198,8 +198,8 @@ cdef inline void activate_block(floating* a, Py_ssize_t n, int code) noexcept no
 # - RNNENGINE_OPENMP: 1 where the build has OpenMP (setup.py adds -fopenmp when
 #   the compiler takes it); without it the prange loops run serial, as in
 #   sklearn's _openmp_helpers.pxd;
-# - rnnengine_gate_threads: threads for the per-step gate loop, 1 (serial)
-#   unless set_num_threads() of the kernel module raised it. Each kernel module
+# - rnnengine_gate_threads: threads a call splits its batch over, 1 (serial)
+#   unless set_num_threads() of the kernel module raised it (rnnengine.config does). Each kernel module
 #   holds its own copy (the helpers here are inline, see _blas.pxd);
 # - RNNENGINE_BOUNDSCHECK: 1 in the RNNENGINE_CYTHON_BOUNDSCHECK=1 build, where
 #   each def entry also checks every buffer's shape against B, T, C, H, since
@@ -221,33 +221,31 @@ cdef extern from *:
     const int RNNENGINE_BOUNDSCHECK
 
 
-# Why serial by default: OpenMP threads share the cores with SciPy's OpenBLAS
-# pthreads, which run every per-step GEMM, and both pools spin while they wait.
-# Measured on 2 cores, float32, serial -> 2 threads: with OpenBLAS at its
-# default thread count and libgomp's default wait policy, a prange gate loop
-# made whole calls 2x to 25x slower (B=256, H=256, T=20 SimpleRNN: 31 ms ->
-# 198 ms). With OpenBLAS on one thread and the machine otherwise idle, it made
-# steps 1.3-1.6x faster at B*H = 8192 (B=256, H=32 LSTM: 797 -> 497 us; B=32,
-# H=256 GRU: 545 -> 402 us), was mixed at 2048 (0.5x for GRU without
-# reset_after, two barriers a step) and gained at most 1.2x at 1024. Any other
-# busy process turns the per-step barrier into a wait of a scheduler slice
-# (~10 ms). The kernels cannot see OpenBLAS's thread count, so threading the
-# gate loop is the caller's choice (set_num_threads of the kernel module, with
-# BLAS limited through threadpoolctl), and only from PARALLEL_MIN_BH elements.
+# Threads: a call splits its batch into contiguous row blocks, one per thread,
+# and each thread runs the whole serial kernel (every timestep) on its block:
+# batch rows never interact, so there is no per-step barrier and no thread
+# pool woken per step. BLAS inside runs on one thread (rnnengine.config limits
+# SciPy's OpenBLAS at import): two pools spinning on the same cores made a
+# B=256 step 1.5x-25x slower (bench/README.md). Blocks get at least
+# MIN_ROWS_PER_THREAD rows, and a call splits only from MIN_WORK_TO_SPLIT
+# multiply-adds, below which starting threads costs more than it saves.
 cdef enum:
-    PARALLEL_MIN_BH = 8192
+    MIN_ROWS_PER_THREAD = 4
+    MIN_WORK_TO_SPLIT = 1 << 20
 
 
-cdef inline int _gate_threads(Py_ssize_t B, Py_ssize_t H) noexcept nogil:
-    """Threads for one call's gate loops over the batch: 1 means no prange."""
-    cdef int n = rnnengine_gate_threads
-    if n <= 1 or B < 2 or B * H < PARALLEL_MIN_BH:
+cdef inline int _batch_threads(Py_ssize_t B, Py_ssize_t work) noexcept nogil:
+    """Threads for one call: 1 means run the serial kernel on the whole batch."""
+    cdef Py_ssize_t n = rnnengine_gate_threads
+    if n <= 1 or work < MIN_WORK_TO_SPLIT:
         return 1
-    return <int>B if B < n else n
+    if n > B // MIN_ROWS_PER_THREAD:
+        n = B // MIN_ROWS_PER_THREAD
+    return <int>n if n > 1 else 1
 
 
 cdef inline int _set_gate_threads(int n) except -1:
-    """set_num_threads(n) of a kernel module: n >= 1 threads for its gate loops."""
+    """set_num_threads(n) of a kernel module: n >= 1 threads for its calls."""
     global rnnengine_gate_threads
     if n < 1:
         raise ValueError(f"set_num_threads: n must be >= 1, got {n}.")

@@ -22,7 +22,7 @@ from cython.parallel cimport prange
 from libc.string cimport memcpy
 
 from _blas cimport NoTrans, _gemm, _recurrent_product
-from _gates cimport (RNNENGINE_BOUNDSCHECK, _expect_shape, _gate_threads,
+from _gates cimport (RNNENGINE_BOUNDSCHECK, _batch_threads, _expect_shape,
                      _set_gate_threads, activate_block, apply,
                      rnnengine_gate_threads)
 
@@ -93,7 +93,6 @@ cdef void _gru_forward(floating* y_out, floating* h, floating* xproj, floating* 
     cdef Py_ssize_t K = 3 * H
     cdef Py_ssize_t T_out = T if return_sequences else 1
     cdef Py_ssize_t s, t, b, s_out
-    cdef int n_threads = _gate_threads(B, H)
     # xproj.reshape(B * T, 3H)[:] = x.reshape(B * T, C) @ kernel
     _gemm(NoTrans, NoTrans, <int>(B * T), <int>K, <int>C, 1, x, <int>C,
           kernel, <int>K, 0, xproj, <int>K)
@@ -102,39 +101,22 @@ cdef void _gru_forward(floating* y_out, floating* h, floating* xproj, floating* 
         if reset_after:
             # rec[:] = h_tm1 @ recurrent_kernel
             _recurrent_product(rec, h, recurrent_kernel, <int>B, <int>H, <int>K, <int>K, <int>K)
-            if n_threads > 1:
-                for b in prange(B, schedule='static', num_threads=n_threads):
-                    _gru_row_reset_after(h + b * H, xproj + (b * T + t) * K,
-                                         rec + b * K, input_bias, recurrent_bias, H,
-                                         activation, recurrent_activation)
-            else:
-                for b in range(B):
-                    _gru_row_reset_after(h + b * H, xproj + (b * T + t) * K,
-                                         rec + b * K, input_bias, recurrent_bias, H,
-                                         activation, recurrent_activation)
+            for b in range(B):
+                _gru_row_reset_after(h + b * H, xproj + (b * T + t) * K,
+                                     rec + b * K, input_bias, recurrent_bias, H,
+                                     activation, recurrent_activation)
         else:
             # rec[:, :2H] = h_tm1 @ recurrent_kernel[:, :2H]
             _recurrent_product(rec, h, recurrent_kernel, <int>B, <int>H, <int>(2 * H), <int>K, <int>K)
-            if n_threads > 1:
-                for b in prange(B, schedule='static', num_threads=n_threads):
-                    _gru_row_reset(rh + b * H, h + b * H, xproj + (b * T + t) * K,
-                                   rec + b * K, input_bias, H, recurrent_activation)
-            else:
-                for b in range(B):
-                    _gru_row_reset(rh + b * H, h + b * H, xproj + (b * T + t) * K,
-                                   rec + b * K, input_bias, H, recurrent_activation)
+            for b in range(B):
+                _gru_row_reset(rh + b * H, h + b * H, xproj + (b * T + t) * K,
+                               rec + b * K, input_bias, H, recurrent_activation)
             # rec_h[:] = rh @ recurrent_kernel_h
             _recurrent_product(rec_h, rh, recurrent_kernel_h, <int>B, <int>H, <int>H, <int>H, <int>H)
-            if n_threads > 1:
-                for b in prange(B, schedule='static', num_threads=n_threads):
-                    _gru_row_reset_before(h + b * H, xproj + (b * T + t) * K,
-                                          rec + b * K, rec_h + b * H, input_bias, H,
-                                          activation)
-            else:
-                for b in range(B):
-                    _gru_row_reset_before(h + b * H, xproj + (b * T + t) * K,
-                                          rec + b * K, rec_h + b * H, input_bias, H,
-                                          activation)
+            for b in range(B):
+                _gru_row_reset_before(h + b * H, xproj + (b * T + t) * K,
+                                      rec + b * K, rec_h + b * H, input_bias, H,
+                                      activation)
         # y_out[:, s] = h (every step), or y_out[:, 0] = h (last step only)
         if return_sequences or s == T - 1:
             s_out = s if return_sequences else 0
@@ -171,26 +153,43 @@ def gru_forward(floating[:, :, ::1] y_out,  # OUT
         _expect_shape("recurrent_kernel_h", recurrent_kernel_h.shape, 2, H, H)
         _expect_shape("input_bias", input_bias.shape, 1, 3 * H)
         _expect_shape("recurrent_bias", recurrent_bias.shape, 1, 3 * H)
+    # Split the batch into n contiguous row blocks, one per thread, each running
+    # the whole sequence: rows never interact (see _batch_threads in _gates.pxd).
+    cdef Py_ssize_t T_out = T if return_sequences else 1
+    cdef int n = _batch_threads(B, B * T * (C + H) * 3 * H)
+    cdef Py_ssize_t i, b0, nb
+    cdef floating* y_p = &y_out[0, 0, 0]
+    cdef floating* h_p = &h[0, 0]
+    cdef floating* xp_p = &xproj[0, 0, 0]
+    cdef floating* rec_p = &rec[0, 0]
+    cdef floating* rech_p = &rec_h[0, 0]
+    cdef floating* rh_p = &rh[0, 0]
+    cdef const floating* x_p = &x[0, 0, 0]
     with nogil:
-        _gru_forward(&y_out[0, 0, 0], &h[0, 0], &xproj[0, 0, 0], &rec[0, 0],
-                     &rec_h[0, 0], &rh[0, 0], &x[0, 0, 0], &kernel[0, 0],
-                     &recurrent_kernel[0, 0], &recurrent_kernel_h[0, 0],
-                     &input_bias[0], &recurrent_bias[0], B, T, C, H, activation,
-                     recurrent_activation, go_backwards, return_sequences,
-                     reset_after)
+        if n == 1:
+            nb = B
+            b0 = 0
+            _gru_forward(y_p + b0 * T_out * H, h_p + b0 * H, xp_p + b0 * T * 3 * H, rec_p + b0 * 3 * H, rech_p + b0 * H, rh_p + b0 * H, x_p + b0 * T * C,
+                 &kernel[0, 0], &recurrent_kernel[0, 0], &recurrent_kernel_h[0, 0], &input_bias[0], &recurrent_bias[0], nb, T, C, H, activation, recurrent_activation, go_backwards, return_sequences, reset_after)
+        else:
+            for i in prange(n, schedule='static', num_threads=n):
+                b0 = i * B // n
+                nb = (i + 1) * B // n - b0
+                _gru_forward(y_p + b0 * T_out * H, h_p + b0 * H, xp_p + b0 * T * 3 * H, rec_p + b0 * 3 * H, rech_p + b0 * H, rh_p + b0 * H, x_p + b0 * T * C,
+                     &kernel[0, 0], &recurrent_kernel[0, 0], &recurrent_kernel_h[0, 0], &input_bias[0], &recurrent_bias[0], nb, T, C, H, activation, recurrent_activation, go_backwards, return_sequences, reset_after)
 
 
 def set_num_threads(int n):
-    """Threads for this module's per-step gate loops (OpenMP over the batch).
+    """Threads one call of this module's kernel may split its batch over.
 
-    1, the default, runs them serial. More pays only where BLAS runs on one
-    thread (``threadpoolctl.threadpool_limits(1, "blas")``) and the batch has
-    at least PARALLEL_MIN_BH units per step; see src/_gates.pxd. A build
-    without OpenMP stays serial.
+    rnnengine.config.set_num_threads sets it for every kernel module. A call
+    splits into row blocks of at least MIN_ROWS_PER_THREAD rows, and only from
+    MIN_WORK_TO_SPLIT multiply-adds (src/_gates.pxd); a build without OpenMP
+    stays serial.
     """
     _set_gate_threads(n)
 
 
 def get_num_threads():
-    """Threads this module's gate loops use from PARALLEL_MIN_BH units per step."""
+    """Threads a call of this module's kernel may split its batch over."""
     return rnnengine_gate_threads

@@ -18,7 +18,7 @@ from cython.parallel cimport prange
 from libc.string cimport memcpy
 
 from _blas cimport NoTrans, _gemm, _recurrent_product
-from _gates cimport (RNNENGINE_BOUNDSCHECK, _expect_shape, _gate_threads,
+from _gates cimport (RNNENGINE_BOUNDSCHECK, _batch_threads, _expect_shape,
                      _set_gate_threads, activate_block, apply,
                      rnnengine_gate_threads)
 
@@ -56,7 +56,6 @@ cdef void _lstm_forward(floating* y_out, floating* h, floating* c, floating* xpr
     cdef Py_ssize_t K = 4 * H
     cdef Py_ssize_t T_out = T if return_sequences else 1
     cdef Py_ssize_t s, t, b, s_out
-    cdef int n_threads = _gate_threads(B, H)
     # xproj.reshape(B * T, 4H)[:] = x.reshape(B * T, C) @ kernel
     _gemm(NoTrans, NoTrans, <int>(B * T), <int>K, <int>C, 1, x, <int>C,
           kernel, <int>K, 0, xproj, <int>K)
@@ -64,14 +63,9 @@ cdef void _lstm_forward(floating* y_out, floating* h, floating* c, floating* xpr
         t = T - 1 - s if go_backwards else s
         # rec[:] = h_tm1 @ recurrent_kernel
         _recurrent_product(rec, h, recurrent_kernel, <int>B, <int>H, <int>K, <int>K, <int>K)
-        if n_threads > 1:
-            for b in prange(B, schedule='static', num_threads=n_threads):
-                _lstm_row(h + b * H, c + b * H, xproj + (b * T + t) * K, rec + b * K,
-                          bias, H, activation, recurrent_activation)
-        else:
-            for b in range(B):
-                _lstm_row(h + b * H, c + b * H, xproj + (b * T + t) * K, rec + b * K,
-                          bias, H, activation, recurrent_activation)
+        for b in range(B):
+            _lstm_row(h + b * H, c + b * H, xproj + (b * T + t) * K, rec + b * K,
+                      bias, H, activation, recurrent_activation)
         # y_out[:, s] = h (every step), or y_out[:, 0] = h (last step only)
         if return_sequences or s == T - 1:
             s_out = s if return_sequences else 0
@@ -102,24 +96,42 @@ def lstm_forward(floating[:, :, ::1] y_out,  # OUT
         _expect_shape("kernel", kernel.shape, 2, C, 4 * H)
         _expect_shape("recurrent_kernel", recurrent_kernel.shape, 2, H, 4 * H)
         _expect_shape("bias", bias.shape, 1, 4 * H)
+    # Split the batch into n contiguous row blocks, one per thread, each running
+    # the whole sequence: rows never interact (see _batch_threads in _gates.pxd).
+    cdef Py_ssize_t T_out = T if return_sequences else 1
+    cdef int n = _batch_threads(B, B * T * (C + H) * 4 * H)
+    cdef Py_ssize_t i, b0, nb
+    cdef floating* y_p = &y_out[0, 0, 0]
+    cdef floating* h_p = &h[0, 0]
+    cdef floating* c_p = &c[0, 0]
+    cdef floating* xp_p = &xproj[0, 0, 0]
+    cdef floating* rec_p = &rec[0, 0]
+    cdef const floating* x_p = &x[0, 0, 0]
     with nogil:
-        _lstm_forward(&y_out[0, 0, 0], &h[0, 0], &c[0, 0], &xproj[0, 0, 0],
-                      &rec[0, 0], &x[0, 0, 0], &kernel[0, 0],
-                      &recurrent_kernel[0, 0], &bias[0], B, T, C, H, activation,
-                      recurrent_activation, go_backwards, return_sequences)
+        if n == 1:
+            nb = B
+            b0 = 0
+            _lstm_forward(y_p + b0 * T_out * H, h_p + b0 * H, c_p + b0 * H, xp_p + b0 * T * 4 * H, rec_p + b0 * 4 * H, x_p + b0 * T * C,
+                 &kernel[0, 0], &recurrent_kernel[0, 0], &bias[0], nb, T, C, H, activation, recurrent_activation, go_backwards, return_sequences)
+        else:
+            for i in prange(n, schedule='static', num_threads=n):
+                b0 = i * B // n
+                nb = (i + 1) * B // n - b0
+                _lstm_forward(y_p + b0 * T_out * H, h_p + b0 * H, c_p + b0 * H, xp_p + b0 * T * 4 * H, rec_p + b0 * 4 * H, x_p + b0 * T * C,
+                     &kernel[0, 0], &recurrent_kernel[0, 0], &bias[0], nb, T, C, H, activation, recurrent_activation, go_backwards, return_sequences)
 
 
 def set_num_threads(int n):
-    """Threads for this module's per-step gate loops (OpenMP over the batch).
+    """Threads one call of this module's kernel may split its batch over.
 
-    1, the default, runs them serial. More pays only where BLAS runs on one
-    thread (``threadpoolctl.threadpool_limits(1, "blas")``) and the batch has
-    at least PARALLEL_MIN_BH units per step; see src/_gates.pxd. A build
-    without OpenMP stays serial.
+    rnnengine.config.set_num_threads sets it for every kernel module. A call
+    splits into row blocks of at least MIN_ROWS_PER_THREAD rows, and only from
+    MIN_WORK_TO_SPLIT multiply-adds (src/_gates.pxd); a build without OpenMP
+    stays serial.
     """
     _set_gate_threads(n)
 
 
 def get_num_threads():
-    """Threads this module's gate loops use from PARALLEL_MIN_BH units per step."""
+    """Threads a call of this module's kernel may split its batch over."""
     return rnnengine_gate_threads

@@ -156,9 +156,33 @@ try:
         ("activation", "forward"): _cy_dense.activation_inplace,
     }
     CYTHON_IMPORT_ERROR = None
+    _CYTHON_MODULES = (_cy_dense, _cy_gru, _cy_lstm, _cy_simple_rnn)
 except ImportError as exc:  # source tree without a build: Numba still works
     _CYTHON = {}
+    _CYTHON_MODULES = ()
     CYTHON_IMPORT_ERROR = exc
+
+
+def _apply_num_threads():
+    for module in _CYTHON_MODULES:
+        if hasattr(module, "set_num_threads"):
+            module.set_num_threads(config.get_num_threads())
+
+
+def _limit_blas_threads():
+    """Run SciPy's bundled OpenBLAS (behind scipy.linalg.cython_blas, which both
+    backends call) on one thread; rnnengine splits large batches itself."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # then BLAS keeps its own threads
+        return
+    for lib in ThreadpoolController().lib_controllers:
+        if lib.user_api == "blas" and "scipy_openblas-" in (lib.filepath or ""):
+            lib.set_num_threads(1)
+
+
+_apply_num_threads()
+_limit_blas_threads()
 
 
 def cython_available():

@@ -163,3 +163,37 @@ def test_unknown_backend_and_cell_raise():
         kernels.get_kernel("lstm", "forward", "fortran")
     with pytest.raises(ValueError, match="cell"):
         kernels.get_kernel("transformer", "forward", "numba")
+
+
+@pytest.mark.parametrize("cell,reset_after", CELL_VARIANTS)
+def test_batch_split_across_threads_equals_one_thread(rng, cell, reset_after):
+    """A large call splits its batch into per-thread row blocks (Cython): same numbers."""
+    import rnnengine
+
+    if not kernels.cython_available():
+        pytest.fail(f"Cython kernels are not built: {kernels.CYTHON_IMPORT_ERROR}")
+    B, T, C, H = 61, 50, 16, 96  # odd B: uneven blocks; large enough to split
+    K = {"simple_rnn": 1, "lstm": 4, "gru": 3}[cell]
+    x = rng.standard_normal((B, T, C)).astype(np.float32)
+    h0 = rng.standard_normal((B, H)).astype(np.float32)
+    weights = _weights(rng, np.float32, C, H, K, 2 if (cell == "gru" and reset_after) else None)
+    previous = rnnengine.config.set_num_threads(1)
+    try:
+        serial = run_kernel(cell, "cython", x, h0, h0, *weights, "tanh", "sigmoid", 1, 1, reset_after)
+        rnnengine.config.set_num_threads(3)
+        split = run_kernel(cell, "cython", x, h0, h0, *weights, "tanh", "sigmoid", 1, 1, reset_after)
+    finally:
+        rnnengine.config.set_num_threads(previous)
+    for a, b in zip(serial, split):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_num_threads_setting():
+    import rnnengine
+
+    with pytest.raises(ValueError, match="positive integer"):
+        rnnengine.config.set_num_threads(0)
+    previous = rnnengine.config.set_num_threads(2)
+    assert rnnengine.config.get_num_threads() == 2
+    assert all(m.get_num_threads() == 2 for m in kernels._CYTHON_MODULES if hasattr(m, "get_num_threads"))
+    rnnengine.config.set_num_threads(previous)
