@@ -5,28 +5,13 @@
 # whole inference stack without Numba, and a fresh process pays no JIT or
 # Numba cache load on its first prediction.
 from cython cimport floating
-from libc.math cimport exp, expf, log, logf
 
 from _blas cimport NoTrans, _gemm
-from _gates cimport activate_block
+from _gates cimport _exp, _log, activate_block
 
 cdef enum:
     SOFTMAX = 100
     LOG_SOFTMAX = 101
-
-
-cdef inline floating _exp(floating v) noexcept nogil:
-    if floating is float:
-        return expf(v)
-    else:
-        return exp(v)
-
-
-cdef inline floating _log(floating v) noexcept nogil:
-    if floating is float:
-        return logf(v)
-    else:
-        return log(v)
 
 
 cdef void _activation_rows(floating* y, Py_ssize_t N, Py_ssize_t F, int activation) noexcept nogil:

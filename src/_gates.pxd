@@ -9,7 +9,7 @@
 # v unchanged, as in _activations.
 from cython cimport floating
 from libc.math cimport erf, erff, exp, expf, expm1, expm1f, fabs, fabsf
-from libc.math cimport log1p, log1pf, tanh, tanhf
+from libc.math cimport log, log1p, log1pf, logf, tanh, tanhf
 
 
 # Codes: keep in step with _activations.py (the kernel parity tests run every
@@ -47,6 +47,13 @@ cdef inline floating _exp(floating v) noexcept nogil:
         return expf(v)
     else:
         return exp(v)
+
+
+cdef inline floating _log(floating v) noexcept nogil:
+    if floating is float:
+        return logf(v)
+    else:
+        return log(v)
 
 
 cdef inline floating _expm1(floating v) noexcept nogil:

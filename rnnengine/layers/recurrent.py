@@ -268,18 +268,24 @@ class _RNN(Layer):
             for p, h in zip(prev, state_bufs):
                 np.copyto(p, h)
             self._run_kernel(kernel_fn, step, buffers, step["x"], B, 1, C, True)
-            np.logical_not(mask[:, t:t + 1], out=keep)
-            for p, h in zip(prev, state_bufs):
-                np.copyto(h, p, where=keep)  # masked rows keep the previous state
-            if self.zero_output_for_mask:
-                np.copyto(out, y_step[:, 0])
-                np.copyto(out, 0, where=keep)
-            else:
-                np.copyto(out, y_step[:, 0], where=~keep)
+            self._blend_masked_step(mask[:, t:t + 1], keep, prev, state_bufs, y_step, out)
             if self.return_sequences:
                 np.copyto(y[:, s], out)
         if not self.return_sequences:
             np.copyto(y[:, 0], out)
+
+    def _blend_masked_step(self, mask_t, keep, prev, state_bufs, y_step, out):
+        """After one step of a masked sequence: masked rows get their previous
+        state back; ``out`` takes the step's output where valid, and keeps the
+        previous output (or zeros, with ``zero_output_for_mask``) where masked."""
+        np.logical_not(mask_t, out=keep)
+        for p, h in zip(prev, state_bufs):
+            np.copyto(h, p, where=keep)
+        if self.zero_output_for_mask:
+            np.copyto(out, y_step[:, 0])
+            np.copyto(out, 0, where=keep)
+        else:
+            np.copyto(out, y_step[:, 0], where=~keep)
 
     # -- training ------------------------------------------------------------------------
     # Saved by forward_train, read by backward: (B, T, ...) buffers, which the
@@ -381,14 +387,7 @@ class _RNN(Layer):
             seq = {name: v[s] for name, v in steps.items()}
             seq["y"] = y_step
             self._run_train_kernel(kernel_fn, seq, buffers, xs[s], B, 1, C, True)
-            np.logical_not(mask[:, t:t + 1], out=keep)
-            for p, h in zip(prev, state_bufs):
-                np.copyto(h, p, where=keep)  # masked rows keep the previous state
-            if self.zero_output_for_mask:
-                np.copyto(out, y_step[:, 0])
-                np.copyto(out, 0, where=keep)
-            else:
-                np.copyto(out, y_step[:, 0], where=~keep)
+            self._blend_masked_step(mask[:, t:t + 1], keep, prev, state_bufs, y_step, out)
             if self.return_sequences:
                 np.copyto(y[:, s], out)
         if not self.return_sequences:
