@@ -94,8 +94,10 @@ class build_ext(_cython_build_ext):
             ext.extra_compile_args = [*ext.extra_compile_args, *cflags]
             ext.extra_link_args = [*ext.extra_link_args, *ldflags]
         # A build in the other mode leaves .c and .so files that look up to
-        # date: force a full rebuild when the mode changes.
-        mode = "boundscheck" if BOUNDSCHECK else "release"
+        # date: force a full rebuild when the mode (directives or -march)
+        # changes.
+        mode = ("boundscheck" if BOUNDSCHECK else "release") + (
+            "-portable" if PORTABLE else "-native")
         stamp = os.path.join(self.build_temp, "rnnengine-cython-mode")
         previous = open(stamp).read() if os.path.exists(stamp) else None
         if previous != mode:
