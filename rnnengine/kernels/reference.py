@@ -35,7 +35,10 @@ except ImportError:  # pragma: no cover - scipy is a runtime dependency
 
 
 def _sigmoid(v):
-    return 0.5 * (np.tanh(0.5 * v) + 1.0)
+    # exp-based on each side, accurate in the tails (0.5 * (tanh(v / 2) + 1)
+    # cancels to 0 below v = -38, where Keras still gives exp(v)).
+    e = np.exp(-np.abs(v))
+    return np.where(v >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(np.result_type(v, np.float32))
 
 
 def _softplus(v):

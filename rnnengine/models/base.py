@@ -44,6 +44,9 @@ class BaseModel:
         self.history = None
         self._local = threading.local()  # per-thread call plans (plan.py)
         self._output_spec_cache = {}
+        # Held while weights are swapped and while a call plan binds them, and
+        # while the model builds; never while kernels run.
+        self._weights_lock = threading.RLock()
 
     def _clear_pools(self):
         self._pool.clear()
@@ -302,10 +305,11 @@ class BaseModel:
                     )
             start += len(layer._weight_specs)
         start = 0
-        for layer in layers:
-            n = len(layer._weight_specs)
-            layer.set_weights(weights[start:start + n])
-            start += n
+        with self._weights_lock:
+            for layer in layers:
+                n = len(layer._weight_specs)
+                layer.set_weights(weights[start:start + n])
+                start += n
 
     def load_weights(self, filepath):
         """Load Keras weights (``.weights.h5``, or a legacy ``.h5``) into this model."""

@@ -44,7 +44,13 @@ class Plan:
 
 
 def _stamp(model):
-    return (config.get_kernels(),) + tuple(id(getattr(layer, "_packed", None)) for layer in model.layers)
+    # The packed tuples themselves, compared by identity: holding them keeps
+    # their ids from being reused by a later set_weights's tuples.
+    return (config.get_kernels(),) + tuple(getattr(layer, "_packed", None) for layer in model.layers)
+
+
+def _same(a, b):
+    return len(a) == len(b) and a[0] == b[0] and all(x is y for x, y in zip(a[1:], b[1:]))
 
 
 def plannable(model):
@@ -89,14 +95,17 @@ def get_plan(model, cache, x):
     None when the model needs the general path."""
     key = (x.shape, x.dtype.str)
     plan = cache.get(key)
-    if plan is not None and plan.stamp == _stamp(model):
+    if plan is not None and _same(plan.stamp, _stamp(model)):
         return plan
     if not plannable(model):
         return None
-    try:
-        plan = Plan(model, x.shape, x.dtype)
-    except _NotPlannable:
-        return None
+    # Built under the model's weights lock, so a plan never binds a half-done
+    # set_weights (some layers new, some old); it then runs on what it bound.
+    with model._weights_lock:
+        try:
+            plan = Plan(model, x.shape, x.dtype)
+        except _NotPlannable:
+            return None
     if len(cache) >= 8:
         cache.clear()
     cache[key] = plan

@@ -122,6 +122,11 @@ class Sequential(BaseModel):
     def _ensure_built(self, x_shape=None):
         if self.built:
             return
+        with self._weights_lock:  # concurrent first calls build the layers once
+            if not self.built:
+                self._build_from(x_shape)
+
+    def _build_from(self, x_shape):
         shape, _ = self._declared_input()
         if shape is None and x_shape is not None:
             # Keras builds an input-less model on its first batch: free sequence axis.

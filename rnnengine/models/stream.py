@@ -65,6 +65,9 @@ class Stream:
             Filled with the output (``(n, ...)``) and returned: no allocation.
         """
         x = np.asarray(x_t) if not isinstance(x_t, np.ndarray) else x_t
+        if x.ndim not in (len(self._feature_shape), len(self._feature_shape) + 1):
+            raise ValueError(f"stream.step: expected an input of shape {self._feature_shape} or "
+                             f"(rows,) + {self._feature_shape}; received {x!r:.80} of shape {x.shape}.")
         single = x.ndim == len(self._feature_shape)
         if single:
             x = x[None]
