@@ -591,9 +591,6 @@ def test_gru_update_gate_at_one_keeps_a_state_much_smaller_than_the_candidate(ba
     assert y[0, 0] == 0.5, f"Keras keeps h = 0.5; the engine gives {y[0, 0]}"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: BaseModel.set_weights checks every shape before changing anything, "
-                   "but the dtype check is in Layer.set_weights: a complex/str weight of a later layer raises "
-                   "TypeError after the earlier layers were already replaced")
 @pytest.mark.parametrize("bad", [np.complex128, np.str_], ids=["complex", "str"])
 def test_set_weights_with_a_bad_dtype_leaves_the_old_weights(bad):
     model = Sequential([layers.Input(shape=(5, 3)), layers.LSTM(4), layers.Dense(2)])

@@ -164,6 +164,12 @@ class Layer:
         return [v.copy() for v in self._values]
 
     def set_weights(self, weights):
+        self._values = self._checked_weights(weights)
+        self._pack()
+
+    def _checked_weights(self, weights):
+        """``weights`` as this layer's dtype, C-ordered copies, after every check
+        (count, dtype, shape); raises before anything is changed."""
         if not self.built:
             raise ValueError(
                 f"Layer \"{self.name}\" is not built yet: give the model an input shape "
@@ -187,8 +193,7 @@ class Layer:
                     f"{shape}, received {tuple(w.shape)}."
                 )
             new.append(np.array(w, dtype=self.dtype, order="C", copy=True))
-        self._values = new
-        self._pack()
+        return new
 
     def count_params(self):
         return int(sum(int(np.prod(s)) for _, s in self._weight_specs))

@@ -294,22 +294,16 @@ class BaseModel:
                 f"You called `set_weights(weights)` on model \"{self.name}\" with a weight list of "
                 f"length {len(weights)}, but the model was expecting {expected} weights."
             )
-        # Check every shape before changing anything: no half-updated model.
-        start = 0
+        # Check every layer's weights (dtype, shape) before changing anything:
+        # no half-updated model.
+        chunks, start = [], 0
         for layer in layers:
-            for (wname, shape), w in zip(layer._weight_specs, weights[start:]):
-                if tuple(np.shape(w)) != shape:
-                    raise ValueError(
-                        f"Layer \"{layer.name}\" weight shape mismatch for \"{wname}\": expected shape "
-                        f"{shape}, received {tuple(np.shape(w))}."
-                    )
-            start += len(layer._weight_specs)
-        start = 0
+            n = len(layer._weight_specs)
+            chunks.append(layer._checked_weights(weights[start:start + n]))
+            start += n
         with self._weights_lock:
-            for layer in layers:
-                n = len(layer._weight_specs)
-                layer.set_weights(weights[start:start + n])
-                start += n
+            for layer, chunk in zip(layers, chunks):
+                layer.set_weights(chunk)
 
     def load_weights(self, filepath):
         """Load Keras weights (``.weights.h5``, or a legacy ``.h5``) into this model."""
