@@ -272,6 +272,19 @@ def unreliable_rows(spec, model, x, ref):
     return reasons
 
 
+def known_open_bug(backend, spec):
+    """A known, open bug (pinned by a strict-xfail test below) that this spec can
+    run into, or None. Its rows are not compared, so that a long campaign goes on
+    looking for new ones instead of stopping at the first old one. Remove an entry
+    when its xfail test starts passing."""
+    if (backend == "numba" and spec["cell"] == "GRU" and spec["dtype"] == "float64"
+            and spec["opts"]["activation"] == "exponential"):
+        # test_gru_update_gate_at_one_keeps_a_state_much_smaller_than_the_candidate:
+        # |hh| > 1e16 |h| takes exp(37) from moderate inputs (huge inputs are not compared).
+        return "known open bug: Numba float64 GRU, z = 1 with |hh| >> |h|"
+    return None
+
+
 # -- inputs ----------------------------------------------------------------------------------------
 
 @st.composite
@@ -335,6 +348,10 @@ def test_predict_random_models_and_inputs(backend, data):
         # activations, is not what this test measures: compare moderate rows.
         clean &= (np.abs(xc.astype(np.float64)) <= MODERATE).reshape(B, -1).all(axis=1)
     sensitive = unreliable_rows(spec, model, xc, ref)
+    known = known_open_bug(backend, spec)
+    if known:  # crash-freedom, shape and dtype were checked above; the numbers are a known bug
+        CASES["rows skipped: " + known] += int(clean.sum())
+        clean[:] = False
     CASES["predict rows compared/" + backend] += assert_rows_match(y, ref, hidden, spec["dtype"], clean,
                                                                    f"{spec} input {in_dtype}", sensitive)
     # NaN policy: a NaN input never becomes a plausible finite number: where the
