@@ -27,6 +27,8 @@ loop).
 import os
 import tempfile
 
+import numpy
+
 from Cython.Distutils import build_ext as _cython_build_ext
 from setuptools import Extension, setup
 from setuptools.errors import CCompilerError, CompileError, LinkError
@@ -53,6 +55,7 @@ MODULES = {  # module name -> source
     "rnnengine.kernels._cy_lstm": "src/_lstm.pyx",
     "rnnengine.kernels._cy_gru": "src/_gru.pyx",
     "rnnengine.kernels._cy_dense": "src/_dense.pyx",
+    "rnnengine.kernels._cy_plan": "src/_plan.pyx",  # numpy's C API: its headers
 }
 PXDS = ["src/_blas.pxd", "src/_gates.pxd"]
 
@@ -114,7 +117,9 @@ setup(
             name,
             [source],
             depends=PXDS,
-            define_macros=[("RNNENGINE_BOUNDSCHECK", "1")] if BOUNDSCHECK else [],
+            include_dirs=[numpy.get_include()],
+            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
+            + ([("RNNENGINE_BOUNDSCHECK", "1")] if BOUNDSCHECK else []),
         )
         for name, source in MODULES.items()
     ],

@@ -13,6 +13,7 @@ on the same cores made large batches up to 25x slower); NumPy's own BLAS is
 left alone.
 """
 import os
+import sys
 
 # fastmath without "nnan"/"ninf": NaN and inf must propagate through a cell
 # exactly as they do in Keras, so the compiler may not assume they are absent.
@@ -51,6 +52,8 @@ def set_kernels(name):
     """
     previous = _state["kernels"]
     _state["kernels"] = _check_backend(name)
+    if "rnnengine.kernels" in sys.modules:  # fused plans bound to the old backend re-check
+        sys.modules["rnnengine.kernels"].bump_epoch()
     return previous
 
 

@@ -4,6 +4,7 @@
 # (same signatures, same activation codes), so that the Cython backend runs a
 # whole inference stack without Numba, and a fresh process pays no JIT or
 # Numba cache load on its first prediction.
+from cpython.pycapsule cimport PyCapsule_New
 from cython cimport floating
 
 from _blas cimport NoTrans, _gemm
@@ -51,20 +52,31 @@ def activation_inplace(floating[:, ::1] y,  # IN/OUT
         _activation_rows(&y[0, 0], y.shape[0], y.shape[1], activation)
 
 
+cdef void _dense_forward(floating* y, const floating* x, const floating* kernel,
+                         const floating* bias, Py_ssize_t N, Py_ssize_t C, Py_ssize_t F,
+                         int activation, bint use_bias) noexcept nogil:
+    # y (N, F) = activation(x (N, C) @ kernel (C, F) + bias (F,))
+    cdef Py_ssize_t n, j
+    _gemm(NoTrans, NoTrans, <int>N, <int>F, <int>C, 1, x, <int>C, kernel, <int>F, 0, y, <int>F)
+    if use_bias:
+        for n in range(N):
+            for j in range(F):
+                y[n * F + j] += bias[j]
+    _activation_rows(y, N, F, activation)
+
+
 def dense_forward(floating[:, ::1] y_out,  # OUT
                   const floating[:, ::1] x,  # IN
                   const floating[:, ::1] kernel,  # IN
                   const floating[::1] bias,  # IN
                   Py_ssize_t N, Py_ssize_t C, Py_ssize_t F, int activation, bint use_bias):
     """y_out (N, F) = activation(x (N, C) @ kernel (C, F) + bias (F,))."""
-    cdef Py_ssize_t n, j
-    cdef floating* y = &y_out[0, 0]
     with nogil:
-        # y_out[:] = x @ kernel
-        _gemm(NoTrans, NoTrans, <int>N, <int>F, <int>C, 1, &x[0, 0], <int>C,
-              &kernel[0, 0], <int>F, 0, y, <int>F)
-        if use_bias:
-            for n in range(N):
-                for j in range(F):
-                    y[n * F + j] += bias[j]
-        _activation_rows(y, N, F, activation)
+        _dense_forward(&y_out[0, 0], &x[0, 0], &kernel[0, 0], &bias[0], N, C, F, activation, use_bias)
+
+
+def _pointer_kernels():
+    """(float32, float64) pointers to _dense_forward as PyCapsules, for the fused
+    call plans in rnnengine.kernels._cy_plan (src/_plan.pyx)."""
+    return (PyCapsule_New(<void*>_dense_forward[float], NULL, NULL),
+            PyCapsule_New(<void*>_dense_forward[double], NULL, NULL))

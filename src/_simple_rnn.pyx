@@ -13,6 +13,7 @@
 # in the Numba kernel. The pass runs on OpenMP threads over the batch only after
 # set_num_threads(n > 1), and from PARALLEL_MIN_BH elements a step (why:
 # _gates.pxd).
+from cpython.pycapsule cimport PyCapsule_New
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memcpy
@@ -122,3 +123,10 @@ def set_num_threads(int n):
 def get_num_threads():
     """Threads a call of this module's kernel may split its batch over."""
     return rnnengine_gate_threads
+
+
+def _pointer_kernels():
+    """(float32, float64) pointers to _simple_rnn_forward as PyCapsules, for the fused
+    call plans in rnnengine.kernels._cy_plan (src/_plan.pyx)."""
+    return (PyCapsule_New(<void*>_simple_rnn_forward[float], NULL, NULL),
+            PyCapsule_New(<void*>_simple_rnn_forward[double], NULL, NULL))

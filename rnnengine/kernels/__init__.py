@@ -146,7 +146,7 @@ def _numba_table():
 _NUMBA = None
 
 try:
-    from . import _cy_dense, _cy_gru, _cy_lstm, _cy_simple_rnn
+    from . import _cy_dense, _cy_gru, _cy_lstm, _cy_plan, _cy_simple_rnn
 
     _CYTHON = {
         ("simple_rnn", "forward"): _cy_simple_rnn.simple_rnn_forward,
@@ -156,11 +156,15 @@ try:
         ("activation", "forward"): _cy_dense.activation_inplace,
     }
     CYTHON_IMPORT_ERROR = None
-    _CYTHON_MODULES = (_cy_dense, _cy_gru, _cy_lstm, _cy_simple_rnn)
+    _CYTHON_MODULES = (_cy_dense, _cy_gru, _cy_lstm, _cy_simple_rnn, _cy_plan)
+    bump_epoch = _cy_plan.bump_epoch
 except ImportError as exc:  # source tree without a build: Numba still works
     _CYTHON = {}
     _CYTHON_MODULES = ()
     CYTHON_IMPORT_ERROR = exc
+
+    def bump_epoch():
+        """Weights or the backend changed (no fused plans without Cython)."""
 
 
 def _apply_num_threads():

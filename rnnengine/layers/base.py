@@ -16,7 +16,7 @@ import threading
 
 import numpy as np
 
-from .. import _validation
+from .. import _validation, kernels
 from ..workspace import Workspace
 
 _name_lock = threading.Lock()
@@ -145,6 +145,21 @@ class Layer:
     def _pack(self):
         """Derive what the kernels read from ``self._values``; override to prepack."""
         self._packed = tuple(self._values)
+
+    @property
+    def _packed(self):
+        """The weights as the kernels read them (``_pack``), replaced as one tuple."""
+        try:
+            return self.__dict__["_packed_weights"]
+        except KeyError:
+            raise AttributeError(f"{type(self).__name__} \"{self.name}\" has no weights yet") from None
+
+    @_packed.setter
+    def _packed(self, value):
+        self.__dict__["_packed_weights"] = value
+        # After the swap, never before: a fused plan that re-checks on the new
+        # epoch must see the new tuple (models/plan.py).
+        kernels.bump_epoch()
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)

@@ -9,11 +9,21 @@ copies its input into the plan's input buffer, zeroes the states, runs
 between ``predict`` and the kernels to a few attribute reads, which is what a
 batch-1 call of a small model costs most (see bench/README.md).
 
+When every kernel the plan binds is a Cython one, the plan also builds a
+``CyPlan`` (src/_plan.pyx): the same calls as raw pointers, run by one C call
+that checks the input and output arrays itself. ``predict`` and
+``Stream.step`` then go straight to it (``BaseModel.predict`` keeps the
+thread's last one), which takes the Python per call down to a method call.
+
 A plan is stale when the weights (``layer._packed``) or the kernel backend
 (``config.get_kernels()``) change; it is then rebuilt. Plans live per thread
 (``threading.local``), so concurrent calls never share buffers. Models a plan
-cannot describe fall back to the general path in ``base.py``.
+cannot describe fall back to the general path in ``base.py``. A CyPlan learns
+of changes through the epoch (``kernels.bump_epoch``, called when any layer's
+weights are replaced or the backend changes) and is re-checked here then.
 """
+import sys
+
 import numpy as np
 
 from .. import config, kernels
@@ -23,18 +33,33 @@ from ..layers.recurrent import _RNN
 
 
 class Plan:
-    def __init__(self, model, x_shape, dtype):
+    """``states``: for a stream, {layer index: [h] or [h, c]}, the arrays that
+    carry the state from call to call (bound in place of the workspace's, and
+    not zeroed); ``cy_shapes``: the input and output shapes the CyPlan checks
+    (a stream steps (B, features) into the (B, 1, features) buffers)."""
+
+    def __init__(self, model, x_shape, dtype, states=None, cy_shapes=None, lock=None):
         B = x_shape[0]
         self.ws = model._make_workspace((B, (tuple(x_shape[1:]), np.dtype(dtype).str)))
         self.x = np.zeros(x_shape, dtype)
         self.stamp = _stamp(model)
-        self.calls, self.zero = [], []
+        self.calls, self.zero, cy_steps = [], [], []
         y = self.x
-        for layer, buffers in zip(model.layers, self.ws.layer_buffers):
-            y = _bind(layer, buffers, y, self.calls, self.zero)
+        for i, (layer, buffers) in enumerate(zip(model.layers, self.ws.layer_buffers)):
+            if states is not None and i in states:
+                buffers = dict(buffers, **dict(zip(layer._state_names, states[i])))
+            y = _bind(layer, buffers, y, self.calls, self.zero if states is None else [], cy_steps)
         self.y = y
+        self.cy = None
+        if kernels.cython_available() and cy_steps and None not in cy_steps:
+            from ..kernels import _cy_plan
+
+            cy_x_shape, cy_out_shape = cy_shapes or (x_shape, y.shape)
+            self.cy = _cy_plan.CyPlan(cy_steps, tuple(cy_x_shape), tuple(cy_out_shape), dtype, lock)
 
     def run(self, x, dest):
+        if self.cy is not None and self.cy.run(x, dest):
+            return
         np.copyto(self.x, x)
         for s in self.zero:
             s.fill(0)
@@ -63,8 +88,9 @@ def plannable(model):
     return True
 
 
-def _bind(layer, buffers, x, calls, zero):
-    """Append ``layer``'s kernel calls on input ``x``; return its output buffer."""
+def _bind(layer, buffers, x, calls, zero, cy_steps):
+    """Append ``layer``'s kernel call on input ``x`` (and its CyPlan step, or
+    None where the kernel is not a Cython one); return its output buffer."""
     if isinstance(layer, Dropout):
         return x
     if x.dtype != np.dtype(layer.dtype):
@@ -75,15 +101,41 @@ def _bind(layer, buffers, x, calls, zero):
         y = buffers["y"]
         C = x.shape[-1]
         N = x.size // C
-        calls.append((kernels.get_kernel("dense", "forward", None, B), (y.reshape(N, layer.units), x.reshape(N, C), kernel, bias, N, C,
-                                       layer.units, activations.code(layer.activation), int(layer.use_bias))))
+        fn = kernels.get_kernel("dense", "forward", None, B)
+        args = (y.reshape(N, layer.units), x.reshape(N, C), kernel, bias, N, C,
+                layer.units, activations.code(layer.activation), int(layer.use_bias))
+        calls.append((fn, args))
+        cy_steps.append(_cy_step("dense", fn, args, y=y, R=N // B))
         return y
     T, C = x.shape[1:]
     fn = kernels.get_kernel(layer._cell, "forward", None, B)
-    calls.append((fn, layer._kernel_args(buffers, buffers, x, B, T, C, layer.return_sequences)))
+    args = layer._kernel_args(buffers, buffers, x, B, T, C, layer.return_sequences)
+    calls.append((fn, args))
+    cy_steps.append(_cy_step(layer._cell, fn, args))
     zero.extend(buffers[n] for n in layer._state_names)
     y = buffers["y"]
     return y if layer.return_sequences else y.reshape(B, layer.units)
+
+
+# The contract's argument names (kernels/__init__.py), as CyPlan reads them.
+_ARG_NAMES = {
+    "simple_rnn": ("y", "h", "xproj", "rec", "x", "kernel", "recurrent_kernel", "bias", "B", "T", "C", "H",
+                   "activation", "go_backwards", "return_sequences"),
+    "lstm": ("y", "h", "c", "xproj", "rec", "x", "kernel", "recurrent_kernel", "bias", "B", "T", "C", "H",
+             "activation", "recurrent_activation", "go_backwards", "return_sequences"),
+    "gru": ("y", "h", "xproj", "rec", "rec_h", "rh", "x", "kernel", "recurrent_kernel", "recurrent_kernel_h",
+            "input_bias", "recurrent_bias", "B", "T", "C", "H", "activation", "recurrent_activation",
+            "go_backwards", "return_sequences", "reset_after"),
+    "dense": ("y", "x", "kernel", "bias", "N", "C", "H", "activation", "use_bias"),
+}
+
+
+def _cy_step(cell, fn, args, **extra):
+    """A CyPlan step for a bound call, or None when ``fn`` is not a Cython kernel."""
+    pointer_kernels = getattr(sys.modules.get(getattr(fn, "__module__", None)), "_pointer_kernels", None)
+    if pointer_kernels is None:
+        return None
+    return dict(zip(_ARG_NAMES[cell], args), kind=cell, kernels=pointer_kernels(), **extra)
 
 
 class _NotPlannable(Exception):
@@ -96,6 +148,8 @@ def get_plan(model, cache, x):
     key = (x.shape, x.dtype.str)
     plan = cache.get(key)
     if plan is not None and _same(plan.stamp, _stamp(model)):
+        if plan.cy is not None and not plan.cy.current:
+            plan.cy.revalidate()  # the epoch moved for another model or layer, not for these weights
         return plan
     if not plannable(model):
         return None

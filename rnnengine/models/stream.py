@@ -38,6 +38,7 @@ class Stream:
         }
         self._workspaces = {}
         self._busy = threading.Lock()
+        self._cy = None  # the fused plan stepping all rows (models/plan.py), once a step has run
         out_shape = model._output_specs([((1,) + self._feature_shape, self._dtype)])[0][0]
         self._out_shape = out_shape[1:] if len(out_shape) >= 2 and out_shape[0] == 1 else out_shape
 
@@ -64,6 +65,10 @@ class Stream:
         out : ndarray, optional
             Filled with the output (``(n, ...)``) and returned: no allocation.
         """
+        if rows is None and self._cy is not None:
+            y = self._cy.step(x_t, out)  # None unless x_t and out are exactly what it was built for
+            if y is not None:
+                return y
         x = np.asarray(x_t) if not isinstance(x_t, np.ndarray) else x_t
         if x.ndim not in (len(self._feature_shape), len(self._feature_shape) + 1):
             raise ValueError(f"stream.step: expected an input of shape {self._feature_shape} or "
@@ -91,6 +96,8 @@ class Stream:
                     raise ValueError("stream.step: rows must not repeat.")
             np.copyto(ws.x[:, 0], x)
             y = self._run(ws, rows)
+            if rows is None:
+                self._cy = self._fused_plan()
             result = y.reshape((n,) + self._out_shape)
             if out is None:
                 out = result.copy()
@@ -101,6 +108,29 @@ class Stream:
             return out[0] if single else out
         finally:
             self._busy.release()
+
+    def _fused_plan(self):
+        """A CyPlan stepping every row with the state arrays bound in place, built
+        or re-checked against the model's current weights; None where the model
+        or the backend has none."""
+        from .plan import Plan, _NotPlannable, _same, _stamp, plannable
+
+        plan = getattr(self, "_plan", None)
+        if plan is not None and _same(plan.stamp, _stamp(self.model)):
+            if plan.cy is not None and not plan.cy.current:
+                plan.cy.revalidate()
+            return plan.cy  # None: these weights and this backend have no fused plan
+        if not self.model._has_plans or not plannable(self.model):
+            return None
+        B = self.batch_size
+        with self.model._weights_lock:
+            try:
+                plan = Plan(self.model, (B, 1) + self._feature_shape, self._dtype, states=self._states,
+                            cy_shapes=((B,) + self._feature_shape, (B,) + self._out_shape), lock=self._busy)
+            except _NotPlannable:
+                return None
+        self._plan = plan
+        return plan.cy
 
     def _run(self, ws, rows):
         y, mask = ws.x, None
