@@ -145,6 +145,41 @@ def _numba_table():
 
 _NUMBA = None
 
+
+def _preload_cython_blas():
+    """Load scipy.linalg.cython_blas, which the Cython kernels cimport, without
+    scipy.linalg's package __init__ (about 0.45 s of cold start: it imports
+    all of SciPy's linear algebra). The module is self-contained: it only holds
+    the BLAS function pointers. Where the file is not found (another SciPy
+    layout), the kernels' own import loads it the ordinary way."""
+    import importlib.machinery
+    import importlib.util
+    import os
+    import sys
+
+    name = "scipy.linalg.cython_blas"
+    if name in sys.modules:
+        return
+    try:
+        import scipy
+    except ImportError:
+        return
+    folder = os.path.join(os.path.dirname(scipy.__file__), "linalg")
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        path = os.path.join(folder, "cython_blas" + suffix)
+        if os.path.exists(path):
+            spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            try:
+                spec.loader.exec_module(module)
+            except Exception:  # leave it to the ordinary import
+                del sys.modules[name]
+            return
+
+
+_preload_cython_blas()
+
 try:
     from . import _cy_dense, _cy_gru, _cy_lstm, _cy_plan, _cy_simple_rnn
 

@@ -26,12 +26,13 @@ line it undoes ("forward: ...").
 """
 import numpy as np
 
-try:
-    from scipy.special import erf as _erf
-except ImportError:  # pragma: no cover - scipy is a runtime dependency
-    import math
 
-    _erf = np.vectorize(math.erf)
+def _erf(v):
+    # Imported on first use: scipy.special costs about 0.2 s, and every
+    # `import rnnengine` loads this module (layers/activations.py).
+    from scipy.special import erf
+
+    return erf(v)
 
 
 def _sigmoid(v):

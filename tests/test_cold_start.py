@@ -1,0 +1,48 @@
+"""Cold start: what a fresh process pays before its first prediction.
+
+A service restarts, scales out, or runs one-shot jobs; each fresh process pays
+the import and the first call. With the Cython kernels built, ``import
+rnnengine``, loading a Keras file and the first ``predict`` must not import
+Numba (its cache load costs about 0.6 s per kernel family), scipy.linalg's
+package (about 0.45 s; the kernels need only its cython_blas module) or
+scipy.special (about 0.2 s; the NumPy reference needs it for gelu only).
+Timing is left to bench/ (``rnnengine bench`` reports cold start); this checks
+what is imported, which does not drift with the machine's load.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rnnengine import kernels
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURE = REPO / "tests" / "io" / "fixtures" / "k3_lstm_stack.keras"
+
+SCRIPT = r"""
+import json, sys
+import numpy as np
+import rnnengine
+model = rnnengine.load_keras(sys.argv[1])
+shape = [d or 5 for d in model.input_shape[1:]]
+y = model.predict(np.ones([2] + shape, np.float32))
+assert np.isfinite(y).all()
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("numba", "scipy"))))
+"""
+
+
+@pytest.mark.skipif(not kernels.cython_available(), reason="the cold-start path is the Cython build's")
+def test_fresh_process_first_prediction_imports_no_jit_and_no_heavy_scipy():
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("RNNENGINE_KERNELS", None)
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(FIXTURE)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    imported = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert not [m for m in imported if m.startswith("numba")], imported
+    assert "scipy.linalg" not in imported, imported
+    assert not [m for m in imported if m.startswith("scipy.special")], imported
+    assert "scipy.linalg.cython_blas" in imported
