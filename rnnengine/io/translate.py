@@ -847,8 +847,9 @@ def _mask_node(ctx, spec, k, node, value, masks, values):
     in_masks = [masks.get(r) for r in node.inputs]
     out = TensorRef(spec.name, k, 0)
     if spec.is_op:
-        if spec.keras_class == "NotEqual" and len(node.constants) == 1:
-            values[out] = ("ne", ins[0], float(node.constants[0]))
+        constant = node.constants[0] if len(node.constants) == 1 else None
+        if spec.keras_class == "NotEqual" and isinstance(constant, (int, float)) and not isinstance(constant, bool):
+            values[out] = ("ne", ins[0], float(constant))
         elif spec.keras_class == "Any":
             axis = spec.op_config.get("axis")
             values[out] = ("any", ins[0], axis if axis == -1 else ("axis", axis),
