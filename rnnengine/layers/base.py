@@ -7,9 +7,13 @@ model calls with buffers from its workspace:
 - ``buffer_spec(B, input_shape, input_dtype)`` -> ``{name: (shape, dtype)}``
 - ``forward(buffers, x, training=False)`` -> the output, a view into ``buffers``
 
-Weights are replaced as one tuple (``self._packed``), so a call that has read
-the tuple computes with one consistent set even if ``set_weights`` runs
-concurrently.
+Weights are replaced as one tuple (``self._packed``), never changed in place
+(training aside), so a call that has read the tuple computes with one
+consistent set even if ``set_weights`` runs concurrently. A model's call reads
+every layer's tuple at once, under the model's weights lock
+(``BaseModel._weights_snapshot``), and the layers read theirs through
+``_call_packed`` for the rest of the call: no call mixes two layers' old and
+new weights.
 """
 import re
 import threading
@@ -51,6 +55,22 @@ def _dtype_name(dtype, allow_int=False):
     if name not in ("float32", "float64"):
         raise ValueError(f"dtype {name!r} is not supported: rnnengine computes in float32 or float64.")
     return name
+
+
+# Per thread: the {layer: packed tuple} snapshot of the model call in progress
+# on this thread, or None. Thread-local because the weights are read deep in
+# the layers (per step on masked sequences, inside wrappers): one binding
+# reaches them all without a weights argument on every forward method.
+_call_weights = threading.local()
+
+
+def bind_call_weights(snapshot):
+    """Make the layers read their weights from ``snapshot`` ({layer: packed})
+    on this thread (None: their current ones); returns the previous binding,
+    to be bound again when the call ends."""
+    previous = getattr(_call_weights, "snapshot", None)
+    _call_weights.snapshot = snapshot
+    return previous
 
 
 class KerasTensor:
@@ -145,6 +165,16 @@ class Layer:
     def _pack(self):
         """Derive what the kernels read from ``self._values``; override to prepack."""
         self._packed = tuple(self._values)
+
+    def _call_packed(self):
+        """The packed weights an inference call computes with: the calling
+        model's snapshot when one is bound on this thread, else the current ones."""
+        snapshot = getattr(_call_weights, "snapshot", None)
+        if snapshot is not None:
+            packed = snapshot.get(self)
+            if packed is not None:
+                return packed
+        return self._packed
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)

@@ -88,7 +88,7 @@ class Dense(Layer):
 
     def forward(self, buffers, x, training=False):
         x = self._cast_input(buffers, x)
-        kernel, bias = self._packed
+        kernel, bias = self._call_packed()
         y = buffers["y"]
         C = x.shape[-1]
         N = x.size // C
@@ -469,7 +469,7 @@ class Embedding(Layer):
                 f"Embedding \"{self.name}\": indices must be in [0, {self.input_dim}); received "
                 f"values from {int(idx.min())} to {int(idx.max())}."
             )
-        (embeddings,) = self._packed
+        (embeddings,) = self._call_packed()
         np.take(embeddings, idx, axis=0, out=y)
         if not self.mask_zero:
             return [y], [None]

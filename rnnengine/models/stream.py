@@ -20,6 +20,7 @@ import threading
 import numpy as np
 
 from .. import _validation
+from ..layers.base import bind_call_weights
 from ..layers.recurrent import _RNN
 from ..layers.wrappers import Bidirectional
 
@@ -90,7 +91,11 @@ class Stream:
                 if len(np.unique(rows)) != n:
                     raise ValueError("stream.step: rows must not repeat.")
             np.copyto(ws.x[:, 0], x)
-            y = self._run(ws, rows)
+            previous = bind_call_weights(self.model._weights_snapshot())  # one set of weights per step
+            try:
+                y = self._run(ws, rows)
+            finally:
+                bind_call_weights(previous)
             result = y.reshape((n,) + self._out_shape)
             if out is None:
                 out = result.copy()
