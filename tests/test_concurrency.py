@@ -9,8 +9,9 @@ What is checked, all with exact equality (``np.array_equal``) against serial cal
   path), for a Sequential model (call plans, plan.py) and a functional Model
   (Bidirectional + merge: the workspace-pool path), under both backends;
 - 8 streams stepped concurrently from 8 threads equal their serial replay;
-- one stream stepped from two threads at once raises ``RuntimeError``
-  (provoked deterministically with events), and hammering one stream from two
+- one stream stepped from two threads at once raises ``RuntimeError``, and so
+  do reset/get_state/set_state during another thread's step (provoked
+  deterministically with events), and hammering one stream from two
   threads never corrupts it: the successful steps are exactly a serial run;
 - ``set_weights`` racing with ``predict``: every result is the all-old or the
   all-new result, never a mix, for both models.
@@ -175,10 +176,15 @@ def test_streams_stepped_from_threads_equal_serial_replay(backend, rng, say):
     assert mismatches == 0
 
 
-def test_one_stream_stepped_from_two_threads_raises(rng):
-    """Deterministic: thread A is held inside step() (its kernel loop) while B steps."""
+@pytest.mark.parametrize("second", ["step", "reset", "get_state", "set_state"])
+def test_one_stream_stepped_from_two_threads_raises(rng, second):
+    """Deterministic: thread A is held inside step() (its kernel loop) while B
+    steps, resets, reads or restores the same stream: B gets RuntimeError and
+    changes nothing (a reset or set_state landing mid-step would tear the state
+    A is writing back; a get_state would read it half-stepped)."""
     model = _stream_model(rng)
     stream = model.stream(batch_size=1)
+    snapshot = stream.get_state()
     inside, release = threading.Event(), threading.Event()
     real_run = stream._run
 
@@ -198,8 +204,10 @@ def test_one_stream_stepped_from_two_threads_raises(rng):
     a.start()
     try:
         assert inside.wait(10)
+        calls = {"step": lambda: stream.step(x), "reset": stream.reset, "get_state": stream.get_state,
+                 "set_state": lambda: stream.set_state(snapshot)}
         with pytest.raises(RuntimeError, match="single-owner"):
-            stream.step(x)
+            calls[second]()
     finally:
         release.set()
         a.join()
