@@ -222,7 +222,9 @@ class Layer:
                     f"Layer \"{self.name}\" weight shape mismatch for \"{wname}\": expected shape "
                     f"{shape}, received {tuple(w.shape)}."
                 )
-            new.append(np.array(w, dtype=self.dtype, order="C", copy=True))
+            copy = np.empty(shape, self.dtype)
+            _validation.cast_into(copy, w)  # float64 beyond float32's range: inf, quietly
+            new.append(copy)
         return new
 
     def count_params(self):
@@ -240,7 +242,7 @@ class Layer:
         if x.dtype == self.dtype:
             return x
         out = buffers["x_cast"]
-        np.copyto(out, x, casting="unsafe")
+        _validation.cast_into(out, x)
         return out
 
     def _cast_spec(self, B, input_shape, input_dtype):
@@ -331,7 +333,7 @@ class Layer:
         if array.flags.c_contiguous and array.dtype == self.dtype:
             return array
         out = buffers[name]
-        np.copyto(out, array, casting="unsafe")
+        _validation.cast_into(out, array)
         return out
 
     def __call__(self, inputs, training=False, initial_state=None, mask=None, **kwargs):
@@ -352,7 +354,7 @@ class Layer:
         arrays = [self._validate_eager(a, i) for i, a in enumerate(flat)]
         if not self.built:
             self._node_build([self._build_shape(a.shape[1:]) for a in arrays])
-        states = [np.asarray(s, dtype=self.dtype) for s in states]
+        states = [_validation.cast(np.asarray(s), self.dtype) for s in states]
         masks = [None if mask is None else np.asarray(mask, dtype=bool)] * len(arrays)
         ws = self._eager_workspace(arrays)
         outs, _ = self._node_forward(ws.views, arrays, masks, states, training=training)

@@ -297,7 +297,7 @@ class Activation(Layer):
 
     def forward(self, buffers, x, training=False):
         y = buffers["y"]
-        np.copyto(y, x, casting="unsafe")
+        _validation.cast_into(y, x)
         F = y.shape[-1]
         _activation_inplace(y.reshape(-1, F), activations.code(self.activation))
         return y
@@ -462,7 +462,7 @@ class Embedding(Layer):
 
     def _node_forward(self, buffers, inputs, masks, states, training=False):
         idx, y, bad = buffers["idx"], buffers["y"], buffers["bad"]
-        np.copyto(idx, inputs[0], casting="unsafe")
+        _validation.cast_into(idx, inputs[0])  # NaN or huge floats: an out-of-range index, refused below
         np.greater_equal(idx, self.input_dim, out=bad)
         if bad.any() or idx.min() < 0:
             raise ValueError(

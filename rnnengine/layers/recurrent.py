@@ -176,7 +176,7 @@ class _RNN(Layer):
                         f"Layer \"{self.name}\": initial state has shape {s.shape}; expected "
                         f"{buf.shape} (batch, units)."
                     )
-                np.copyto(buf, s, casting="unsafe")
+                _validation.cast_into(buf, s)
         elif self.stateful:
             if self._states is None:
                 self._states = [np.zeros_like(buf) for buf in state_bufs]

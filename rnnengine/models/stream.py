@@ -177,7 +177,7 @@ class Stream:
         self._claim("restored")
         try:
             for s, new in checked:
-                np.copyto(s, new, casting="unsafe")
+                _validation.cast_into(s, new)
         finally:
             self._busy.release()
 
