@@ -47,6 +47,9 @@ class TensorRef(tuple):
     def __new__(cls, layer, node, index):
         return super().__new__(cls, (layer, node, index))
 
+    def __getnewargs__(self):  # pickled by load_keras_untrusted's child
+        return tuple(self)
+
     layer = property(lambda self: self[0])
     node = property(lambda self: self[1])
     index = property(lambda self: self[2])
