@@ -15,9 +15,9 @@ loss="categorical_crossentropy", metrics=["accuracy"])``, ``model.fit(...)``,
 """
 from . import callbacks, config, kernels, layers, losses, metrics, models, optimizers, training
 from .errors import ModelFormatError, RNNEngineError, UnsupportedKerasFeature
-from .io import from_keras, load_keras, load_weights
+from .io import from_keras, load_keras, load_keras_untrusted, load_weights
 
 __version__ = "0.1.0"
 
 __all__ = ["callbacks", "config", "kernels", "layers", "losses", "metrics", "models", "optimizers", "training", "ModelFormatError", "RNNEngineError",
-           "UnsupportedKerasFeature", "from_keras", "load_keras", "load_weights", "__version__"]
+           "UnsupportedKerasFeature", "from_keras", "load_keras", "load_keras_untrusted", "load_weights", "__version__"]

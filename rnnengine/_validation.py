@@ -4,10 +4,33 @@ Input contract: float32 and float64 arrays are used as they are when they
 match the layer's dtype and cast to it otherwise; float16, integer and bool
 arrays are cast; complex, object and string arrays raise ``TypeError``.
 Fortran-ordered or strided arrays are copied to C order. NaN and inf are
-allowed and propagate as they do in Keras. An empty batch or an empty
-sequence raises ``ValueError``.
+allowed and propagate as they do in Keras. A float64 value beyond float32's
+range cast to float32 becomes +-inf, as TensorFlow's cast makes it in Keras,
+and then propagates like any inf: every cast goes through ``cast``/``cast_into``,
+which keep NumPy's "overflow encountered in cast" RuntimeWarning in (under
+``-W error`` it would turn a documented inf into an exception). An empty batch
+or an empty sequence raises ``ValueError``.
 """
 import numpy as np
+
+
+def cast(x, dtype):
+    """``x`` as a C-contiguous array of ``dtype``; out-of-range values cast
+    quietly (float -> float32: +-inf; NaN or huge float -> an integer index:
+    some out-of-range index, which the layer then rejects by name)."""
+    if x.dtype == dtype:
+        return np.ascontiguousarray(x)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.ascontiguousarray(x, dtype=dtype)
+
+
+def cast_into(dest, src):
+    """``np.copyto(dest, src, casting="unsafe")``, quietly as ``cast``."""
+    if getattr(src, "dtype", None) == dest.dtype:
+        np.copyto(dest, src)
+        return
+    with np.errstate(over="ignore", invalid="ignore"):
+        np.copyto(dest, src, casting="unsafe")
 
 
 def format_shape(shape):
@@ -47,7 +70,7 @@ def as_input_array(x, dtype, layer_name, expected_shape, what="Input 0"):
             f"{what} of layer \"{layer_name}\" received an input with a zero-length axis: "
             f"shape {format_shape(x.shape)}"
         )
-    return np.ascontiguousarray(x, dtype=dtype)
+    return cast(x, dtype)
 
 
 def check_out(out, shape, dtype):

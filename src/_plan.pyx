@@ -395,8 +395,9 @@ cdef class CyPlan:
         cdef const char* xp = _data(xa)
         cdef char* op = _data(<cnp.ndarray>out)
         if not self.lock.acquire(False):
-            raise RuntimeError("This stream is being stepped by another thread: a stream is single-owner; "
-                               "make one stream per thread (they are cheap).")
+            raise RuntimeError("This stream cannot be stepped now: another thread is using it (stepping, "
+                               "resetting or reading its state). A stream is single-owner; make one stream "
+                               "per thread (they are cheap).")
         try:
             with nogil:
                 self._run(xp, op, False)

@@ -1,9 +1,11 @@
 """Bad input gets a clear exception, never a crash or a silent wrong answer."""
+import warnings
+
 import numpy as np
 import pytest
 
 from rnnengine import layers
-from rnnengine.models import Sequential
+from rnnengine.models import Model, Sequential
 
 
 def _model(dtype="float32"):
@@ -72,6 +74,92 @@ def test_nan_input_propagates_without_crash(backend):
     x[1, 2, 1] = np.nan
     y = model.predict(x)
     assert np.isfinite(y[[0, 2]]).all() and np.isnan(y[1]).all()
+
+
+# -- float64 beyond float32's range: +-inf, as Keras's cast makes it, and no warning -------------------------
+# README's input contract: float64 is cast to a float32 model, and NaN/inf
+# propagate. NumPy warns "overflow encountered in cast" on such a cast, which
+# -W error (or a service's warnings filter) turns into an exception: every cast
+# site must keep it in. Each case runs with warnings as errors and must equal
+# the same call on the float32 array Keras would see (1e300 -> inf).
+
+HUGE = 1e300
+
+
+def _quiet(fn):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return fn()
+
+
+def _as_keras_sees(a):
+    with np.errstate(over="ignore"):
+        return np.asarray(a, np.float64).astype(np.float32)
+
+
+def test_float64_input_beyond_float32_becomes_inf_without_a_warning(backend):
+    model = _model()
+    x = np.ones((3, 5, 3))
+    x[1, 2, 1], x[2, 0, 0] = HUGE, -HUGE
+    y = _quiet(lambda: model.predict(x))
+    np.testing.assert_array_equal(y, model.predict(_as_keras_sees(x)))
+    assert np.isfinite(y[0]).all()  # the other rows are untouched
+    stream = model.stream(batch_size=3)
+    _quiet(lambda: stream.step(x[:, 1]))  # the stream's cast site: no warning
+
+
+def test_float64_weights_and_states_beyond_float32_become_inf_without_a_warning():
+    model = _model()
+    weights = model.get_weights()
+    weights[0] = weights[0].astype(np.float64)
+    weights[0][0, 0] = HUGE
+    _quiet(lambda: model.set_weights(weights))
+    assert model.get_weights()[0][0, 0] == np.inf
+    stream = model.stream(batch_size=2)
+    _quiet(lambda: stream.set_state([[np.full((2, 4), HUGE), np.full((2, 4), -HUGE)]]))
+    h, c = stream.get_state()[0]
+    assert (h == np.inf).all() and (c == -np.inf).all()
+    gru = layers.GRU(4)
+    x = np.ones((2, 5, 3), np.float32)
+    state = np.full((2, 4), HUGE)
+    y = _quiet(lambda: gru(x, initial_state=[state]))
+    np.testing.assert_array_equal(y, gru(x, initial_state=[_as_keras_sees(state)]))
+
+
+def test_float64_layer_feeding_a_float32_layer_casts_to_inf_without_a_warning(backend):
+    """A mixed-dtype graph: a float64 Dense whose outputs exceed float32's range
+    feeds a float32 LSTM, which casts them into its x_cast buffer."""
+    x = layers.Input(shape=(5, 3), dtype="float64")
+    big = layers.Dense(3, dtype="float64", kernel_initializer="ones")(x)
+    model = Model(x, layers.LSTM(4)(big))
+    inputs = np.full((2, 5, 3), 1e299)
+    inputs[0] = 0.5
+    y = _quiet(lambda: model.predict(inputs))
+    lstm = model.layers[-1]
+    want = lstm(_as_keras_sees(np.full((2, 5, 3), 3e299)))  # 3 features x 1e299 x ones
+    np.testing.assert_array_equal(y[1], want[1])
+    assert np.isfinite(y[0]).all()
+
+
+def test_merge_arithmetic_on_inf_and_overflow_does_not_warn(backend):
+    x = layers.Input(shape=(5, 3))
+    a = layers.SimpleRNN(3, activation="linear", kernel_initializer="ones", recurrent_initializer="zeros")(x)
+    b = layers.Bidirectional(layers.SimpleRNN(3, activation="linear", kernel_initializer="ones",
+                                              recurrent_initializer="zeros"), merge_mode="sum")(x)
+    model = Model(x, [layers.Add()([a, b]), layers.Subtract()([a, a]), layers.Multiply()([a, a])])
+    inputs = np.full((2, 5, 3), 1e38, np.float32)  # a and b hold 3e38: their sum and square overflow
+    inputs[1, :, 0] = np.inf  # row 1: inf, then NaN (inf * a zero recurrent kernel), everywhere
+    added, subtracted, multiplied = _quiet(lambda: model.predict(inputs))
+    assert (added[0] == np.inf).all() and (multiplied[0] == np.inf).all() and (subtracted[0] == 0).all()
+    assert np.isnan(added[1]).all() and np.isnan(subtracted[1]).all() and np.isnan(multiplied[1]).all()
+
+
+def test_embedding_refuses_nan_float_indices_by_name():
+    model = Sequential([layers.Input(shape=(4,)), layers.Embedding(10, 3)])
+    x = np.ones((2, 4))
+    x[0, 0] = np.nan
+    with pytest.raises(ValueError, match=r'Embedding "embedding.*indices must be in \[0, 10\)'):
+        _quiet(lambda: model.predict(x))
 
 
 def test_set_weights_wrong_count_and_shape_name_the_layer():

@@ -9,11 +9,12 @@ What is checked, all with exact equality (``np.array_equal``) against serial cal
   path), for a Sequential model (call plans, plan.py) and a functional Model
   (Bidirectional + merge: the workspace-pool path), under both backends;
 - 8 streams stepped concurrently from 8 threads equal their serial replay;
-- one stream stepped from two threads at once raises ``RuntimeError``
-  (provoked deterministically with events), and hammering one stream from two
+- one stream stepped from two threads at once raises ``RuntimeError``, and so
+  do reset/get_state/set_state during another thread's step (provoked
+  deterministically with events), and hammering one stream from two
   threads never corrupts it: the successful steps are exactly a serial run;
 - ``set_weights`` racing with ``predict``: every result is the all-old or the
-  all-new result, never a mix (see the xfail tests for what fails today).
+  all-new result, never a mix, for both models.
 
 Sizes: ``RNNENGINE_THREAD_CALLS`` (default 500) calls per thread.
 Each test writes its figures to the terminal (threads x calls, mismatches).
@@ -175,10 +176,15 @@ def test_streams_stepped_from_threads_equal_serial_replay(backend, rng, say):
     assert mismatches == 0
 
 
-def test_one_stream_stepped_from_two_threads_raises(rng):
-    """Deterministic: thread A is held inside step() (its kernel loop) while B steps."""
+@pytest.mark.parametrize("second", ["step", "reset", "get_state", "set_state"])
+def test_one_stream_stepped_from_two_threads_raises(rng, second):
+    """Deterministic: thread A is held inside step() (its kernel loop) while B
+    steps, resets, reads or restores the same stream: B gets RuntimeError and
+    changes nothing (a reset or set_state landing mid-step would tear the state
+    A is writing back; a get_state would read it half-stepped)."""
     model = _stream_model(rng)
     stream = model.stream(batch_size=1)
+    snapshot = stream.get_state()
     inside, release = threading.Event(), threading.Event()
     real_run = stream._run
 
@@ -198,8 +204,10 @@ def test_one_stream_stepped_from_two_threads_raises(rng):
     a.start()
     try:
         assert inside.wait(10)
+        calls = {"step": lambda: stream.step(x), "reset": stream.reset, "get_state": stream.get_state,
+                 "set_state": lambda: stream.set_state(snapshot)}
         with pytest.raises(RuntimeError, match="single-owner"):
-            stream.step(x)
+            calls[second]()
     finally:
         release.set()
         a.join()
@@ -274,9 +282,8 @@ def test_set_weights_racing_with_predict_gives_old_or_new_never_a_mix(backend, r
     mix: each atomically swapped unit -- a layer's ``_packed`` -- old or new),
     or "corrupt" (none of those: scratch memory shared or weights half-copied).
     A Sequential model's call plans bind the weights under the weights lock
-    that ``set_weights`` holds: no torn results. A functional graph reads each
-    layer's weights as it reaches it (an open issue: the strict-xfail
-    test below), so torn results are reported, not failed. Split results
+    that ``set_weights`` holds, and a functional graph's call snapshots every
+    layer's weights under it: no torn results for either. Split results
     (a predict of more than 32 rows runs one forward per 32-row batch, each
     with the weights of its moment) are reported for both."""
     model = MODELS[which]()
@@ -364,8 +371,7 @@ def test_set_weights_racing_with_predict_gives_old_or_new_never_a_mix(backend, r
     say(f"[concurrency] set_weights race {which}/{backend}: {flips} flips, {total} predicts: {counts}")
     assert counts["corrupt"] == 0, counts
     assert counts["old"] and counts["new"], counts
-    if which == "sequential":  # call plans bind the weights under the weights lock
-        assert counts["torn"] == 0, counts
+    assert counts["torn"] == 0, counts  # plans and snapshots read the weights under the weights lock
     # After the race, the model computes exactly with the last weights set.
     last = new if flips % 2 == 1 else old
     ref = MODELS[which]()
@@ -374,24 +380,38 @@ def test_set_weights_racing_with_predict_gives_old_or_new_never_a_mix(backend, r
         np.testing.assert_array_equal(model.predict(x), ref.predict(x))
 
 
-@pytest.mark.parametrize("which", [
-    "sequential",
-    pytest.param("functional", marks=pytest.mark.xfail(strict=True, reason=(
-        "OPEN: graphs (and masked or stateful stacks) read each layer's weights as they reach it, so a "
-        "predict between two layers' swaps can mix old and new"))),
-])
+def _masked_sequential():
+    """A stack no call plan describes (Masking): the general path, as a graph."""
+    return Sequential([layers.Input(shape=(None, C)), layers.Masking(0.0), layers.LSTM(16, return_sequences=True),
+                       layers.GRU(8), layers.Dense(3, activation="softmax")])
+
+
+# (model, how it is called): predict, or one step of a fresh stream.
+ATOMIC_CASES = {"sequential": (_sequential, "predict"), "functional": (_functional, "predict"),
+                "masked sequential": (_masked_sequential, "predict"), "stream": (_sequential, "step")}
+
+
+@pytest.mark.parametrize("which", sorted(ATOMIC_CASES))
 def test_set_weights_is_atomic_for_a_concurrent_predict(backend, rng, which):
     """Deterministic: the writer is held after the first layer's swap (up to 1 s)
     while another thread predicts. Sequential: the predict sees a changed weight,
     rebuilds its call plan under the weights lock, waits for the writer and runs
-    all-new. A functional graph runs straight through the half-swapped weights."""
-    model = MODELS[which]()
+    all-new. Functional, masked (no call plan) and a stream's step: the call
+    takes its snapshot of every layer's weights under the same lock, so it too
+    waits and runs all-new."""
+    make, how = ATOMIC_CASES[which]
+    model = make()
     old, new = _two_weight_sets(model, rng)
     x = rng.standard_normal((4, 5, C)).astype(np.float32)
+
+    def call():
+        return model.predict(x) if how == "predict" else model.stream(batch_size=4).step(x[:, 0])
+
     model.set_weights(new)
-    want_new = model.predict(x)
+    want_new = call()
     model.set_weights(old)
-    want_old = model.predict(x)
+    want_old = call()
+    assert not np.array_equal(want_old, want_new)
     second = model._weighted_layers()[1]
     swapped_first, predicted = threading.Event(), threading.Event()
     real = second.set_weights
@@ -403,7 +423,7 @@ def test_set_weights_is_atomic_for_a_concurrent_predict(backend, rng, which):
         return real(weights)
 
     def predict():
-        got["y"] = model.predict(x)
+        got["y"] = call()
         predicted.set()
 
     second.set_weights = held
@@ -413,7 +433,7 @@ def test_set_weights_is_atomic_for_a_concurrent_predict(backend, rng, which):
         del second.set_weights
     y = got["y"]
     assert np.array_equal(y, want_old) or np.array_equal(y, want_new), "a mix of old and new weights"
-    np.testing.assert_array_equal(model.predict(x), want_new)
+    np.testing.assert_array_equal(call(), want_new)
 
 
 def test_plan_is_rebuilt_after_two_set_weights_without_a_predict_between(backend, rng):

@@ -19,6 +19,8 @@ Modules, in the order a load runs through them:
 - ``weight_table``: Keras weight names, paths and shapes per class
 - ``assemble``: specs + weights -> a built Sequential or functional Model
 - ``live``: ``from_keras``; ``inspect``: ``rnnengine inspect PATH``
+- ``untrusted``: ``load_keras_untrusted``, the file read in a child process
+  under a timeout (libhdf5 can hang on a corrupt file)
 
 Errors: ``UnsupportedKerasFeature`` lists everything the model uses that
 rnnengine does not run; ``ModelFormatError`` names the file and the problem
@@ -26,5 +28,6 @@ when it is truncated, corrupt, not a Keras model, or its weights do not fit.
 """
 from .live import from_keras
 from .loader import load_keras, load_weights
+from .untrusted import load_keras_untrusted
 
-__all__ = ["load_keras", "load_weights", "from_keras"]
+__all__ = ["load_keras", "load_keras_untrusted", "load_weights", "from_keras"]

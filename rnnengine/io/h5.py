@@ -149,6 +149,13 @@ def _text(value):
     return value if isinstance(value, str) else None
 
 
+def name_text(name):
+    """An HDF5 link name as text. h5py gives a name that is not valid UTF-8 (a
+    corrupt file) as bytes; decoded with replacement characters, it can be
+    compared with expected names and shown in a message."""
+    return name.decode("utf8", errors="replace") if isinstance(name, bytes) else name
+
+
 def file_size(path):
     try:
         return os.path.getsize(path)
@@ -217,6 +224,9 @@ def legacy_layer_names(reader, root):
     if names is None:
         with reader.guard("listing layer groups"):
             names = list(root.keys())
+        for n in names:
+            if isinstance(n, bytes):  # h5py's way of giving a name that is not UTF-8
+                raise ModelFormatError(f"{reader.path}: the layer group name {name_text(n)!r} is not UTF-8 text")
     return [n for n in names if n != "top_level_model_weights"]
 
 

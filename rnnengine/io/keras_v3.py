@@ -22,6 +22,7 @@ import zipfile
 import zlib
 
 from ..errors import ModelFormatError, UnsupportedKerasFeature
+from . import h5
 
 CONFIG = "config.json"
 METADATA = "metadata.json"
@@ -125,7 +126,7 @@ def _dataset_paths(reader, group, what):
     with reader.guard(what):
         def visit(name, obj):
             if isinstance(obj, h5py.Dataset):
-                found.append(name)
+                found.append(h5.name_text(name))
         group.visititems(visit)
     return found
 
@@ -169,11 +170,12 @@ def read_weights(reader, layers):
         with reader.guard("listing layers/"):
             stray = [k for k in root.keys() if k not in known]
         for key in stray:
-            with reader.guard(f"reading layers/{key}"):
+            text = h5.name_text(key)
+            with reader.guard(f"reading layers/{text}"):
                 stray_group = root[key]
-            if _dataset_paths(reader, stray_group, f"layers/{key}"):
+            if _dataset_paths(reader, stray_group, f"layers/{text}"):
                 raise ModelFormatError(
-                    f"{reader.path}: the weights file has weights for layers/{key}, which the model does "
+                    f"{reader.path}: the weights file has weights for layers/{text}, which the model does "
                     "not have: it was saved from a different model"
                 )
     return out

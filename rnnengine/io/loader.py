@@ -7,6 +7,7 @@ a ``ModelFormatError``. The whole file is read (config translated, unsupported
 features collected, weights read and shape-checked) before the model is
 built, and the file is closed before building starts.
 """
+import contextlib
 import json
 import os
 import re
@@ -279,9 +280,13 @@ def load_weights(model, path):
             if tuple(array.shape) != tuple(shape):
                 raise ModelFormatError(f'{where}: layer "{name}": weight {wname} ({file_name}) has shape '
                                        f"{tuple(array.shape)} in the file, {tuple(shape)} in the model")
-    for name, _, expected in entries:
-        if expected:
-            layers[name].set_weights([np.asarray(a) for _, a in weights[name]])
+    # Converted and checked first, then swapped under the model's weights lock,
+    # as model.set_weights does: a concurrent predict sees all old or all new.
+    chunks = [(layers[name], layers[name]._checked_weights([np.asarray(a) for _, a in weights[name]]))
+              for name, _, expected in entries if expected]
+    with getattr(model, "_weights_lock", None) or contextlib.nullcontext():
+        for layer, chunk in chunks:
+            layer.set_weights(chunk)
 
 
 def _legacy_by_order(reader, root, entries):

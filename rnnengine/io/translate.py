@@ -47,6 +47,9 @@ class TensorRef(tuple):
     def __new__(cls, layer, node, index):
         return super().__new__(cls, (layer, node, index))
 
+    def __getnewargs__(self):  # pickled by load_keras_untrusted's child
+        return tuple(self)
+
     layer = property(lambda self: self[0])
     node = property(lambda self: self[1])
     index = property(lambda self: self[2])
@@ -847,8 +850,9 @@ def _mask_node(ctx, spec, k, node, value, masks, values):
     in_masks = [masks.get(r) for r in node.inputs]
     out = TensorRef(spec.name, k, 0)
     if spec.is_op:
-        if spec.keras_class == "NotEqual" and len(node.constants) == 1:
-            values[out] = ("ne", ins[0], float(node.constants[0]))
+        constant = node.constants[0] if len(node.constants) == 1 else None
+        if spec.keras_class == "NotEqual" and isinstance(constant, (int, float)) and not isinstance(constant, bool):
+            values[out] = ("ne", ins[0], float(constant))
         elif spec.keras_class == "Any":
             axis = spec.op_config.get("axis")
             values[out] = ("any", ins[0], axis if axis == -1 else ("axis", axis),

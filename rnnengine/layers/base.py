@@ -7,9 +7,13 @@ model calls with buffers from its workspace:
 - ``buffer_spec(B, input_shape, input_dtype)`` -> ``{name: (shape, dtype)}``
 - ``forward(buffers, x, training=False)`` -> the output, a view into ``buffers``
 
-Weights are replaced as one tuple (``self._packed``), so a call that has read
-the tuple computes with one consistent set even if ``set_weights`` runs
-concurrently.
+Weights are replaced as one tuple (``self._packed``), never changed in place
+(training aside), so a call that has read the tuple computes with one
+consistent set even if ``set_weights`` runs concurrently. A model's call reads
+every layer's tuple at once, under the model's weights lock
+(``BaseModel._weights_snapshot``), and the layers read theirs through
+``_call_packed`` for the rest of the call: no call mixes two layers' old and
+new weights.
 """
 import re
 import threading
@@ -51,6 +55,22 @@ def _dtype_name(dtype, allow_int=False):
     if name not in ("float32", "float64"):
         raise ValueError(f"dtype {name!r} is not supported: rnnengine computes in float32 or float64.")
     return name
+
+
+# Per thread: the {layer: packed tuple} snapshot of the model call in progress
+# on this thread, or None. Thread-local because the weights are read deep in
+# the layers (per step on masked sequences, inside wrappers): one binding
+# reaches them all without a weights argument on every forward method.
+_call_weights = threading.local()
+
+
+def bind_call_weights(snapshot):
+    """Make the layers read their weights from ``snapshot`` ({layer: packed})
+    on this thread (None: their current ones); returns the previous binding,
+    to be bound again when the call ends."""
+    previous = getattr(_call_weights, "snapshot", None)
+    _call_weights.snapshot = snapshot
+    return previous
 
 
 class KerasTensor:
@@ -161,6 +181,16 @@ class Layer:
         # epoch must see the new tuple (models/plan.py).
         kernels.bump_epoch()
 
+    def _call_packed(self):
+        """The packed weights an inference call computes with: the calling
+        model's snapshot when one is bound on this thread, else the current ones."""
+        snapshot = getattr(_call_weights, "snapshot", None)
+        if snapshot is not None:
+            packed = snapshot.get(self)
+            if packed is not None:
+                return packed
+        return self._packed
+
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
 
@@ -207,7 +237,9 @@ class Layer:
                     f"Layer \"{self.name}\" weight shape mismatch for \"{wname}\": expected shape "
                     f"{shape}, received {tuple(w.shape)}."
                 )
-            new.append(np.array(w, dtype=self.dtype, order="C", copy=True))
+            copy = np.empty(shape, self.dtype)
+            _validation.cast_into(copy, w)  # float64 beyond float32's range: inf, quietly
+            new.append(copy)
         return new
 
     def count_params(self):
@@ -225,7 +257,7 @@ class Layer:
         if x.dtype == self.dtype:
             return x
         out = buffers["x_cast"]
-        np.copyto(out, x, casting="unsafe")
+        _validation.cast_into(out, x)
         return out
 
     def _cast_spec(self, B, input_shape, input_dtype):
@@ -316,7 +348,7 @@ class Layer:
         if array.flags.c_contiguous and array.dtype == self.dtype:
             return array
         out = buffers[name]
-        np.copyto(out, array, casting="unsafe")
+        _validation.cast_into(out, array)
         return out
 
     def __call__(self, inputs, training=False, initial_state=None, mask=None, **kwargs):
@@ -337,7 +369,7 @@ class Layer:
         arrays = [self._validate_eager(a, i) for i, a in enumerate(flat)]
         if not self.built:
             self._node_build([self._build_shape(a.shape[1:]) for a in arrays])
-        states = [np.asarray(s, dtype=self.dtype) for s in states]
+        states = [_validation.cast(np.asarray(s), self.dtype) for s in states]
         masks = [None if mask is None else np.asarray(mask, dtype=bool)] * len(arrays)
         ws = self._eager_workspace(arrays)
         outs, _ = self._node_forward(ws.views, arrays, masks, states, training=training)

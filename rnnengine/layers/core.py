@@ -88,7 +88,7 @@ class Dense(Layer):
 
     def forward(self, buffers, x, training=False):
         x = self._cast_input(buffers, x)
-        kernel, bias = self._packed
+        kernel, bias = self._call_packed()
         y = buffers["y"]
         C = x.shape[-1]
         N = x.size // C
@@ -297,7 +297,7 @@ class Activation(Layer):
 
     def forward(self, buffers, x, training=False):
         y = buffers["y"]
-        np.copyto(y, x, casting="unsafe")
+        _validation.cast_into(y, x)
         F = y.shape[-1]
         _activation_inplace(y.reshape(-1, F), activations.code(self.activation))
         return y
@@ -462,14 +462,14 @@ class Embedding(Layer):
 
     def _node_forward(self, buffers, inputs, masks, states, training=False):
         idx, y, bad = buffers["idx"], buffers["y"], buffers["bad"]
-        np.copyto(idx, inputs[0], casting="unsafe")
+        _validation.cast_into(idx, inputs[0])  # NaN or huge floats: an out-of-range index, refused below
         np.greater_equal(idx, self.input_dim, out=bad)
         if bad.any() or idx.min() < 0:
             raise ValueError(
                 f"Embedding \"{self.name}\": indices must be in [0, {self.input_dim}); received "
                 f"values from {int(idx.min())} to {int(idx.max())}."
             )
-        (embeddings,) = self._packed
+        (embeddings,) = self._call_packed()
         np.take(embeddings, idx, axis=0, out=y)
         if not self.mask_zero:
             return [y], [None]

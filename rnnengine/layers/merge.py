@@ -58,7 +58,10 @@ class _Merge(Layer):
 
     def _node_forward(self, buffers, inputs, masks, states, training=False):
         y = buffers["y"]
-        self._combine(y, inputs)
+        # inf and NaN propagate as in Keras (README, input contract), without
+        # NumPy's overflow/invalid RuntimeWarnings, which -W error would raise.
+        with np.errstate(over="ignore", invalid="ignore"):
+            self._combine(y, inputs)
         return [y], [self._merge_masks(buffers, masks)]
 
     def _node_train_spec(self, B, input_shapes, input_dtypes):

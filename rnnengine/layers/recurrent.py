@@ -176,7 +176,7 @@ class _RNN(Layer):
                         f"Layer \"{self.name}\": initial state has shape {s.shape}; expected "
                         f"{buf.shape} (batch, units)."
                     )
-                np.copyto(buf, s, casting="unsafe")
+                _validation.cast_into(buf, s)
         elif self.stateful:
             if self._states is None:
                 self._states = [np.zeros_like(buf) for buf in state_bufs]
@@ -508,7 +508,7 @@ class SimpleRNN(_RNN):
 
     def _kernel_args(self, seq, buffers, x, B, T, C, return_sequences):
         # seq holds the sequence-shaped buffers (y, xproj), buffers the per-row ones.
-        kernel, recurrent_kernel, bias = self._packed
+        kernel, recurrent_kernel, bias = self._call_packed()
         return (seq["y"], buffers["h"], seq["xproj"], buffers["rec"], x, kernel,
                   recurrent_kernel, bias, B, T, C, self.units, activations.code(self.activation),
                   int(self.go_backwards and T > 1), int(return_sequences))
@@ -556,7 +556,7 @@ class LSTM(_RNN):
         ])
 
     def _kernel_args(self, seq, buffers, x, B, T, C, return_sequences):
-        kernel, recurrent_kernel, bias = self._packed
+        kernel, recurrent_kernel, bias = self._call_packed()
         return (seq["y"], buffers["h"], buffers["c"], seq["xproj"], buffers["rec"], x,
                   kernel, recurrent_kernel, bias, B, T, C, self.units,
                   activations.code(self.activation), activations.code(self.recurrent_activation),
@@ -623,7 +623,7 @@ class GRU(_RNN):
         return {"rec_h": ((B, self.units), self.dtype), "rh": ((B, self.units), self.dtype)}
 
     def _kernel_args(self, seq, buffers, x, B, T, C, return_sequences):
-        kernel, recurrent_kernel, recurrent_kernel_h, input_bias, recurrent_bias = self._packed
+        kernel, recurrent_kernel, recurrent_kernel_h, input_bias, recurrent_bias = self._call_packed()
         return (seq["y"], buffers["h"], seq["xproj"], buffers["rec"], buffers["rec_h"],
                   buffers["rh"], x, kernel, recurrent_kernel, recurrent_kernel_h, input_bias,
                   recurrent_bias, B, T, C, self.units, activations.code(self.activation),

@@ -155,13 +155,15 @@ class Bidirectional(Layer):
                 H = y_f.shape[-1]
                 np.copyto(y[..., :H], y_f)
                 np.copyto(y[..., H:], y_b)
-            elif self.merge_mode == "sum":
-                np.add(y_f, y_b, out=y)
-            elif self.merge_mode == "ave":
-                np.add(y_f, y_b, out=y)
-                np.multiply(y, 0.5, out=y)
             else:
-                np.multiply(y_f, y_b, out=y)
+                with np.errstate(over="ignore", invalid="ignore"):  # inf/NaN propagate, unwarned (merge.py)
+                    if self.merge_mode == "sum":
+                        np.add(y_f, y_b, out=y)
+                    elif self.merge_mode == "ave":
+                        np.add(y_f, y_b, out=y)
+                        np.multiply(y, 0.5, out=y)
+                    else:
+                        np.multiply(y_f, y_b, out=y)
             outs = [y]
         out_mask = masks[0] if self.return_sequences else None
         n_main = len(outs)

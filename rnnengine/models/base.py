@@ -8,8 +8,12 @@ picks its kernel) -> the outputs copied into the returned arrays (or ``out``).
 Design: workspaces are per call, not per model: each in-flight call takes one
 from ``WorkspacePool`` and gives it back, so concurrent ``predict`` calls from
 several threads never share scratch memory, and the lock is held only to pop
-and push, never while kernels run. Stateful layers carry state on the layer,
-so a stateful model is single-owner (one thread at a time).
+and push, never while kernels run. Weights: a call plan (plan.py) binds them
+under the model's weights lock; the general path snapshots every layer's
+packed weights under that lock at the start of each batch
+(``_weights_snapshot``), so a concurrent ``set_weights`` is seen entirely or
+not at all. Stateful layers carry state on the layer, so a stateful model is
+single-owner (one thread at a time).
 
 Training (``compile``, ``fit``, ``evaluate``, ``train_on_batch``,
 ``test_on_batch``; the loop is ``training/engine.py``) uses a second pool of
@@ -24,6 +28,7 @@ import threading
 import numpy as np
 
 from .. import _validation
+from ..layers.base import bind_call_weights
 from ..workspace import WorkspacePool
 from .plan import get_plan
 
@@ -44,6 +49,7 @@ class BaseModel:
         self.history = None
         self._local = threading.local()  # per-thread call plans (plan.py)
         self._output_spec_cache = {}
+        self._owners_cache = None  # the layers that own weights (_weights_snapshot)
         # Held while weights are swapped and while a call plan binds them, and
         # while the model builds; never while kernels run.
         self._weights_lock = threading.RLock()
@@ -55,6 +61,7 @@ class BaseModel:
             self._compile_state.params = None  # the layers may have changed: rebind on the next step
         self._local = threading.local()  # per-thread call plans (plan.py)
         self._output_spec_cache = {}
+        self._owners_cache = None
 
     # Subclasses provide: layers, _validate_inputs(x) -> [arrays],
     # _output_specs([(shape, dtype)]) -> [(shape, dtype)], _make_workspace(key),
@@ -72,12 +79,29 @@ class BaseModel:
                 self._local.fast = plan.cy  # the next predict of this shape goes straight to it
                 return
         key = (arrays[0].shape[0],) + tuple((a.shape[1:], a.dtype.str) for a in arrays)
+        snapshot = self._weights_snapshot()
         ws = self._pool.acquire(key)
+        previous = bind_call_weights(snapshot)
         try:
             for dest, y in zip(dests, self._run(ws, arrays, training)):
                 np.copyto(dest, y)
         finally:
+            bind_call_weights(previous)
             self._pool.release(key, ws)
+
+    def _weights_snapshot(self):
+        """{layer: packed weights} for every layer that owns weights, read at
+        once under the weights lock: a graph (or a stack a call plan cannot
+        describe) reaches its layers one after another, so it must not read
+        each one's weights as it gets there, or a concurrent ``set_weights``
+        can land between two layers. No copies: ``set_weights`` replaces the
+        packed tuples, it never writes into them. The lock is released before
+        any kernel runs."""
+        owners = self._owners_cache
+        if owners is None:
+            owners = self._owners_cache = [o for layer in self.layers for o in layer._weight_owners()]
+        with self._weights_lock:
+            return {owner: owner._packed for owner in owners}
 
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None, out=None):
         """Outputs for ``x``, computed in batches of ``batch_size`` (Keras's default 32).

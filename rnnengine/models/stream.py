@@ -9,7 +9,9 @@
 
 A stream owns its buffers (one workspace per number of rows stepped) and its
 state, so streams are independent of each other and of ``predict``; one stream
-is single-owner: stepping it from two threads at once raises ``RuntimeError``.
+is single-owner: using it from two threads at once (``step``, ``reset``,
+``get_state``, ``set_state``) raises ``RuntimeError`` in the thread that came
+second, and changes nothing.
 
 Many sessions in one call: make one stream with ``batch_size`` = the number of
 sessions and pass ``rows=`` (the active sessions' indices) to ``step``: their
@@ -20,6 +22,7 @@ import threading
 import numpy as np
 
 from .. import _validation
+from ..layers.base import bind_call_weights
 from ..layers.recurrent import _RNN
 from ..layers.wrappers import Bidirectional
 
@@ -41,6 +44,14 @@ class Stream:
         self._cy = None  # the fused plan stepping all rows (models/plan.py), once a step has run
         out_shape = model._output_specs([((1,) + self._feature_shape, self._dtype)])[0][0]
         self._out_shape = out_shape[1:] if len(out_shape) >= 2 and out_shape[0] == 1 else out_shape
+
+    def _claim(self, doing):
+        """Take the stream for one call, or refuse at once: a stream is single-owner,
+        and step, reset, get_state and set_state all read or write its state."""
+        if not self._busy.acquire(blocking=False):
+            raise RuntimeError(f"This stream cannot be {doing} now: another thread is using it (stepping, "
+                               "resetting or reading its state). A stream is single-owner; make one stream "
+                               "per thread (they are cheap).")
 
     def _workspace(self, n):
         ws = self._workspaces.get(n)
@@ -81,9 +92,7 @@ class Stream:
             raise ValueError(f"stream.step: expected {self.batch_size} rows (the stream's batch_size) or "
                              f"rows=; received an input of shape {np.shape(x_t)}.")
         x = _validation.as_input_array(x, self._dtype, self._layers[0].name, self._feature_shape, what="Stream input")
-        if not self._busy.acquire(blocking=False):
-            raise RuntimeError("This stream is being stepped by another thread: a stream is single-owner; "
-                               "make one stream per thread (they are cheap).")
+        self._claim("stepped")
         try:
             ws = self._workspace(n)
             if rows is not None:
@@ -95,7 +104,11 @@ class Stream:
                 if len(np.unique(rows)) != n:
                     raise ValueError("stream.step: rows must not repeat.")
             np.copyto(ws.x[:, 0], x)
-            y = self._run(ws, rows)
+            previous = bind_call_weights(self.model._weights_snapshot())  # one set of weights per step
+            try:
+                y = self._run(ws, rows)
+            finally:
+                bind_call_weights(previous)
             if rows is None:
                 self._cy = self._fused_plan()
             result = y.reshape((n,) + self._out_shape)
@@ -154,17 +167,27 @@ class Stream:
         return y
 
     def reset(self):
-        """Zero every recurrent state."""
-        for states in self._states.values():
-            for s in states:
-                s.fill(0)
+        """Zero every recurrent state. Raises ``RuntimeError`` while another thread uses the stream."""
+        self._claim("reset")
+        try:
+            for states in self._states.values():
+                for s in states:
+                    s.fill(0)
+        finally:
+            self._busy.release()
 
     def get_state(self):
-        """A copy of the state: one list per recurrent layer, ``[h]`` or ``[h, c]``, each (batch, units)."""
-        return [[s.copy() for s in self._states[i]] for i in self._recurrent]
+        """A copy of the state: one list per recurrent layer, ``[h]`` or ``[h, c]``, each (batch, units).
+        Raises ``RuntimeError`` while another thread uses the stream (a half-stepped state is never read)."""
+        self._claim("read")
+        try:
+            return [[s.copy() for s in self._states[i]] for i in self._recurrent]
+        finally:
+            self._busy.release()
 
     def set_state(self, states):
-        """Restore a state from ``get_state()`` (validated before anything changes)."""
+        """Restore a state from ``get_state()`` (validated before anything changes).
+        Raises ``RuntimeError`` while another thread uses the stream."""
         states = list(states)
         if len(states) != len(self._recurrent):
             raise ValueError(f"set_state: expected {len(self._recurrent)} layer states, received {len(states)}.")
@@ -181,8 +204,12 @@ class Stream:
                     raise ValueError(f"set_state: layer \"{self._layers[i].name}\" expects states of shape "
                                      f"{s.shape}, received {new.shape}.")
                 checked.append((s, new))
-        for s, new in checked:
-            np.copyto(s, new, casting="unsafe")
+        self._claim("restored")
+        try:
+            for s, new in checked:
+                _validation.cast_into(s, new)
+        finally:
+            self._busy.release()
 
 
 def check_streamable(layers):

@@ -220,7 +220,7 @@ def _as_targets(model, state, y, n, what):
         if loss is not None:
             _check_target_shape(loss, yk, shape, names[k], model)
         if not isinstance(loss, losses_module.SparseCategoricalCrossentropy) and yk.dtype != dtype:
-            yk = yk.astype(dtype)
+            yk = _validation.cast(yk, dtype)
         checked.append(np.ascontiguousarray(yk))
     return checked
 

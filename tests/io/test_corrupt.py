@@ -1,13 +1,22 @@
 """Truncated, corrupt and non-Keras files give ModelFormatError (or
 UnsupportedKerasFeature), naming the file and the problem: never another
 exception, a crash, a hang, or a half-built model.
+
+The mutation fuzz runs ``RNNENGINE_FILE_FUZZ_CASES`` mutated files (default
+200, CI's count; the first 200 cases of a longer campaign are CI's), each
+bounded by ``CASE_S`` seconds in a worker process; ``RNNENGINE_TEST_SEED``
+picks the mutations.
 """
 import json
 import os
+import queue
 import random
+import shutil
 import subprocess
 import sys
+import threading
 import zipfile
+from collections import Counter
 from pathlib import Path
 
 import h5py
@@ -20,8 +29,12 @@ from rnnengine.errors import ModelFormatError, UnsupportedKerasFeature
 from .helpers import (fixture, inputs, keras_weights_bytes, layer_config, layer_entry, outputs,
                       read_keras_config, replace_dataset, rewrite_h5_config, rewrite_keras)
 
+from .._report import say  # noqa: F401 - a fixture
+
 REPO = Path(__file__).resolve().parents[2]
 SEED = int(os.environ.get("RNNENGINE_TEST_SEED", "1234"))
+FILE_FUZZ_CASES = int(os.environ.get("RNNENGINE_FILE_FUZZ_CASES", "200"))
+CASE_S = 60  # per case, worker start-up included: a load that takes longer is a hang
 
 
 # -- truncation and bit flips ------------------------------------------------------------------
@@ -355,8 +368,10 @@ def _mutate_h5_structure(path, rnd):
             f[name] = np.array([b"abc"] * 3)
 
 
-def _make_cases(tmp_path, n):
-    rnd = random.Random(SEED)
+def _make_cases(tmp_path, rnd, first, n):
+    """Cases ``first`` .. ``first + n - 1``, written under ``tmp_path``; ``rnd``
+    carries on from the previous batch, so a campaign's cases do not depend on
+    how it is batched."""
     sources = [
         ("model", fixture("k3_lstm_stack", "keras"), None), ("model", fixture("k3_seq2seq", "keras"), None),
         ("model", fixture("k3_masking_gru", "h5"), None), ("model", fixture("k2_functional", "h5"), None),
@@ -365,7 +380,7 @@ def _make_cases(tmp_path, n):
         ("weights", fixture("k2_sequential", "legacy_weights"), fixture("k2_sequential", "h5")),
     ]
     cases = []
-    for i in range(n):
+    for i in range(first, first + n):
         kind, src, base = sources[i % len(sources)]
         dst = tmp_path / f"case{i:03d}{''.join(src.suffixes)}"
         data = src.read_bytes()
@@ -395,48 +410,81 @@ def _make_cases(tmp_path, n):
     return cases
 
 
-def _run_fuzz(cases_file, n, budget_s=240):
-    """Run the worker over every case; restart it after a crash or a hang."""
+def _run_fuzz(cases_file, n, case_s=CASE_S):
+    """Run the worker over every case; after a case that crashes it or gives no
+    answer within ``case_s`` seconds, record that case and restart after it."""
     outcomes, start = {}, 0
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    stderr_path = Path(str(cases_file) + ".stderr")
     while start < n:
-        try:
-            proc = subprocess.run([sys.executable, "-m", "tests.io.fuzz_worker", str(cases_file), str(start)],
-                                  cwd=REPO, env=env, capture_output=True, text=True, timeout=budget_s)
-            stdout, died = proc.stdout, (proc.returncode != 0 and f"exit status {proc.returncode}")
-        except subprocess.TimeoutExpired as exc:
-            out = exc.stdout or ""
-            stdout, died = (out.decode() if isinstance(out, bytes) else out), f"no answer within {budget_s}s"
-        last = None
-        for line in stdout.splitlines():
-            parts = line.split(" ", 2)
-            if parts[0] == "START":
-                last = int(parts[1])
-            elif parts[0] == "END":
-                outcomes[int(parts[1])] = parts[2]
-                last = None
+        with open(stderr_path, "w") as stderr:  # a file, not a pipe: an unread pipe can fill and block
+            proc = subprocess.Popen([sys.executable, "-m", "tests.io.fuzz_worker", str(cases_file), str(start)],
+                                    cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
+            lines = queue.Queue()
+
+            def pump(out=proc.stdout, lines=lines):
+                for line in out:
+                    lines.put(line)
+                lines.put(None)
+
+            threading.Thread(target=pump, daemon=True).start()
+            last, died = None, None
+            while True:
+                try:
+                    line = lines.get(timeout=case_s)  # the bound restarts with every line
+                except queue.Empty:
+                    proc.kill()
+                    died = f"HANG: no answer within {case_s}s"
+                    break
+                if line is None:
+                    code = proc.wait()
+                    died = code != 0 and f"CRASH: exit status {code}"
+                    break
+                parts = line.split(" ", 2)
+                if parts[0] == "START":
+                    last = int(parts[1])
+                elif parts[0] == "END":
+                    outcomes[int(parts[1])] = parts[2].rstrip("\n")
+                    last = None
+            proc.wait()
+            proc.stdout.close()
         if last is not None:  # crashed or hung on this case
-            outcomes[last] = f"CRASH/HANG: {died}"
+            outcomes[last] = died
             start = last + 1
         elif died:
-            raise AssertionError(f"fuzz worker failed outside any case: {died}\n{proc.stderr[-2000:]}")
+            raise AssertionError(f"fuzz worker failed outside any case: {died}\n{stderr_path.read_text()[-2000:]}")
         else:
             start = n
     return outcomes
 
 
-def test_mutation_fuzz_never_crashes(tmp_path):
-    """200 mutated files (bytes truncated, flipped or scrambled; zip members
-    dropped; config fields set to nonsense; HDF5 datasets reshaped, retyped or
-    deleted; attributes changed): each either loads or raises ModelFormatError /
-    UnsupportedKerasFeature, in a worker process so that a crash or a hang is
-    caught and named."""
-    n = 200
-    cases = _make_cases(tmp_path, n)
-    cases_file = tmp_path / "cases.json"
-    cases_file.write_text(json.dumps(cases))
-    outcomes = _run_fuzz(cases_file, n)
+def test_mutation_fuzz_never_crashes(tmp_path, say):
+    """RNNENGINE_FILE_FUZZ_CASES (default 200) mutated files (bytes truncated,
+    flipped or scrambled; zip members dropped; config fields set to nonsense;
+    HDF5 datasets reshaped, retyped or deleted; attributes changed): each
+    either loads or raises ModelFormatError / UnsupportedKerasFeature, in a
+    worker process so that a crash or a hang (CASE_S per case) is caught and
+    named. Files are made and run 500 at a time, then deleted."""
+    n, batch = FILE_FUZZ_CASES, 500
+    rnd = random.Random(SEED)
+    cases, outcomes = [], {}
+    for first in range(0, n, batch):
+        folder = tmp_path / f"batch{first}"
+        folder.mkdir()
+        made = _make_cases(folder, rnd, first, min(batch, n - first))
+        cases += made
+        cases_file = folder / "cases.json"
+        cases_file.write_text(json.dumps(made))
+        for i, o in _run_fuzz(cases_file, len(made)).items():
+            outcomes[first + i] = o
+            if o not in ("OK", "ModelFormatError", "UnsupportedKerasFeature"):  # keep it to reproduce
+                shutil.copy(made[i]["path"], tmp_path)
+                cases[first + i]["path"] = str(tmp_path / Path(made[i]["path"]).name)
+        shutil.rmtree(folder)
+    kinds = Counter(o.split(":")[0] for o in outcomes.values())
     bad = {i: o for i, o in outcomes.items() if o not in ("OK", "ModelFormatError", "UnsupportedKerasFeature")}
+    say(f"[file fuzz] seed {SEED}: {len(outcomes)} of {n} cases run: {dict(sorted(kinds.items()))}")
     assert len(outcomes) == n, f"only {len(outcomes)} of {n} cases ran"
-    assert not bad, "\n".join(f"case {i} ({cases[i]['path']}): {o}" for i, o in sorted(bad.items()))
+    assert not bad, f"seed {SEED}:\n" + "\n".join(f"case {i} ({cases[i]['path']}): {o}"
+                                                  for i, o in sorted(bad.items()))
     assert sum(o == "ModelFormatError" for o in outcomes.values()) > n // 2
