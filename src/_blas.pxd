@@ -89,18 +89,42 @@ cdef inline void _recurrent_product(floating* out, const floating* h,
                                     int ldw, int ldo) noexcept nogil:
     """out[:, :N] = h (B, H) @ weights[:, :N]; weights' rows are ldw apart, out's ldo."""
     cdef Py_ssize_t b, k, j
-    cdef floating hk
+    cdef floating h0, h1, h2, h3
     cdef floating* o
-    cdef const floating* w
+    cdef const floating* hb
+    cdef const floating* w0
+    cdef const floating* w1
+    cdef const floating* w2
+    cdef const floating* w3
     if B > SMALL_BATCH:
         _gemm(NoTrans, NoTrans, B, N, H, 1, h, H, weights, ldw, 0, out, ldo)
         return
+    # Four weight rows per pass over out: out is read and written a quarter as
+    # often as with one row a pass, and the step runs at the speed the weights
+    # stream in from L2 (measured: 2.9 -> 2.2 us for an LSTM-128's 128 x 512).
+    # Four separate row pointers, not w[2 * ldw + j]: Python's -fwrapv keeps GCC
+    # from vectorizing that index arithmetic.
     for b in range(B):
         o = out + b * ldo
+        hb = h + b * H
         for j in range(N):
             o[j] = 0
-        for k in range(H):
-            hk = h[b * H + k]
-            w = weights + k * ldw
+        k = 0
+        while k + 4 <= H:
+            h0 = hb[k]
+            h1 = hb[k + 1]
+            h2 = hb[k + 2]
+            h3 = hb[k + 3]
+            w0 = weights + k * ldw
+            w1 = w0 + ldw
+            w2 = w1 + ldw
+            w3 = w2 + ldw
             for j in range(N):
-                o[j] += hk * w[j]
+                o[j] += h0 * w0[j] + h1 * w1[j] + h2 * w2[j] + h3 * w3[j]
+            k += 4
+        while k < H:
+            h0 = hb[k]
+            w0 = weights + k * ldw
+            for j in range(N):
+                o[j] += h0 * w0[j]
+            k += 1
