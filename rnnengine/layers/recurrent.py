@@ -34,14 +34,9 @@ import warnings
 
 import numpy as np
 
-from .. import _validation, config, kernels
+from .. import _validation, config, constraints, kernels, regularizers
 from . import activations, initializers
-from .base import Layer
-
-_RNN_KWARGS_IGNORED_AT_INFERENCE = ("kernel_regularizer", "recurrent_regularizer", "bias_regularizer",
-                                    "activity_regularizer", "kernel_constraint",
-                                    "recurrent_constraint", "bias_constraint")
-
+from .base import Layer, serialize_option
 
 _warned_cython_training = []
 
@@ -76,7 +71,7 @@ class _RNN(Layer):
                  recurrent_dropout=0.0, seed=None, return_sequences=False, return_state=False,
                  go_backwards=False, stateful=False, unroll=False, use_cudnn="auto",
                  zero_output_for_mask=False, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(activity_regularizer=activity_regularizer, **kwargs)
         self.zero_output_for_mask = bool(zero_output_for_mask)
         cls = type(self).__name__
         self.units = _validation.positive_int(units, "units", cls)
@@ -92,13 +87,12 @@ class _RNN(Layer):
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.recurrent_initializer = initializers.get(recurrent_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
-        self.kernel_regularizer = kernel_regularizer
-        self.recurrent_regularizer = recurrent_regularizer
-        self.bias_regularizer = bias_regularizer
-        self.activity_regularizer = activity_regularizer
-        self.kernel_constraint = kernel_constraint
-        self.recurrent_constraint = recurrent_constraint
-        self.bias_constraint = bias_constraint
+        self.kernel_regularizer = regularizers.get(kernel_regularizer)
+        self.recurrent_regularizer = regularizers.get(recurrent_regularizer)
+        self.bias_regularizer = regularizers.get(bias_regularizer)
+        self.kernel_constraint = constraints.get(kernel_constraint)
+        self.recurrent_constraint = constraints.get(recurrent_constraint)
+        self.bias_constraint = constraints.get(bias_constraint)
         self.dropout = _validation.rate(dropout, "dropout", cls)
         self.recurrent_dropout = _validation.rate(recurrent_dropout, "recurrent_dropout", cls)
         self.seed = seed
@@ -485,6 +479,10 @@ class _RNN(Layer):
             kernel_initializer=self.kernel_initializer, recurrent_initializer=self.recurrent_initializer,
             bias_initializer=self.bias_initializer, zero_output_for_mask=self.zero_output_for_mask,
         )
+        for attr in ("kernel_regularizer", "recurrent_regularizer", "bias_regularizer", "activity_regularizer"):
+            config[attr] = serialize_option(getattr(self, attr), regularizers)
+        for attr in ("kernel_constraint", "recurrent_constraint", "bias_constraint"):
+            config[attr] = serialize_option(getattr(self, attr), constraints)
         return config
 
 

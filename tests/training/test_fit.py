@@ -272,10 +272,14 @@ def test_bad_fit_arguments_raise(rng):
         model.fit(x, None, verbose=0)
 
 
-def test_regularizers_are_refused_at_compile():
-    model = Sequential([L.Input((6, 3)), L.LSTM(4, kernel_regularizer="l2"), L.Dense(4)])
-    with pytest.raises(NotImplementedError, match='"lstm.*kernel_regularizer'):
+def test_regularizers_without_a_gradient_are_refused_at_compile():
+    # A plain function has no grad(): inference takes it, training refuses it by name.
+    model = Sequential([L.Input((6, 3)), L.LSTM(4, kernel_regularizer=lambda w: 0.01 * (w ** 2).sum(),
+                                                 name="lstm_fn"), L.Dense(4)])
+    with pytest.raises(NotImplementedError, match='"lstm_fn.*kernel_regularizer'):
         model.compile(optimizer="adam", loss="mse")
+    model = Sequential([L.Input((6, 3)), L.LSTM(4, kernel_regularizer="l2"), L.Dense(4)])
+    model.compile(optimizer="adam", loss="mse")  # rnnengine.regularizers train
 
 
 def test_sample_and_class_weights_match_keras(rng):
