@@ -9,7 +9,9 @@ A regularizer maps a tensor to a scalar penalty that training adds to the loss
 - ``L2(l2=0.01)``: ``l2 * sum(square(x))``.
 - ``L1L2(l1=0.0, l2=0.0)``: the sum of both (a zero factor adds nothing).
 
-Each factor is cast to the tensor's dtype before it multiplies. By name, ``get``
+Each factor is cast to the tensor's dtype before it multiplies, through float32
+as Keras's ``ops.cast`` of a Python float does (a float64 weight is scaled by
+``float64(float32(l2))``). By name, ``get``
 takes what Keras 3's ``keras.regularizers.get`` takes: ``"l1"``, ``"l2"``,
 ``"l1l2"`` (and the class names); ``"l1"`` and ``"l2"`` have the defaults
 above, ``"l1l2"`` is ``L1L2()`` (both factors 0). Keras 3 does not accept
@@ -20,7 +22,10 @@ a weight's regularizer (``kernel_regularizer``, ``recurrent_regularizer``,
 ``bias_regularizer``, ``embeddings_regularizer``) adds ``reg(weight)`` for every
 *trainable* weight; a layer's ``activity_regularizer`` adds
 ``reg(output) / batch_size`` for each output the layer returns (a recurrent
-layer with ``return_state`` regularizes its states too). The loss that
+layer with ``return_state`` regularizes its states too). Keras 3.15's
+``SimpleRNN`` accepts ``activity_regularizer`` but never hands it to its base
+layer, so Keras applies (and saves) none: rnnengine's SimpleRNN does the same,
+with a warning. The loss that
 ``fit``/``evaluate``/``train_on_batch`` report is the compiled loss plus the sum
 of these penalties (weight penalties at the weights before the step's update),
 and the gradient includes theirs (``grad``).
@@ -74,6 +79,12 @@ class Regularizer:
         return f"{type(self).__name__}({args})"
 
 
+def _factor(value, dtype):
+    """``ops.cast(factor, dtype)`` as Keras does it: a Python float goes through
+    float32 first, so a float64 tensor is scaled by the float32-rounded factor."""
+    return dtype.type(np.float32(value))
+
+
 def _sum_abs(x):
     return np.sum(np.abs(x), dtype=x.dtype)
 
@@ -93,22 +104,20 @@ class L1L2(Regularizer):
 
     def __call__(self, x):
         x = np.asarray(x)
-        t = x.dtype.type
-        value = t(0.0)
+        value = x.dtype.type(0.0)
         if self.l1 != 0.0:
-            value = value + t(self.l1) * _sum_abs(x)
+            value = value + _factor(self.l1, x.dtype) * _sum_abs(x)
         if self.l2 != 0.0:
-            value = value + t(self.l2) * _sum_square(x)
+            value = value + _factor(self.l2, x.dtype) * _sum_square(x)
         return value
 
     def grad(self, x):
         x = np.asarray(x)
-        t = x.dtype.type
         g = np.zeros_like(x)
         if self.l1 != 0.0:
-            g += t(self.l1) * np.sign(x)
+            g += _factor(self.l1, x.dtype) * np.sign(x)
         if self.l2 != 0.0:
-            g += t(self.l2) * (x * t(2.0))
+            g += _factor(self.l2, x.dtype) * (x * x.dtype.type(2.0))
         return g
 
     def get_config(self):
@@ -125,11 +134,11 @@ class L1(Regularizer):
 
     def __call__(self, x):
         x = np.asarray(x)
-        return x.dtype.type(self.l1) * _sum_abs(x)
+        return _factor(self.l1, x.dtype) * _sum_abs(x)
 
     def grad(self, x):
         x = np.asarray(x)
-        return x.dtype.type(self.l1) * np.sign(x)
+        return _factor(self.l1, x.dtype) * np.sign(x)
 
     def get_config(self):
         return {"l1": self.l1}
@@ -144,12 +153,11 @@ class L2(Regularizer):
 
     def __call__(self, x):
         x = np.asarray(x)
-        return x.dtype.type(self.l2) * _sum_square(x)
+        return _factor(self.l2, x.dtype) * _sum_square(x)
 
     def grad(self, x):
         x = np.asarray(x)
-        t = x.dtype.type
-        return t(self.l2) * (x * t(2.0))  # TensorFlow's SquareGrad: dy * (2 x)
+        return _factor(self.l2, x.dtype) * (x * x.dtype.type(2.0))  # TensorFlow's SquareGrad: dy * (2 x)
 
     def get_config(self):
         return {"l2": self.l2}

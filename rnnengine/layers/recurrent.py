@@ -541,6 +541,11 @@ class SimpleRNN(_RNN):
     def __init__(self, units, activation="tanh", **kwargs):
         if "recurrent_activation" in kwargs:
             raise TypeError("Unrecognized keyword arguments passed to SimpleRNN: {'recurrent_activation': ...}")
+        if kwargs.pop("activity_regularizer", None) is not None:
+            # Keras 3.15's SimpleRNN takes the argument but never passes it to its base
+            # Layer: no penalty, and get_config says None. rnnengine follows the oracle.
+            warnings.warn("SimpleRNN: activity_regularizer is ignored, as Keras 3's SimpleRNN ignores it (its "
+                          "penalty never reaches the loss); LSTM and GRU apply theirs.", UserWarning, stacklevel=2)
         super().__init__(units, activation=activation, **kwargs)
 
     def _kernel_args(self, seq, buffers, x, B, T, C, return_sequences):
