@@ -13,11 +13,13 @@ Training speaks Keras too: ``model.compile(optimizer="adam",
 loss="categorical_crossentropy", metrics=["accuracy"])``, ``model.fit(...)``,
 ``model.evaluate(...)``, and ``model.save("m.keras")`` for real Keras.
 """
-from . import callbacks, config, kernels, layers, losses, metrics, models, optimizers, training
+from . import (callbacks, config, constraints, kernels, layers, losses, metrics, models, optimizers, regularizers,
+               training)
 from .errors import ModelFormatError, RNNEngineError, UnsupportedKerasFeature
 from .io import from_keras, load_keras, load_keras_untrusted, load_weights
 
 __version__ = "0.1.0"
 
-__all__ = ["callbacks", "config", "kernels", "layers", "losses", "metrics", "models", "optimizers", "training", "ModelFormatError", "RNNEngineError",
-           "UnsupportedKerasFeature", "from_keras", "load_keras", "load_keras_untrusted", "load_weights", "__version__"]
+__all__ = ["callbacks", "config", "constraints", "kernels", "layers", "losses", "metrics", "models", "optimizers",
+           "regularizers", "training", "ModelFormatError", "RNNEngineError", "UnsupportedKerasFeature",
+           "from_keras", "load_keras", "load_keras_untrusted", "load_weights", "__version__"]

@@ -19,7 +19,9 @@ Keras name) and its optimizer state under ``optimizer/vars`` in Keras's order
 (``iterations``, ``learning_rate``, then the slot variables interleaved per
 weight as Keras's ``add_optimizer_variables`` creates them), so Keras resumes
 training where rnnengine stopped. Configs carry no initializers (the weights
-are in the file) and keep only arguments Keras 3 accepts.
+are in the file) and keep only arguments Keras 3 accepts; regularizers and
+constraints that are set are written in Keras 3's serialized form
+(``{"module": "keras.regularizers", "class_name": "L2", "config": {...}}``).
 
 This module writes files with json, zipfile and h5py only: it never imports
 Keras or TensorFlow.
@@ -64,8 +66,40 @@ def _dtype(layer):
     return layer.dtype
 
 
+_OPTION_ATTRS = ("kernel_regularizer", "recurrent_regularizer", "bias_regularizer", "embeddings_regularizer",
+                 "activity_regularizer", "kernel_constraint", "recurrent_constraint", "bias_constraint",
+                 "embeddings_constraint")
+
+
+def _options(layer):
+    """The layer's regularizers and constraints that are set, in Keras 3's serialized form."""
+    from .. import constraints, regularizers
+
+    out = {}
+    for attr in _OPTION_ATTRS:
+        value = getattr(layer, attr, None)
+        if value is None:
+            continue
+        module = regularizers if attr.endswith("_regularizer") else constraints
+        try:
+            out[attr] = module.serialize(value)
+        except ValueError:
+            raise UnsupportedKerasFeature(
+                f"Layer \"{layer.name}\": {attr}={value!r} has no Keras config (a plain function); it cannot be "
+                "saved in the Keras 3 format. Use a rnnengine.regularizers / rnnengine.constraints object."
+            ) from None
+    return out
+
+
 def layer_config(layer):
     """The Keras 3 ``config`` dict of one layer (without build info)."""
+    cfg = _layer_config(layer)
+    if "batch_shape" not in cfg:  # every layer but InputLayer
+        cfg.update(_options(layer))
+    return cfg
+
+
+def _layer_config(layer):
     core, merge, recurrent, wrappers = _layer_classes()
     base = {"name": layer.name, "trainable": bool(layer.trainable), "dtype": _dtype(layer)}
     if isinstance(layer, core.InputLayer):

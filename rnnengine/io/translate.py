@@ -14,9 +14,11 @@ Each Keras class has one ``_Table``:
 - ``mapped``: config keys passed to the rnnengine constructor (Keras's own
   argument names), each through a converter that checks its type;
 - ``ignored``: keys that do not change inference, named one by one
-  (initializers: every weight comes from the file; regularizers and
-  constraints: training only; dropout rates and seeds: identity at
-  inference; ``unroll``/``implementation``/``use_cudnn``: the same math);
+  (initializers: every weight comes from the file; ``unroll``/
+  ``implementation``/``use_cudnn``: the same math). Dropout rates and seeds
+  are mapped: identity at inference, and a loaded model fine-tunes with them. Regularizers and constraints are mapped (training uses them): a
+  Keras class rnnengine does not implement is kept as its config, so the model
+  still loads, runs and saves it back; only training refuses it;
 - ``unsupported``: keys whose value rnnengine cannot honour, with the test
   that says when (``time_major=True``, ``quantization_config``, ...).
 
@@ -174,6 +176,18 @@ def _number(ctx, where, key, value):
     return value
 
 
+def _rate(ctx, where, key, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        ctx.bad(f"{where}: config {key}={_short(value)} is not a rate in [0, 1]")
+    return float(value)
+
+
+def _seed(ctx, where, key, value):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        ctx.bad(f"{where}: config {key}={_short(value)} is not an integer seed or null")
+    return value
+
+
 def _integer(ctx, where, key, value):
     if isinstance(value, bool) or not isinstance(value, int):
         ctx.bad(f"{where}: config {key}={_short(value)} is not an integer")
@@ -220,6 +234,39 @@ def _cell_activation(ctx, where, key, value):
                                "(only elementwise activations are)")
         return SKIP
     return name
+
+
+def _regularizer(ctx, where, key, value):
+    """A Keras regularizer config -> an ``rnnengine.regularizers`` object (training
+    uses it; inference ignores it). A class rnnengine does not implement is kept as
+    its config (``KerasConfigRegularizer``): the model loads and saves it back, and
+    training refuses it."""
+    from .. import regularizers
+
+    return _option(ctx, where, key, value, regularizers, regularizers.KerasConfigRegularizer)
+
+
+def _constraint(ctx, where, key, value):
+    """A Keras constraint config -> an ``rnnengine.constraints`` object (see ``_regularizer``)."""
+    from .. import constraints
+
+    return _option(ctx, where, key, value, constraints, constraints.KerasConfigConstraint)
+
+
+def _option(ctx, where, key, value, module, opaque):
+    if value is None:
+        return SKIP
+    if isinstance(value, str):
+        try:
+            return module.get(value)
+        except ValueError:
+            ctx.bad(f"{where}: config {key}={_short(value)} is not a Keras {key.split('_')[-1]}")
+    if not isinstance(value, dict) or not isinstance(value.get("class_name"), str):
+        ctx.bad(f"{where}: config {key}={_short(value)} is not a Keras {key.split('_')[-1]} config")
+    try:
+        return module.deserialize(value, lenient=True)
+    except (ValueError, TypeError):
+        return opaque(value)  # a known class with arguments rnnengine cannot read: kept as written
 
 
 def _merge_mode(ctx, where, key, value):
@@ -288,9 +335,11 @@ def _not_none(value):
 
 _RNN_MAPPED = {"units": _positive_int, "activation": _cell_activation, "use_bias": _boolean,
                "return_sequences": _boolean, "return_state": _boolean, "go_backwards": _boolean,
-               "stateful": _boolean}
-_RNN_IGNORED = (_INITIALIZERS + _REGULARIZERS + _CONSTRAINTS + _SHAPE_HINTS +
-                ("dropout", "recurrent_dropout", "seed", "unroll", "implementation", "use_cudnn"))
+               "stateful": _boolean, "dropout": _rate, "recurrent_dropout": _rate, "seed": _seed}
+_OPTIONS = dict({k: _regularizer for k in _REGULARIZERS}, **{k: _constraint for k in _CONSTRAINTS})
+_RNN_MAPPED.update(_OPTIONS)
+_RNN_IGNORED = (_INITIALIZERS + _SHAPE_HINTS +
+                ("unroll", "implementation", "use_cudnn"))
 _RNN_UNSUPPORTED = {"time_major": (_true, "time-major input is not supported; rnnengine takes (batch, time, features)")}
 
 TABLES = {
@@ -299,21 +348,23 @@ TABLES = {
                    _RNN_IGNORED, dict(_RNN_UNSUPPORTED)),
     "GRU": _Table("GRU", dict(_RNN_MAPPED, recurrent_activation=_cell_activation, reset_after=_boolean),
                   _RNN_IGNORED, dict(_RNN_UNSUPPORTED)),
-    "Dense": _Table("Dense", {"units": _positive_int, "activation": _activation, "use_bias": _boolean},
-                    ("kernel_initializer", "bias_initializer", "kernel_regularizer", "bias_regularizer",
-                     "activity_regularizer", "kernel_constraint", "bias_constraint", "lora_alpha") + _SHAPE_HINTS,
+    "Dense": _Table("Dense", {"units": _positive_int, "activation": _activation, "use_bias": _boolean,
+                              "kernel_regularizer": _regularizer, "bias_regularizer": _regularizer,
+                              "activity_regularizer": _regularizer, "kernel_constraint": _constraint,
+                              "bias_constraint": _constraint},
+                    ("kernel_initializer", "bias_initializer", "lora_alpha") + _SHAPE_HINTS,
                     {"quantization_config": (_not_none, "quantized Dense layers are not supported"),
                      "lora_rank": (_true, "LoRA Dense layers are not supported")}),
-    "Dropout": _Table("Dropout", {"rate": _number}, ("noise_shape", "seed") + _SHAPE_HINTS),
+    "Dropout": _Table("Dropout", {"rate": _number, "seed": _seed}, ("noise_shape",) + _SHAPE_HINTS),
     "Activation": _Table("Activation", {"activation": _activation}, _SHAPE_HINTS),
     "Flatten": _Table("Flatten", {}, _SHAPE_HINTS,
                       {"data_format": (lambda v: v not in (None, "channels_last"),
                                        "only data_format='channels_last' is supported")}),
     "RepeatVector": _Table("RepeatVector", {"n": _positive_int}, _SHAPE_HINTS),
     "Embedding": _Table("Embedding", {"input_dim": _positive_int, "output_dim": _positive_int,
-                                      "mask_zero": _boolean},
-                        ("embeddings_initializer", "embeddings_regularizer", "activity_regularizer",
-                         "embeddings_constraint", "input_length", "lora_alpha", "batch_input_shape",
+                                      "mask_zero": _boolean, "embeddings_regularizer": _regularizer,
+                                      "activity_regularizer": _regularizer, "embeddings_constraint": _constraint},
+                        ("embeddings_initializer", "input_length", "lora_alpha", "batch_input_shape",
                          "batch_shape", "input_shape", "batch_size"),
                         {"sparse": (_true, "sparse embeddings are not supported"),
                          "quantization_config": (_not_none, "quantized embeddings are not supported"),

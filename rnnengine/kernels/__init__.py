@@ -110,11 +110,60 @@ only for now, the Cython twins come later)::
   (through ``apply_grad_block`` for the gates); LSTM's cell activation is
   differentiated at c. The NumPy spec of every line is
   ``reference.<cell>_forward_train`` / ``reference.<cell>_backward``.
+
+Contract (training with recurrent dropout: passes ``"forward_train_rdrop"`` and
+``"backward_rdrop"``, Numba only, ``numba_rdrop.py``). Keras 3 with
+``recurrent_dropout > 0`` runs its cells with ``implementation=1``: each of the K
+gates has its own input mask ``dp[g]`` (B, C) and recurrent mask ``rdp[g]``
+(B, H), inverted-dropout values (0 or 1/(1-rate)) fixed for the whole sequence;
+gate g's pre-activation is ``(x_t * dp[g]) @ W_g + b_g + (h_tm1 * rdp[g]) @ U_g``
+(GRU without ``reset_after``: the candidate's is ``(r * (h_tm1 * rdp[2])) @ U_h``),
+and the state itself is carried unmasked::
+
+    simple_rnn_forward_train_rdrop(y_out, h, h_tm1_seq, preact, gates, rec, x,
+                                   kernel_g, recurrent_kernel_g, bias, dp, rdp,
+                                   xm, pm, hm, recg, B, T, C, H, activation,
+                                   go_backwards, return_sequences)
+    simple_rnn_backward_rdrop(dx, dh0, dkernel, drecurrent_kernel, dbias, dgates,
+                              dgates_t, dw, dy, dh_n, h_tm1_seq, preact, gates, x,
+                              kernel_g, recurrent_kernel_g, dp, rdp, xm, pm, hm,
+                              recg, hseq, B, T, C, H, activation, go_backwards,
+                              return_sequences)
+    lstm_forward_train_rdrop(y_out, h, c, h_tm1_seq, c_tm1_seq, preact, gates, rec,
+                             x, kernel_g, recurrent_kernel_g, bias, dp, rdp, xm,
+                             pm, hm, recg, B, T, C, H, activation,
+                             recurrent_activation, go_backwards, return_sequences)
+    lstm_backward_rdrop(dx, dh0, dc0, dkernel, drecurrent_kernel, dbias, dgates,
+                        dgates_t, dw, dy, dh_n, dc_n, h_tm1_seq, c_tm1_seq, preact,
+                        gates, x, kernel_g, recurrent_kernel_g, dp, rdp, xm, pm,
+                        hm, recg, hseq, B, T, C, H, activation,
+                        recurrent_activation, go_backwards, return_sequences)
+    gru_forward_train_rdrop(y_out, h, h_tm1_seq, preact, gates, hh_rec_seq, rec,
+                            rec_h, rh, x, kernel_g, recurrent_kernel_g, input_bias,
+                            recurrent_bias, dp, rdp, xm, pm, hm, recg, B, T, C, H,
+                            activation, recurrent_activation, go_backwards,
+                            return_sequences, reset_after)
+    gru_backward_rdrop(dx, dh0, dkernel, drecurrent_kernel, dinput_bias,
+                       drecurrent_bias, dgates, dhh_rec_seq, dgates_t, dh_rec,
+                       dhh_t, dw, dy, dh_n, h_tm1_seq, preact, gates, hh_rec_seq, x,
+                       kernel_g, recurrent_kernel_g, dp, rdp, xm, pm, hm, recg,
+                       hseq, B, T, C, H, activation, recurrent_activation,
+                       go_backwards, return_sequences, reset_after)
+
+- Same buffers, dims, flags and rules as the plain training passes, except:
+  ``x`` is the input *before* dropout (the kernels apply ``dp``); the weights
+  come as per-gate contiguous blocks, ``kernel_g`` (K, C, H) with
+  ``kernel_g[g] = kernel[:, g*H:(g+1)*H]`` and ``recurrent_kernel_g`` (K, H, H);
+  ``dp`` (K, B, C) and ``rdp`` (K, B, H) are the masks (all ones for "no input
+  dropout"); ``hh_rec_seq`` without ``reset_after`` saves ``r * h_tm1 * rdp[2]``.
+- Scratch: ``xm`` (B*T, C), ``pm`` and ``hseq`` (B*T, H), ``hm`` and ``recg``
+  (B, H). Gradients are w.r.t. the unmasked ``x``, initial state and weights
+  (``dkernel`` and ``drecurrent_kernel`` in Keras layout, accumulated).
 """
 from .. import config
 
 CELLS = ("simple_rnn", "lstm", "gru", "dense", "activation")
-PASSES = ("forward", "forward_train", "backward")
+PASSES = ("forward", "forward_train", "backward", "forward_train_rdrop", "backward_rdrop")
 
 
 def _numba_table():
@@ -125,6 +174,9 @@ def _numba_table():
         from .numba_dense import _activation_inplace, _dense_forward
         from .numba_gru import _gru_backward, _gru_forward, _gru_forward_train
         from .numba_lstm import _lstm_backward, _lstm_forward, _lstm_forward_train
+        from .numba_rdrop import (_gru_backward_rdrop, _gru_forward_train_rdrop, _lstm_backward_rdrop,
+                                  _lstm_forward_train_rdrop, _simple_rnn_backward_rdrop,
+                                  _simple_rnn_forward_train_rdrop)
         from .numba_simple_rnn import _simple_rnn_backward, _simple_rnn_forward, _simple_rnn_forward_train
 
         _NUMBA = {
@@ -137,6 +189,12 @@ def _numba_table():
             ("simple_rnn", "backward"): _simple_rnn_backward,
             ("lstm", "backward"): _lstm_backward,
             ("gru", "backward"): _gru_backward,
+            ("simple_rnn", "forward_train_rdrop"): _simple_rnn_forward_train_rdrop,
+            ("lstm", "forward_train_rdrop"): _lstm_forward_train_rdrop,
+            ("gru", "forward_train_rdrop"): _gru_forward_train_rdrop,
+            ("simple_rnn", "backward_rdrop"): _simple_rnn_backward_rdrop,
+            ("lstm", "backward_rdrop"): _lstm_backward_rdrop,
+            ("gru", "backward_rdrop"): _gru_backward_rdrop,
             ("dense", "forward"): _dense_forward,
             ("activation", "forward"): _activation_inplace,
         }
@@ -245,7 +303,8 @@ def _auto_backend(cell, B):
 def get_kernel(cell, pass_="forward", backend=None, B=1):
     """The kernel function for ``cell`` ("simple_rnn", "lstm", "gru"; "dense" and
     "activation" for Dense and Activation layers, forward only) and
-    ``pass_`` ("forward", "forward_train", "backward"), from ``backend``
+    ``pass_`` ("forward", "forward_train", "backward", and the recurrent-dropout
+    training passes "forward_train_rdrop", "backward_rdrop"), from ``backend``
     (default: ``config.get_kernels()``).
 
     ``auto`` picks per batch size and falls back to Numba where the Cython

@@ -20,7 +20,7 @@ import threading
 
 import numpy as np
 
-from .. import _validation, kernels
+from .. import _validation, constraints, kernels, regularizers
 from ..workspace import Workspace
 
 _name_lock = threading.Lock()
@@ -28,7 +28,26 @@ _name_counts = {}
 
 # Keras 2 / Keras 3 keyword arguments every layer accepts.
 _BASE_KWARGS = ("name", "dtype", "trainable", "input_shape", "input_dim", "batch_input_shape",
-                "batch_size", "input_length")
+                "batch_size", "input_length", "activity_regularizer")
+
+# A weight's regularizer and constraint are the layer attributes
+# ``<prefix>_regularizer`` and ``<prefix>_constraint`` (Keras's argument names).
+_WEIGHT_ATTR_PREFIX = {"kernel": "kernel", "recurrent_kernel": "recurrent", "bias": "bias",
+                       "embeddings": "embeddings"}
+REGULARIZER_ATTRS = ("kernel_regularizer", "recurrent_regularizer", "bias_regularizer", "embeddings_regularizer",
+                     "activity_regularizer")
+CONSTRAINT_ATTRS = ("kernel_constraint", "recurrent_constraint", "bias_constraint", "embeddings_constraint")
+
+
+def serialize_option(obj, module):
+    """A regularizer or constraint for ``get_config``: Keras's serialized dict when
+    it has one, else the object itself (a plain function)."""
+    if obj is None:
+        return None
+    try:
+        return module.serialize(obj)
+    except ValueError:
+        return obj
 
 
 def unique_name(base):
@@ -125,13 +144,17 @@ class Layer:
     """Base class of every rnnengine layer (Keras's ``keras.layers.Layer``)."""
 
     def __init__(self, name=None, dtype=None, trainable=True, input_shape=None, input_dim=None,
-                 batch_input_shape=None, batch_size=None, input_length=None, **kwargs):
+                 batch_input_shape=None, batch_size=None, input_length=None, activity_regularizer=None,
+                 **kwargs):
         if kwargs:
             raise TypeError(
                 f"Unrecognized keyword arguments passed to {type(self).__name__}: {kwargs}"
             )
         self.name = name or unique_name(snake_case(type(self).__name__))
         self.dtype = _dtype_name(dtype)
+        # Keras 3: every layer takes one; its penalty on the layer's outputs joins
+        # the training loss (``rnnengine/training/regularization.py``).
+        self.activity_regularizer = regularizers.get(activity_regularizer)
         self.trainable = bool(trainable)
         # Keras 2 style shape hints on the first layer of a Sequential.
         if batch_input_shape is not None:
@@ -328,16 +351,28 @@ class Layer:
         return [self] if self._weight_specs else []
 
     def _check_trainable(self, training=True):
-        """Raise if this layer's configuration cannot be trained by rnnengine."""
-        unsupported = [k for k in ("kernel_regularizer", "recurrent_regularizer", "bias_regularizer",
-                                   "activity_regularizer", "embeddings_regularizer", "kernel_constraint",
-                                   "recurrent_constraint", "bias_constraint", "embeddings_constraint")
-                       if getattr(self, k, None) is not None]
-        if unsupported:
+        """Raise if this layer's configuration cannot be trained by rnnengine: a
+        regularizer without a gradient (a plain function, or a Keras class
+        rnnengine does not implement, read from a file) or such a constraint."""
+        bad = [k for k in REGULARIZER_ATTRS if not regularizers.can_train(getattr(self, k, None))]
+        bad += [k for k in CONSTRAINT_ATTRS if not constraints.can_train(getattr(self, k, None))]
+        if bad:
             raise NotImplementedError(
-                f"Layer \"{self.name}\" ({type(self).__name__}) sets {', '.join(unsupported)}: rnnengine "
-                "trains without regularizers and constraints. Remove them, or train this model in Keras."
+                f"Layer \"{self.name}\" ({type(self).__name__}) sets {', '.join(bad)} to something rnnengine "
+                "cannot train with (rnnengine trains with rnnengine.regularizers L1, L2, L1L2 or a Regularizer "
+                "subclass with a grad() method, and rnnengine.constraints MaxNorm, NonNeg, UnitNorm, MinMaxNorm "
+                "or a callable). Replace them, or train this model in Keras."
             )
+
+    def _weight_regularizer(self, i):
+        """The regularizer of weight ``i`` (``kernel_regularizer`` for "kernel", ...), or None."""
+        prefix = _WEIGHT_ATTR_PREFIX.get(self._weight_specs[i][0])
+        return getattr(self, f"{prefix}_regularizer", None) if prefix else None
+
+    def _weight_constraint(self, i):
+        """The constraint of weight ``i``, or None."""
+        prefix = _WEIGHT_ATTR_PREFIX.get(self._weight_specs[i][0])
+        return getattr(self, f"{prefix}_constraint", None) if prefix else None
 
     def _after_update(self):
         """Called after the optimizer changed the weights in place: refresh any
@@ -403,6 +438,8 @@ class Layer:
     # -- config --------------------------------------------------------------------------
     def get_config(self):
         config = {"name": self.name, "trainable": self.trainable, "dtype": self.dtype}
+        if self.activity_regularizer is not None:
+            config["activity_regularizer"] = serialize_option(self.activity_regularizer, regularizers)
         if self._input_shape_hint is not None:
             config["input_shape"] = self._input_shape_hint
         return config

@@ -13,11 +13,11 @@ Keras 3's crossentropies take them from such an output.
 """
 import numpy as np
 
-from .. import _validation
+from .. import _validation, constraints, regularizers
 from .. import kernels
 from ..kernels import activation_codes as _activations
 from . import activations, initializers
-from .base import KerasTensor, Layer, _dtype_name
+from .base import KerasTensor, Layer, _dtype_name, serialize_option
 
 
 def _dense_forward(*args):
@@ -44,17 +44,16 @@ class Dense(Layer):
                  bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
                  activity_regularizer=None, kernel_constraint=None, bias_constraint=None,
                  lora_rank=None, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(activity_regularizer=activity_regularizer, **kwargs)
         self.units = _validation.positive_int(units, "units", "Dense")
         self.activation = activations.get(activation)
         self.use_bias = bool(use_bias)
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
-        self.kernel_regularizer = kernel_regularizer
-        self.bias_regularizer = bias_regularizer
-        self.activity_regularizer = activity_regularizer
-        self.kernel_constraint = kernel_constraint
-        self.bias_constraint = bias_constraint
+        self.kernel_regularizer = regularizers.get(kernel_regularizer)
+        self.bias_regularizer = regularizers.get(bias_regularizer)
+        self.kernel_constraint = constraints.get(kernel_constraint)
+        self.bias_constraint = constraints.get(bias_constraint)
         if lora_rank:
             raise ValueError(f"Dense \"{self.name}\": lora_rank is not supported by rnnengine.")
 
@@ -166,7 +165,12 @@ class Dense(Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(units=self.units, activation=self.activation, use_bias=self.use_bias)
+        config.update(units=self.units, activation=self.activation, use_bias=self.use_bias,
+                      kernel_regularizer=serialize_option(self.kernel_regularizer, regularizers),
+                      bias_regularizer=serialize_option(self.bias_regularizer, regularizers),
+                      activity_regularizer=serialize_option(self.activity_regularizer, regularizers),
+                      kernel_constraint=serialize_option(self.kernel_constraint, constraints),
+                      bias_constraint=serialize_option(self.bias_constraint, constraints))
         return config
 
 
@@ -435,8 +439,8 @@ class Embedding(Layer):
         self.input_dim = _validation.positive_int(input_dim, "input_dim", "Embedding")
         self.output_dim = _validation.positive_int(output_dim, "output_dim", "Embedding")
         self.embeddings_initializer = initializers.get(embeddings_initializer)
-        self.embeddings_regularizer = embeddings_regularizer
-        self.embeddings_constraint = embeddings_constraint
+        self.embeddings_regularizer = regularizers.get(embeddings_regularizer)
+        self.embeddings_constraint = constraints.get(embeddings_constraint)
         self.mask_zero = bool(mask_zero)
         if lora_rank:
             raise ValueError(f"Embedding \"{self.name}\": lora_rank is not supported by rnnengine.")
@@ -492,4 +496,6 @@ class Embedding(Layer):
 
     def get_config(self):
         return {**super().get_config(), "input_dim": self.input_dim, "output_dim": self.output_dim,
-                "mask_zero": self.mask_zero}
+                "mask_zero": self.mask_zero,
+                "embeddings_regularizer": serialize_option(self.embeddings_regularizer, regularizers),
+                "embeddings_constraint": serialize_option(self.embeddings_constraint, constraints)}

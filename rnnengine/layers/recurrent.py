@@ -22,8 +22,11 @@ contract in ``kernels/__init__.py``) and ``_node_backward`` the ``backward``
 kernel, weight gradients accumulated into ``self._grads``. ``dropout`` in
 training is Keras 3's: one inverted-dropout mask of shape (batch, input_dim) per
 sequence, applied to the input at every step (``DropoutRNNCell``).
-``recurrent_dropout`` in training raises ``NotImplementedError``: the fused
-kernels multiply ``h_tm1`` by the recurrent kernel with no mask in between.
+``recurrent_dropout`` in training is Keras 3's too: LSTM and GRU then run as
+Keras's ``implementation=1`` cells, one input mask and one ``h_tm1`` mask per
+gate (SimpleRNN: one each), drawn once per sequence and applied inside the
+``*_forward_train_rdrop`` / ``*_backward_rdrop`` kernels (``numba_rdrop.py``);
+so with ``recurrent_dropout`` the input dropout is per gate as well.
 A masked sequence trains through a Python loop over steps, one T=1 kernel call
 each, with the saved buffers viewed as (T, B, 1, ...) so each step's slice is
 contiguous; the backward undoes the forward's blend (masked rows carry state
@@ -34,14 +37,9 @@ import warnings
 
 import numpy as np
 
-from .. import _validation, config, kernels
+from .. import _validation, config, constraints, kernels, regularizers
 from . import activations, initializers
-from .base import Layer
-
-_RNN_KWARGS_IGNORED_AT_INFERENCE = ("kernel_regularizer", "recurrent_regularizer", "bias_regularizer",
-                                    "activity_regularizer", "kernel_constraint",
-                                    "recurrent_constraint", "bias_constraint")
-
+from .base import Layer, serialize_option
 
 _warned_cython_training = []
 
@@ -76,7 +74,7 @@ class _RNN(Layer):
                  recurrent_dropout=0.0, seed=None, return_sequences=False, return_state=False,
                  go_backwards=False, stateful=False, unroll=False, use_cudnn="auto",
                  zero_output_for_mask=False, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(activity_regularizer=activity_regularizer, **kwargs)
         self.zero_output_for_mask = bool(zero_output_for_mask)
         cls = type(self).__name__
         self.units = _validation.positive_int(units, "units", cls)
@@ -92,13 +90,12 @@ class _RNN(Layer):
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.recurrent_initializer = initializers.get(recurrent_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
-        self.kernel_regularizer = kernel_regularizer
-        self.recurrent_regularizer = recurrent_regularizer
-        self.bias_regularizer = bias_regularizer
-        self.activity_regularizer = activity_regularizer
-        self.kernel_constraint = kernel_constraint
-        self.recurrent_constraint = recurrent_constraint
-        self.bias_constraint = bias_constraint
+        self.kernel_regularizer = regularizers.get(kernel_regularizer)
+        self.recurrent_regularizer = regularizers.get(recurrent_regularizer)
+        self.bias_regularizer = regularizers.get(bias_regularizer)
+        self.kernel_constraint = constraints.get(kernel_constraint)
+        self.recurrent_constraint = constraints.get(recurrent_constraint)
+        self.bias_constraint = constraints.get(bias_constraint)
         self.dropout = _validation.rate(dropout, "dropout", cls)
         self.recurrent_dropout = _validation.rate(recurrent_dropout, "recurrent_dropout", cls)
         self.seed = seed
@@ -314,6 +311,12 @@ class _RNN(Layer):
                 spec[name] = ((B, H), dt)
         if self.dropout > 0:
             spec.update({"x_drop": ((B, T, C), dt), "dp_noise": ((B, C), dt), "dp_keep": ((B, C), np.bool_)})
+        if self.recurrent_dropout > 0:
+            K = self._gates  # Keras 3: one input and one recurrent mask per gate
+            spec.update({"rd_dp": ((K, B, C), dt), "rd_rdp": ((K, B, H), dt), "rd_keep_x": ((K, B, C), np.bool_),
+                         "rd_keep_h": ((K, B, H), np.bool_), "rd_kernel_g": ((K, C, H), dt),
+                         "rd_rkernel_g": ((K, H, H), dt), "rd_xm": ((B * T, C), dt), "rd_pm": ((B * T, H), dt),
+                         "rd_hseq": ((B * T, H), dt), "rd_hm": ((B, H), dt), "rd_recg": ((B, H), dt)})
         spec.update(self._extra_train_buffers(B, T))
         spec.update(self._cast_spec(B, input_shapes[0], input_dtypes[0]))
         return spec
@@ -324,16 +327,44 @@ class _RNN(Layer):
     def _dropout_active(self, training):
         return training and 0.0 < self.dropout < 1.0
 
+    def _rdrop_active(self, training):
+        return training and 0.0 < self.recurrent_dropout < 1.0
+
+    def _draw_rdrop_masks(self, buffers, C):
+        """Keras 3's masks with ``recurrent_dropout`` (``DropoutRNNCell``, cells with
+        ``implementation=1``): per gate, one inverted-dropout mask on the input
+        (all ones without ``dropout``) and one on ``h_tm1``, drawn once per
+        sequence, input masks first. Also packs the per-gate weight blocks the
+        ``*_rdrop`` kernels read."""
+        from ..training import random as _random
+
+        gen = _random.layer_generator(self)
+        for name, keep_name, rate in (("rd_dp", "rd_keep_x", self.dropout if self._dropout_active(True) else 0.0),
+                                      ("rd_rdp", "rd_keep_h", self.recurrent_dropout)):
+            noise, keep = buffers[name], buffers[keep_name]
+            if rate <= 0.0:
+                noise.fill(1)
+                continue
+            gen.random(dtype=noise.dtype, out=noise)
+            np.greater_equal(noise, rate, out=keep)
+            np.multiply(keep, noise.dtype.type(1.0 / (1.0 - rate)), out=noise, casting="unsafe")
+        K, H = self._gates, self.units
+        kernel, recurrent_kernel = self._packed[0], self._packed[1]
+        np.copyto(buffers["rd_kernel_g"], kernel.reshape(C, K, H).transpose(1, 0, 2))
+        np.copyto(buffers["rd_rkernel_g"], recurrent_kernel.reshape(H, K, H).transpose(1, 0, 2))
+
+    def _rdrop_args(self, buffers, B, T):
+        """The ``*_rdrop`` kernels' extra arguments after the weights: (dp, rdp, xm, pm, hm, recg)."""
+        return (buffers["rd_dp"], buffers["rd_rdp"], buffers["rd_xm"][:B * T], buffers["rd_pm"][:B * T],
+                buffers["rd_hm"], buffers["rd_recg"])
+
     def _node_forward_train(self, buffers, inputs, masks, states, training=True):
         x = self._cast_input(buffers, inputs[0])
-        if training and 0.0 < self.recurrent_dropout < 1.0:
-            raise NotImplementedError(
-                f"{type(self).__name__} \"{self.name}\": recurrent_dropout={self.recurrent_dropout} in training "
-                "is not supported by rnnengine (its fused kernels multiply h_tm1 by the recurrent kernel "
-                "with no mask in between). Set recurrent_dropout=0 (dropout= is supported), or train "
-                "this model in Keras."
-            )
-        if self._dropout_active(training):
+        rdrop = self._rdrop_active(training)
+        if rdrop:
+            # Keras 3: per-gate masks on x and h_tm1, applied inside the *_rdrop kernels.
+            self._draw_rdrop_masks(buffers, x.shape[2])
+        elif self._dropout_active(training):
             # Keras 3: one mask per sequence, (batch, input_dim), at every step.
             from ..training import random as _random
 
@@ -346,12 +377,12 @@ class _RNN(Layer):
         B, T, C = x.shape
         state_bufs = [buffers[n] for n in self._state_names]
         self._load_states(state_bufs, states or None)
-        kernel_fn = _training_kernel(self._cell, "forward_train", B)
+        kernel_fn = _training_kernel(self._cell, "forward_train_rdrop" if rdrop else "forward_train", B)
         mask = masks[0]
         if mask is None:
-            self._run_train_kernel(kernel_fn, buffers, buffers, x, B, T, C, self.return_sequences)
+            self._run_train_kernel(kernel_fn, buffers, buffers, x, B, T, C, self.return_sequences, rdrop)
         else:
-            self._forward_train_masked(kernel_fn, buffers, x, mask, state_bufs)
+            self._forward_train_masked(kernel_fn, buffers, x, mask, state_bufs, rdrop)
         if self.stateful and self._states is not None and not states:
             for s, buf in zip(self._states, state_bufs):
                 np.copyto(s, buf)
@@ -369,7 +400,7 @@ class _RNN(Layer):
             views[name] = a.reshape((T, a.shape[0], 1) + a.shape[2:])
         return views
 
-    def _forward_train_masked(self, kernel_fn, buffers, x, mask, state_bufs):
+    def _forward_train_masked(self, kernel_fn, buffers, x, mask, state_bufs, rdrop=False):
         """``_forward_masked`` with the training kernel, saving every step for the backward."""
         B, T, C = x.shape
         if mask.shape != (B, T):
@@ -386,7 +417,7 @@ class _RNN(Layer):
                 np.copyto(p, h)
             seq = {name: v[s] for name, v in steps.items()}
             seq["y"] = y_step
-            self._run_train_kernel(kernel_fn, seq, buffers, xs[s], B, 1, C, True)
+            self._run_train_kernel(kernel_fn, seq, buffers, xs[s], B, 1, C, True, rdrop)
             self._blend_masked_step(mask[:, t:t + 1], keep, prev, state_bufs, y_step, out)
             if self.return_sequences:
                 np.copyto(y[:, s], out)
@@ -404,25 +435,27 @@ class _RNN(Layer):
         state_douts += [None] * (n_states - len(state_douts))
         d_n = [buffers[f"d{n}_n0"] if d is None else self._contiguous(buffers, f"d{n}_nc", d)
                for n, d in zip(self._state_names, state_douts)]
-        # Backward follows only a training pass, so dropout was active iff 0 < dropout < 1.
-        trained_with_dropout = self._dropout_active(True)
+        # Backward follows only a training pass, so dropout was active iff 0 < dropout < 1
+        # (with recurrent dropout, the *_rdrop kernels apply both masks themselves).
+        rdrop = self._rdrop_active(True)
+        trained_with_dropout = self._dropout_active(True) and not rdrop
         if trained_with_dropout:
             x = buffers["x_drop"]
         else:
             x = buffers["x_cast"] if "x_cast" in buffers else inputs[0]
-        kernel_fn = _training_kernel(self._cell, "backward", B)
+        kernel_fn = _training_kernel(self._cell, "backward_rdrop" if rdrop else "backward", B)
         dx = buffers["dx0"]
         d0 = [buffers[f"d{n}0"] for n in self._state_names]
         if masks[0] is None:
-            self._run_backward_kernel(kernel_fn, buffers, buffers, x, dy, d_n, dx, d0, B, T, C, rs)
+            self._run_backward_kernel(kernel_fn, buffers, buffers, x, dy, d_n, dx, d0, B, T, C, rs, rdrop)
         else:
-            self._backward_masked(kernel_fn, buffers, masks[0], dy, d_n, d0)
+            self._backward_masked(kernel_fn, buffers, masks[0], dy, d_n, d0, rdrop)
         if trained_with_dropout:
             # forward: x_drop = x * noise
             np.multiply(dx, buffers["dp_noise"][:, None, :], out=dx)
         return [dx], (d0 if states else [])
 
-    def _backward_masked(self, kernel_fn, buffers, mask, dy, d_n, d0):
+    def _backward_masked(self, kernel_fn, buffers, mask, dy, d_n, d0, rdrop=False):
         """Undo ``_forward_train_masked`` step by step, from the last to the first.
 
         forward, per step s (input time t): ``y_s = keep ? y_step : carried``
@@ -464,7 +497,7 @@ class _RNN(Layer):
                 np.multiply(r, keep, out=n)
             seq = {name: v[s] for name, v in steps.items()}
             self._run_backward_kernel(kernel_fn, seq, buffers, xs[s], dy_step, step_n, dx_step, step_0,
-                                      B, 1, C, True)
+                                      B, 1, C, True, rdrop)
             for r, o in zip(runs, step_0):
                 np.copyto(r, o, where=keep)
             np.copyto(dx[:, t], dx_step[:, 0])
@@ -485,6 +518,10 @@ class _RNN(Layer):
             kernel_initializer=self.kernel_initializer, recurrent_initializer=self.recurrent_initializer,
             bias_initializer=self.bias_initializer, zero_output_for_mask=self.zero_output_for_mask,
         )
+        for attr in ("kernel_regularizer", "recurrent_regularizer", "bias_regularizer", "activity_regularizer"):
+            config[attr] = serialize_option(getattr(self, attr), regularizers)
+        for attr in ("kernel_constraint", "recurrent_constraint", "bias_constraint"):
+            config[attr] = serialize_option(getattr(self, attr), constraints)
         return config
 
 
@@ -504,6 +541,11 @@ class SimpleRNN(_RNN):
     def __init__(self, units, activation="tanh", **kwargs):
         if "recurrent_activation" in kwargs:
             raise TypeError("Unrecognized keyword arguments passed to SimpleRNN: {'recurrent_activation': ...}")
+        if kwargs.pop("activity_regularizer", None) is not None:
+            # Keras 3.15's SimpleRNN takes the argument but never passes it to its base
+            # Layer: no penalty, and get_config says None. rnnengine follows the oracle.
+            warnings.warn("SimpleRNN: activity_regularizer is ignored, as Keras 3's SimpleRNN ignores it (its "
+                          "penalty never reaches the loss); LSTM and GRU apply theirs.", UserWarning, stacklevel=2)
         super().__init__(units, activation=activation, **kwargs)
 
     def _kernel_args(self, seq, buffers, x, B, T, C, return_sequences):
@@ -513,17 +555,25 @@ class SimpleRNN(_RNN):
                   recurrent_kernel, bias, B, T, C, self.units, activations.code(self.activation),
                   int(self.go_backwards and T > 1), int(return_sequences))
 
-    def _run_train_kernel(self, kernel_fn, seq, buffers, x, B, T, C, return_sequences):
+    def _run_train_kernel(self, kernel_fn, seq, buffers, x, B, T, C, return_sequences, rdrop=False):
         kernel, recurrent_kernel, bias = self._packed
+        if rdrop:
+            kernel, recurrent_kernel = buffers["rd_kernel_g"], buffers["rd_rkernel_g"]
         kernel_fn(seq["y"], buffers["h"], seq["h_tm1_seq"], seq["preact"], seq["gates"], buffers["rec"], x,
-                  kernel, recurrent_kernel, bias, B, T, C, self.units, activations.code(self.activation),
+                  kernel, recurrent_kernel, bias, *(self._rdrop_args(buffers, B, T) if rdrop else ()),
+                  B, T, C, self.units, activations.code(self.activation),
                   int(self.go_backwards and T > 1), int(return_sequences))
 
-    def _run_backward_kernel(self, kernel_fn, seq, buffers, x, dy, d_n, dx, d0, B, T, C, return_sequences):
+    def _run_backward_kernel(self, kernel_fn, seq, buffers, x, dy, d_n, dx, d0, B, T, C, return_sequences,
+                             rdrop=False):
         kernel, recurrent_kernel, _ = self._packed
+        extra = ()
+        if rdrop:
+            kernel, recurrent_kernel = buffers["rd_kernel_g"], buffers["rd_rkernel_g"]
+            extra = self._rdrop_args(buffers, B, T) + (buffers["rd_hseq"][:B * T],)
         kernel_fn(dx, d0[0], self._grads[0], self._grads[1], self._bias_grad(buffers), seq["dgates"],
                   buffers["dgates_t"], buffers["dw"], dy, d_n[0], seq["h_tm1_seq"], seq["preact"],
-                  seq["gates"], x, kernel, recurrent_kernel, B, T, C, self.units,
+                  seq["gates"], x, kernel, recurrent_kernel, *extra, B, T, C, self.units,
                   activations.code(self.activation), int(self.go_backwards and T > 1), int(return_sequences))
 
 
@@ -567,18 +617,26 @@ class LSTM(_RNN):
     def _extra_train_buffers(self, B, T):
         return {"c_tm1_seq": ((B, T, self.units), self.dtype)}
 
-    def _run_train_kernel(self, kernel_fn, seq, buffers, x, B, T, C, return_sequences):
+    def _run_train_kernel(self, kernel_fn, seq, buffers, x, B, T, C, return_sequences, rdrop=False):
         kernel, recurrent_kernel, bias = self._packed
+        if rdrop:
+            kernel, recurrent_kernel = buffers["rd_kernel_g"], buffers["rd_rkernel_g"]
         kernel_fn(seq["y"], buffers["h"], buffers["c"], seq["h_tm1_seq"], seq["c_tm1_seq"], seq["preact"],
-                  seq["gates"], buffers["rec"], x, kernel, recurrent_kernel, bias, B, T, C, self.units,
+                  seq["gates"], buffers["rec"], x, kernel, recurrent_kernel, bias,
+                  *(self._rdrop_args(buffers, B, T) if rdrop else ()), B, T, C, self.units,
                   activations.code(self.activation), activations.code(self.recurrent_activation),
                   int(self.go_backwards and T > 1), int(return_sequences))
 
-    def _run_backward_kernel(self, kernel_fn, seq, buffers, x, dy, d_n, dx, d0, B, T, C, return_sequences):
+    def _run_backward_kernel(self, kernel_fn, seq, buffers, x, dy, d_n, dx, d0, B, T, C, return_sequences,
+                             rdrop=False):
         kernel, recurrent_kernel, _ = self._packed
+        extra = ()
+        if rdrop:
+            kernel, recurrent_kernel = buffers["rd_kernel_g"], buffers["rd_rkernel_g"]
+            extra = self._rdrop_args(buffers, B, T) + (buffers["rd_hseq"][:B * T],)
         kernel_fn(dx, d0[0], d0[1], self._grads[0], self._grads[1], self._bias_grad(buffers), seq["dgates"],
                   buffers["dgates_t"], buffers["dw"], dy, d_n[0], d_n[1], seq["h_tm1_seq"], seq["c_tm1_seq"],
-                  seq["preact"], seq["gates"], x, kernel, recurrent_kernel, B, T, C, self.units,
+                  seq["preact"], seq["gates"], x, kernel, recurrent_kernel, *extra, B, T, C, self.units,
                   activations.code(self.activation), activations.code(self.recurrent_activation),
                   int(self.go_backwards and T > 1), int(return_sequences))
 
@@ -639,15 +697,24 @@ class GRU(_RNN):
                 "dhh_rec_seq": ((B, T, H), dt), "dh_rec": ((B, H), dt), "dhh_t": ((B, H), dt),
                 "dib": ((3 * H,), dt), "drb": ((3 * H,), dt)}
 
-    def _run_train_kernel(self, kernel_fn, seq, buffers, x, B, T, C, return_sequences):
+    def _run_train_kernel(self, kernel_fn, seq, buffers, x, B, T, C, return_sequences, rdrop=False):
         kernel, recurrent_kernel, recurrent_kernel_h, input_bias, recurrent_bias = self._packed
+        if rdrop:
+            kernel_fn(seq["y"], buffers["h"], seq["h_tm1_seq"], seq["preact"], seq["gates"], seq["hh_rec_seq"],
+                      buffers["rec"], buffers["rec_h"], buffers["rh"], x, buffers["rd_kernel_g"],
+                      buffers["rd_rkernel_g"], input_bias, recurrent_bias, *self._rdrop_args(buffers, B, T),
+                      B, T, C, self.units, activations.code(self.activation),
+                      activations.code(self.recurrent_activation), int(self.go_backwards and T > 1),
+                      int(return_sequences), int(self.reset_after))
+            return
         kernel_fn(seq["y"], buffers["h"], seq["h_tm1_seq"], seq["preact"], seq["gates"], seq["hh_rec_seq"],
                   buffers["rec"], buffers["rec_h"], buffers["rh"], x, kernel, recurrent_kernel,
                   recurrent_kernel_h, input_bias, recurrent_bias, B, T, C, self.units,
                   activations.code(self.activation), activations.code(self.recurrent_activation),
                   int(self.go_backwards and T > 1), int(return_sequences), int(self.reset_after))
 
-    def _run_backward_kernel(self, kernel_fn, seq, buffers, x, dy, d_n, dx, d0, B, T, C, return_sequences):
+    def _run_backward_kernel(self, kernel_fn, seq, buffers, x, dy, d_n, dx, d0, B, T, C, return_sequences,
+                             rdrop=False):
         kernel, recurrent_kernel, recurrent_kernel_h, _, _ = self._packed
         if not self.use_bias:
             dinput_bias, drecurrent_bias = buffers["dib"], buffers["drb"]
@@ -655,10 +722,15 @@ class GRU(_RNN):
             dinput_bias, drecurrent_bias = self._grads[2][0], self._grads[2][1]
         else:
             dinput_bias, drecurrent_bias = self._grads[2], buffers["drb"]
+        if rdrop:
+            weights = (buffers["rd_kernel_g"], buffers["rd_rkernel_g"]) + self._rdrop_args(buffers, B, T) + \
+                (buffers["rd_hseq"][:B * T],)
+        else:
+            weights = (kernel, recurrent_kernel, recurrent_kernel_h)
         kernel_fn(dx, d0[0], self._grads[0], self._grads[1], dinput_bias, drecurrent_bias, seq["dgates"],
                   seq["dhh_rec_seq"], buffers["dgates_t"], buffers["dh_rec"], buffers["dhh_t"], buffers["dw"],
-                  dy, d_n[0], seq["h_tm1_seq"], seq["preact"], seq["gates"], seq["hh_rec_seq"], x, kernel,
-                  recurrent_kernel, recurrent_kernel_h, B, T, C, self.units,
+                  dy, d_n[0], seq["h_tm1_seq"], seq["preact"], seq["gates"], seq["hh_rec_seq"], x,
+                  *weights, B, T, C, self.units,
                   activations.code(self.activation), activations.code(self.recurrent_activation),
                   int(self.go_backwards and T > 1), int(return_sequences), int(self.reset_after))
 

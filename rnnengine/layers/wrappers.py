@@ -22,6 +22,16 @@ from .recurrent import _RNN
 _MERGE_MODES = ("concat", "sum", "ave", "mul", None)
 
 
+def _check_inner_activity(wrapper, inner):
+    if inner.activity_regularizer is not None:
+        raise NotImplementedError(
+            f"Layer \"{wrapper.name}\" ({type(wrapper).__name__}) wraps \"{inner.name}\", which sets "
+            "activity_regularizer: rnnengine trains activity regularizers on unwrapped layers only (weight "
+            "regularizers and constraints inside wrappers are supported). Set it on the wrapper, or train this "
+            "model in Keras."
+        )
+
+
 def _clone(layer, **overrides):
     config = layer.get_config()
     config.pop("input_shape", None)
@@ -175,8 +185,10 @@ class Bidirectional(Layer):
         return self.forward_layer._weight_owners() + self.backward_layer._weight_owners()
 
     def _check_trainable(self, training=True):
-        self.forward_layer._check_trainable(training)
-        self.backward_layer._check_trainable(training)
+        super()._check_trainable(training)
+        for sub in (self.forward_layer, self.backward_layer):
+            sub._check_trainable(training)
+            _check_inner_activity(self, sub)
 
     def _after_update(self):
         self.forward_layer._after_update()
@@ -298,7 +310,9 @@ class TimeDistributed(Layer):
         return self.layer._weight_owners()
 
     def _check_trainable(self, training=True):
+        super()._check_trainable(training)
         self.layer._check_trainable(training)
+        _check_inner_activity(self, self.layer)
 
     def _after_update(self):
         self.layer._after_update()

@@ -295,6 +295,8 @@ class BaseModel:
         if found is None:
             return None
         layer, buffers, inputs = found
+        if layer.activity_regularizer is not None:
+            return None  # its penalty reads the output: the backward goes through it, not around
         act = getattr(layer, "activation", None)
         if act not in ("softmax", "sigmoid") or not hasattr(layer, "_node_logits"):
             return None

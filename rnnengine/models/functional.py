@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import _validation
 from ..layers.base import KerasTensor, unique_name
+from ..training import regularization
 from ..workspace import Workspace
 from .base import BaseModel
 
@@ -218,6 +219,10 @@ class Model(BaseModel):
             dtypes = [specs[id(t)][1] for t in node.inputs]
             for name, entry in node.layer._node_train_spec(B, shapes, dtypes).items():
                 spec[f"{k}/{name}"] = entry
+            out_shapes = [specs[id(t)][0] for t in node.outputs]
+            for name, entry in regularization.activity_grad_spec(node.layer, out_shapes, node.layer.dtype,
+                                                                 B).items():
+                spec[f"{k}/{name}"] = entry
         for tid, count in fanout.items():
             shape, dtype = specs[tid]
             if count > 1 and dtype.kind == "f":
@@ -240,11 +245,14 @@ class Model(BaseModel):
         values.clear()
         for t, a in zip(self.inputs, arrays):
             values[id(t)] = (a, None)
+        ws.activity_loss = 0.0
         for node, buffers in zip(self._nodes, ws.node_buffers):
             ins = [values[id(t)] for t in node.inputs]
             states = [values[id(t)][0] for t in node.states]
             outs, masks = node.layer._node_forward_train(buffers, [a for a, _ in ins], [m for _, m in ins],
                                                          states, training=training)
+            if node.layer.activity_regularizer is not None:
+                ws.activity_loss += regularization.activity_penalty(node.layer, outs)
             for t, o, m in zip(node.outputs, outs, masks):
                 values[id(t)] = (o, m)
         return [values[id(t)][0] for t in self.outputs], [values[id(t)][1] for t in self.outputs]
@@ -295,6 +303,9 @@ class Model(BaseModel):
                 dins, dstates = node.layer._node_backward_logits(buffers, logit_nodes[i], arrays, masks)
             else:
                 node_douts = [grads.get(id(t)) for t in node.outputs]
+                if node.layer.activity_regularizer is not None:  # its penalty, on each output
+                    node_douts = regularization.add_activity_grads(
+                        node.layer, buffers, [values[id(t)][0] for t in node.outputs], node_douts)
                 if all(d is None for d in node_douts):
                     continue
                 states = [values[id(t)][0] for t in node.states]

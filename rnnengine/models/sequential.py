@@ -6,6 +6,7 @@ import numpy as np
 
 from .. import _validation
 from ..layers.base import KerasTensor, Layer, unique_name
+from ..training import regularization
 from ..layers.core import InputLayer
 from ..workspace import Workspace
 from .base import BaseModel
@@ -179,8 +180,11 @@ class Sequential(BaseModel):
         for i, layer in enumerate(self._layers):
             for name, entry in layer._node_train_spec(B, [shape], [dtype]).items():
                 spec[f"{i}/{name}"] = entry
+            out_shapes = layer._node_output_shapes([shape])
+            for name, entry in regularization.activity_grad_spec(layer, out_shapes, layer.dtype, B).items():
+                spec[f"{i}/{name}"] = entry
             layer_keys.append(f"{i}/")
-            shape, dtype = layer._node_output_shapes([shape])[0], layer.dtype
+            shape, dtype = out_shapes[0], layer.dtype
         spec["loss/dy0"] = ((B,) + tuple(shape), dtype)
         ws = Workspace(spec)
         ws.layer_buffers = [ws.subset(k) for k in layer_keys]
@@ -192,9 +196,13 @@ class Sequential(BaseModel):
         """Forward in training mode (``training`` False: evaluate), recording each
         layer's input and mask for ``_backward``; returns (outputs, output masks)."""
         y, mask = arrays[0], None
+        ws.activity_loss, ws.activity_outs = 0.0, {}
         for i, (layer, buffers) in enumerate(zip(self._layers, ws.layer_buffers)):
             ws.records[i] = (y, mask)
             outs, masks = layer._node_forward_train(buffers, [y], [mask], [], training=training)
+            if layer.activity_regularizer is not None:
+                ws.activity_loss += regularization.activity_penalty(layer, outs)
+                ws.activity_outs[i] = outs
             y, mask = outs[0], masks[0]
         return [y], [mask]
 
@@ -208,6 +216,9 @@ class Sequential(BaseModel):
         else:
             d = douts[0]
         for i in range(last, -1, -1):
+            if i in ws.activity_outs:  # the layer's activity penalty, on its output
+                d = regularization.add_activity_grads(self._layers[i], ws.layer_buffers[i],
+                                                      ws.activity_outs[i][:1], [d])[0]
             if d is None:
                 break
             x, mask = ws.records[i]

@@ -23,6 +23,9 @@ Keras semantics kept here (``keras/src/trainers/trainer.py``,
   ``[loss, *metrics]`` (``return_dict=True``: the dict).
 - ``train_on_batch`` / ``test_on_batch`` reset the metrics and return this one
   batch's loss and metrics (the loss before the update).
+- the loss is the compiled loss plus the regularization penalties (weights'
+  and activity's, ``regularization.py``), whose gradients join the backward;
+  the weights' constraints apply after the optimizer's update.
 """
 import contextlib
 import math
@@ -35,6 +38,7 @@ from . import losses as losses_module
 from . import metrics as metrics_module
 from . import optimizers as optimizers_module
 from . import random as _random
+from . import regularization
 from .params import ParamSet
 
 _DEFAULT_BATCH_SIZE = 32
@@ -411,8 +415,11 @@ def _train_step(model, state, arrays, ys, sws):
         outs, out_masks = model._run_train(ws, arrays, training=True)
         params.zero_grad()
         total, per_output, douts, dlogits = _losses_and_grads(model, state, ws, outs, out_masks, ys, sws, True)
+        # Keras: loss = compiled loss + sum(model.losses) (weight penalties, then activity ones)
+        total += regularization.weight_penalty(model, accumulate_grads=True) + ws.activity_loss
         model._backward(ws, douts, dlogits)
-        state.optimizer.apply(params.trainable_params, params.trainable_grads, params.segments)
+        state.optimizer.apply(params.trainable_params, params.trainable_grads, params.segments,
+                              regularization.constrained_weights(model))
         params.after_update()
         _update_metrics(model, state, ws, outs, out_masks, ys, sws, total, per_output, B)
     finally:
@@ -430,6 +437,7 @@ def _test_step(model, state, arrays, ys, sws):
     try:
         outs, out_masks = model._run_train(ws, arrays, training=False)
         total, per_output, _, _ = _losses_and_grads(model, state, ws, outs, out_masks, ys, sws, False)
+        total += regularization.weight_penalty(model) + ws.activity_loss
         _update_metrics(model, state, ws, outs, out_masks, ys, sws, total, per_output, B)
     finally:
         model._train_pool.release(key, ws)

@@ -13,7 +13,11 @@ it, ``apply`` runs what Keras's ``BaseOptimizer.apply`` does:
    ``clipnorm * min(1 / global_norm, 1 / clipnorm)``), ``clipvalue``;
 3. weight decay (``weight_decay``: ``w -= w * weight_decay * learning_rate``);
 4. the update, with ``iterations`` (the number of steps taken so far) as Keras's
-   ``self.iterations``, then ``iterations += 1``.
+   ``self.iterations``;
+5. the weights' constraints (``kernel_constraint`` & co., ``rnnengine.constraints``):
+   each constrained weight is replaced by ``constraint(weight)``, after the
+   update, as Keras's ``variable.assign(variable.constraint(variable))``; then
+   ``iterations += 1``.
 
 The learning rate is held as float32, as Keras's ``learning_rate`` variable is
 (``0.001`` is ``0.0010000000474974513``), then cast to the variables' dtype. It
@@ -103,9 +107,11 @@ class Optimizer:
         return [np.int64(self.iterations), np.float32(self.learning_rate)] + list((self._slots or {}).values())
 
     # -- one step ----------------------------------------------------------------------------
-    def apply(self, params, grads, segments):
+    def apply(self, params, grads, segments, constraints=()):
         """Update ``params`` (flat, trainable) in place from ``grads`` (flat; may be
-        modified). ``segments`` are the (start, stop) of each variable."""
+        modified). ``segments`` are the (start, stop) of each variable;
+        ``constraints`` are ``(weight view into params, constraint)`` pairs, applied
+        after the update."""
         n, dtype = params.size, params.dtype
         if self._slots is None or self._built_for != (n, np.dtype(dtype)):
             self.build(n, dtype)
@@ -123,6 +129,9 @@ class Optimizer:
             np.multiply(tmp, lr, out=tmp)
             np.subtract(params, tmp, out=params)
         self.update(params, grads, lr, dtype)
+        for weight, constraint in constraints:
+            # forward (Keras): variable.assign(variable.constraint(variable))
+            np.copyto(weight, np.asarray(constraint(weight)), casting="unsafe")
         self.iterations += 1
 
     def _clip(self, grads, segments):
