@@ -27,38 +27,18 @@ kernels multiply ``h_tm1`` by the recurrent kernel with no mask in between.
 A masked sequence trains through a Python loop over steps, one T=1 kernel call
 each, with the saved buffers viewed as (T, B, 1, ...) so each step's slice is
 contiguous; the backward undoes the forward's blend (masked rows carry state
-and output unchanged) step by step. The training passes run on the Numba
-kernels when the Cython backend lacks them (see ``_training_kernel``).
+and output unchanged) step by step. Both backends have the training passes:
+they run on the backend ``kernels.get_kernel`` picks, as inference does.
 """
-import warnings
-
 import numpy as np
 
-from .. import _validation, config, kernels
+from .. import _validation, kernels
 from . import activations, initializers
 from .base import Layer
 
 _RNN_KWARGS_IGNORED_AT_INFERENCE = ("kernel_regularizer", "recurrent_regularizer", "bias_regularizer",
                                     "activity_regularizer", "kernel_constraint",
                                     "recurrent_constraint", "bias_constraint")
-
-
-_warned_cython_training = []
-
-
-def _training_kernel(cell, pass_, B):
-    """The ``forward_train``/``backward`` kernel for the selected backend; with
-    ``cython`` selected and no Cython twin built, the Numba one (warned once)."""
-    try:
-        return kernels.get_kernel(cell, pass_, None, B)
-    except ValueError:
-        if config.get_kernels() != "cython":
-            raise
-        if not _warned_cython_training:
-            _warned_cython_training.append(True)
-            warnings.warn("The Cython backend has no training kernels yet: training passes run on the "
-                          "Numba kernels (inference keeps using Cython).", RuntimeWarning, stacklevel=3)
-        return kernels.get_kernel(cell, pass_, "numba", B)
 
 
 class _RNN(Layer):
@@ -346,7 +326,7 @@ class _RNN(Layer):
         B, T, C = x.shape
         state_bufs = [buffers[n] for n in self._state_names]
         self._load_states(state_bufs, states or None)
-        kernel_fn = _training_kernel(self._cell, "forward_train", B)
+        kernel_fn = kernels.get_kernel(self._cell, "forward_train", None, B)
         mask = masks[0]
         if mask is None:
             self._run_train_kernel(kernel_fn, buffers, buffers, x, B, T, C, self.return_sequences)
@@ -410,7 +390,7 @@ class _RNN(Layer):
             x = buffers["x_drop"]
         else:
             x = buffers["x_cast"] if "x_cast" in buffers else inputs[0]
-        kernel_fn = _training_kernel(self._cell, "backward", B)
+        kernel_fn = kernels.get_kernel(self._cell, "backward", None, B)
         dx = buffers["dx0"]
         d0 = [buffers[f"d{n}0"] for n in self._state_names]
         if masks[0] is None:
