@@ -477,6 +477,26 @@ def test_cython_training_kernels_match_numba(rng, dtype, cell, ra, B, gb, rs, ac
     _compare_backends(cell, ra, B, 5, 4, 6, dtype, act, ract, gb, rs, rng, label)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cell,ra", CELL_VARIANTS, ids=CELL_IDS)
+@pytest.mark.parametrize("B", [1, 7])
+@pytest.mark.parametrize("gb,rs", FLAGS, ids=FLAG_IDS)
+def test_cython_forward_train_equals_cython_forward(rng, dtype, cell, ra, B, gb, rs):
+    """The contract's "forward_train computes exactly what forward does", bit for bit
+    in the Cython backend (the same row code and gate blocks, float32 included)."""
+    from tests.kernels.test_kernels import run_kernel
+
+    _require_cython()
+    p = make_case(rng, cell, ra, B, 6, 4, 5, dtype)
+    up = upstream_grads(rng, cell, B, 6, 5, rs, dtype)
+    for act, ract in (("tanh", "sigmoid"), ("gelu", "hard_sigmoid")):
+        train_outs, _ = kernel_grads(cell, p, up, act, ract, gb, rs, ra, "cython")
+        outs = run_kernel(cell, "cython", p["x"], p["h0"], p["c0"], p["kernel"], p["recurrent_kernel"],
+                          p["bias"], act, ract, gb, rs, ra)
+        for name, a, b in zip(("y", "h", "c"), train_outs, outs):
+            np.testing.assert_array_equal(a, b, err_msg=f"{cell} ra={ra} {act}/{ract} {name}")
+
+
 _ACT_NAMES = sorted({code: name for name, code in _activations.ELEMENTWISE_CODES.items()}.values())
 
 
