@@ -8,7 +8,7 @@ from cpython.pycapsule cimport PyCapsule_New
 from cython cimport floating
 
 from _blas cimport NoTrans, _gemm
-from _gates cimport _exp, _log, activate_block
+from _gates cimport _exp, _log, activate_block, apply_grad_block
 
 cdef enum:
     SOFTMAX = 100
@@ -80,3 +80,20 @@ def _pointer_kernels():
     call plans in rnnengine.kernels._cy_plan (src/_plan.pyx)."""
     return (PyCapsule_New(<void*>_dense_forward[float], NULL, NULL),
             PyCapsule_New(<void*>_dense_forward[double], NULL, NULL))
+
+
+def activation_grad(floating[::1] out,  # OUT
+                    const floating[::1] pre,  # IN
+                    const floating[::1] post,  # IN
+                    int activation):
+    """out[:] = the derivative of elementwise ``activation`` at ``pre``, where
+    ``post = activation(pre)``: _gates.pxd's apply_grad_block, the derivatives the
+    Cython backward kernels use (the twin of _activations.apply_grad), exposed
+    for the parity tests."""
+    if pre.shape[0] != out.shape[0] or post.shape[0] != out.shape[0]:
+        raise ValueError(f"activation_grad: out, pre and post have lengths {out.shape[0]}, "
+                         f"{pre.shape[0]} and {post.shape[0]}.")
+    if out.shape[0] == 0:
+        return
+    with nogil:
+        apply_grad_block(&out[0], &pre[0], &post[0], out.shape[0], activation)

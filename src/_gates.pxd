@@ -3,10 +3,12 @@
 #
 # Contract: apply(code, v) is the twin of rnnengine/kernels/_activations.py's
 # apply: the same int codes, the same formulas, the same NaN behaviour (NaN in,
-# NaN out, for every code). It computes in v's type (float functions of libm
-# for float32), so float32 results differ from Numba's by float rounding only.
-# Row-wise codes (softmax) never reach a recurrent cell; an unknown code returns
-# v unchanged, as in _activations.
+# NaN out, for every code); apply_grad(code, pre, post) and apply_grad_block are
+# the twins of its apply_grad and apply_grad_block (the backward kernels'
+# derivatives; an unknown code gives 1, as there). Both compute in v's type
+# (float functions of libm for float32), so float32 results differ from Numba's
+# by float rounding only. Row-wise codes (softmax) never reach a recurrent cell;
+# an unknown code returns v unchanged, as in _activations.
 from cython cimport floating
 from libc.math cimport erf, erff, exp, expf, expm1, expm1f, fabs, fabsf
 from libc.math cimport log, log1p, log1pf, logf, tanh, tanhf
@@ -152,6 +154,65 @@ cdef inline floating apply(int code, floating v) noexcept nogil:
     return v
 
 
+cdef inline floating apply_grad(int code, floating pre, floating post) noexcept nogil:
+    """Derivative of activation ``code`` at ``pre``, where ``post = apply(code, pre)``.
+
+    The twin of _activations.apply_grad: the same formulas and the same
+    one-sided values at the kinks (TensorFlow's: relu and leaky_relu take the
+    left value at 0, relu6 and the hard sigmoids are 0 on the clip bounds),
+    computed in pre's type. Codes whose derivative is a function of the output
+    (tanh, sigmoid, exponential, elu, selu) read ``post``; the others ``pre``.
+    For LSTM's cell activation, ``pre`` is the cell state c and ``post`` act(c).
+    """
+    cdef floating d, s, t, hs
+    if code == TANH:
+        return 1 - post * post
+    if code == SIGMOID:
+        return post * (1 - post)
+    if code == LINEAR:
+        return 1
+    if code == HARD_SIGMOID:
+        return <floating>(1.0 / 6.0) if -3 < pre < 3 else 0
+    if code == RELU:
+        return 1 if pre > 0 else 0
+    if code == ELU:
+        return 1 if pre > 0 else post + 1
+    if code == SELU:
+        # SELU_SCALE, else post + SELU_SCALE * SELU_ALPHA
+        if pre > 0:
+            return <floating>1.0507009873554804934193349852946
+        return post + <floating>(1.0507009873554804934193349852946 * 1.6732632423543772848170429916717)
+    if code == SOFTPLUS:
+        return _sigmoid(pre)
+    if code == SOFTSIGN:
+        d = 1 + _fabs(pre)
+        return 1 / (d * d)
+    if code == SWISH:
+        s = _sigmoid(pre)
+        return s * (1 + pre * (1 - s))
+    if code == GELU:
+        # 0.7071... is SQRT_HALF, 0.3989... INV_SQRT_2PI
+        return (<floating>0.5 * (1 + _erf(pre * <floating>0.7071067811865476))
+                + pre * <floating>0.3989422804014327 * _exp(<floating>-0.5 * pre * pre))
+    if code == EXPONENTIAL:
+        return post
+    if code == HARD_SIGMOID_K2:
+        return <floating>0.2 if -2.5 < pre < 2.5 else 0
+    if code == RELU6:
+        return 1 if 0 < pre < 6 else 0
+    if code == LEAKY_RELU:
+        return 1 if pre > 0 else <floating>0.2
+    if code == HARD_SWISH:
+        # d/dv [v * hard_sigmoid(v)] = hard_sigmoid(v) + v * hard_sigmoid'(v)
+        hs = _min(_max(pre / 6 + <floating>0.5, <floating>0), <floating>1)
+        return hs + pre / 6 if -3 < pre < 3 else hs
+    if code == MISH:
+        # d/dv [v * tanh(sp(v))] = tanh(sp) + v * (1 - tanh(sp)^2) * sigmoid(v)
+        t = _tanh(_softplus(pre))
+        return t + pre * (1 - t * t) * _sigmoid(pre)
+    return 1
+
+
 # -- vectorized blocks --------------------------------------------------------------------
 # The twin of _activations.activate_block: libm's tanhf/expf are scalar calls
 # that keep the compiler from vectorizing a gate loop, so float32 tanh (and
@@ -200,6 +261,45 @@ cdef inline void activate_block(floating* a, Py_ssize_t n, int code) noexcept no
         a[j] = apply(code, a[j])
 
 
+cdef inline void apply_grad_block(floating* out, const floating* pre,
+                                  const floating* post, Py_ssize_t n,
+                                  int code) noexcept nogil:
+    """out[:n] = apply_grad(code, pre[:n], post[:n]), the switch on code outside
+    the loops (the twin of _activations.apply_grad_block over one block). out
+    may alias pre or post: element j is read before it is written."""
+    cdef Py_ssize_t j
+    cdef floating p
+    if code == TANH:
+        for j in range(n):
+            p = post[j]
+            out[j] = 1 - p * p
+        return
+    if code == SIGMOID:
+        for j in range(n):
+            p = post[j]
+            out[j] = p * (1 - p)
+        return
+    if code == LINEAR:
+        for j in range(n):
+            out[j] = 1
+        return
+    for j in range(n):
+        out[j] = apply_grad(code, pre[j], post[j])
+
+
+cdef inline void apply_grad_rows(floating* out, const floating* pre,
+                                 const floating* post, Py_ssize_t rows,
+                                 Py_ssize_t ld, Py_ssize_t k0, Py_ssize_t k1,
+                                 int code) noexcept nogil:
+    """out[n, k0:k1] = apply_grad(code, pre[n, k0:k1], post[n, k0:k1]) for the
+    ``rows`` rows of three (rows, ld) row-major matrices: one gate block of
+    every (b, t), the sweep the backward kernels run before their time loop."""
+    cdef Py_ssize_t n
+    for n in range(rows):
+        apply_grad_block(out + n * ld + k0, pre + n * ld + k0, post + n * ld + k0,
+                         k1 - k0, code)
+
+
 # Build switches and the gate-loop thread setting, in C so that a plain build
 # compiles the checks away:
 # - RNNENGINE_OPENMP: 1 where the build has OpenMP (setup.py adds -fopenmp when
@@ -219,12 +319,14 @@ cdef extern from *:
     #define RNNENGINE_OPENMP 0
     #endif
     static int rnnengine_gate_threads = 1;
+    static long long rnnengine_min_work = 1LL << 27;
     #ifndef RNNENGINE_BOUNDSCHECK
     #define RNNENGINE_BOUNDSCHECK 0
     #endif
     """
     const int RNNENGINE_OPENMP
     int rnnengine_gate_threads
+    long long rnnengine_min_work
     const int RNNENGINE_BOUNDSCHECK
 
 
@@ -234,17 +336,21 @@ cdef extern from *:
 # pool woken per step. BLAS inside runs on one thread (rnnengine.config limits
 # SciPy's OpenBLAS at import): two pools spinning on the same cores made a
 # B=256 step 1.5x-25x slower (bench/README.md). Blocks get at least
-# MIN_ROWS_PER_THREAD rows, and a call splits only from MIN_WORK_TO_SPLIT
-# multiply-adds, below which starting threads costs more than it saves.
+# MIN_ROWS_PER_THREAD rows, and a call splits only from rnnengine_min_work
+# multiply-adds (2**27, about 2 ms on one core). Below that a split saves less
+# than what one late thread costs on a busy machine: a worker not scheduled
+# for a time slice made a 0.3 ms B=64 LSTM call take 6.5 ms with 2 threads
+# (measured here, load 4 on 2 cores). The standard workloads T1 and T2 (1e9
+# to 1e10 multiply-adds) still split. Tests lower it to reach the split path
+# (rnnengine.kernels._set_min_work_to_split).
 cdef enum:
     MIN_ROWS_PER_THREAD = 4
-    MIN_WORK_TO_SPLIT = 1 << 20
 
 
 cdef inline int _batch_threads(Py_ssize_t B, Py_ssize_t work) noexcept nogil:
     """Threads for one call: 1 means run the serial kernel on the whole batch."""
     cdef Py_ssize_t n = rnnengine_gate_threads
-    if n <= 1 or work < MIN_WORK_TO_SPLIT:
+    if n <= 1 or work < rnnengine_min_work:
         return 1
     if n > B // MIN_ROWS_PER_THREAD:
         n = B // MIN_ROWS_PER_THREAD
@@ -257,6 +363,15 @@ cdef inline int _set_gate_threads(int n) except -1:
     if n < 1:
         raise ValueError(f"set_num_threads: n must be >= 1, got {n}.")
     rnnengine_gate_threads = n if RNNENGINE_OPENMP else 1
+    return 0
+
+
+cdef inline int _set_min_work(long long n) except -1:
+    """set_min_work_to_split(n) of a kernel module: split calls from n multiply-adds."""
+    global rnnengine_min_work
+    if n < 0:
+        raise ValueError(f"set_min_work_to_split: n must be >= 0, got {n}.")
+    rnnengine_min_work = n
     return 0
 
 

@@ -1,6 +1,7 @@
 # cython: language_level=3
-# GRU forward kernel in Cython (both reset_after variants), compiled into
-# rnnengine.kernels._cy_gru: the twin of rnnengine/kernels/numba_gru.py.
+# GRU forward, forward-train and backward kernels in Cython (both reset_after
+# variants), compiled into rnnengine.kernels._cy_gru: the twins of
+# rnnengine/kernels/numba_gru.py.
 #
 # Contract: rnnengine/kernels/__init__.py (argument order, shapes, semantics).
 # float32 or float64 through the fused `floating` type; every buffer
@@ -17,15 +18,27 @@
 # elementwise passes run on OpenMP threads over the batch only after
 # set_num_threads(n > 1), and from PARALLEL_MIN_BH elements a step (why:
 # _gates.pxd).
+#
+# Training: forward_train is the forward with the saved buffers filled (preact
+# doubles as the projection scratch). The backward runs its time loop per row
+# block, as the forward does. With reset_after a step is one elementwise pass
+# and one product dh_tm1 += dgates_t @ recurrent_kernel^T; without it, da_r
+# needs d(rh) = da_h @ recurrent_kernel_h^T first, and the second product
+# reads only the z and r blocks (dgates_t[:, :2H] @ recurrent_kernel[:, :2H]^T).
+# dx = dgates @ kernel^T follows for the block's rows. The weight gradients
+# are sums over every (b, t), so they come after all blocks, as GEMMs with
+# beta = 1 straight into the accumulators (Numba's dw scratch is not needed),
+# split over threads by output columns so that no two threads add into the
+# same element.
 from cpython.pycapsule cimport PyCapsule_New
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memcpy
 
-from _blas cimport NoTrans, _gemm, _recurrent_product
+from _blas cimport NoTrans, Trans, _gemm, _recurrent_product
 from _gates cimport (RNNENGINE_BOUNDSCHECK, _batch_threads, _expect_shape,
-                     _set_gate_threads, activate_block, apply,
-                     rnnengine_gate_threads)
+                     _set_gate_threads, _set_min_work, activate_block, apply,
+                     apply_grad_rows, rnnengine_gate_threads, rnnengine_min_work)
 
 
 cdef inline void _gru_row_reset_after(floating* h_b, const floating* xproj_bt,
@@ -180,12 +193,435 @@ def gru_forward(floating[:, :, ::1] y_out,  # OUT
                      &kernel[0, 0], &recurrent_kernel[0, 0], &recurrent_kernel_h[0, 0], &input_bias[0], &recurrent_bias[0], nb, T, C, H, activation, recurrent_activation, go_backwards, return_sequences, reset_after)
 
 
+# -- training -----------------------------------------------------------------------------
+
+cdef void _gru_forward_train(floating* y_out, floating* h, floating* h_tm1_seq,
+                             floating* preact, floating* gates, floating* hh_rec_seq,
+                             floating* rec, floating* rec_h, floating* rh,
+                             const floating* x, const floating* kernel,
+                             const floating* recurrent_kernel,
+                             const floating* recurrent_kernel_h,
+                             const floating* input_bias, const floating* recurrent_bias,
+                             Py_ssize_t B, Py_ssize_t T, Py_ssize_t C, Py_ssize_t H,
+                             int activation, int recurrent_activation, bint go_backwards,
+                             bint return_sequences, bint reset_after) noexcept nogil:
+    # y_out is (B, T or 1, H); h is (B, H), initial state in, final state out;
+    # h_tm1_seq and hh_rec_seq (B, T, H), preact and gates (B, T, 3H), saved at
+    # the input time t; rec (B, 3H), rec_h and rh (B, H) are scratch;
+    # x is (B, T, C); kernel is (C, 3H); recurrent_kernel is (H, 3H);
+    # recurrent_kernel_h is its last block (H, H), contiguous; input_bias and
+    # recurrent_bias are (3H,).
+    cdef Py_ssize_t K = 3 * H
+    cdef Py_ssize_t T_out = T if return_sequences else 1
+    cdef Py_ssize_t s, t, b, j, s_out
+    cdef floating* z
+    cdef floating* pa
+    cdef floating* hb
+    cdef floating* hr
+    cdef floating* hh
+    # preact.reshape(B * T, 3H)[:] = x.reshape(B * T, C) @ kernel; each step
+    # then adds the biases and recurrent terms in place.
+    _gemm(NoTrans, NoTrans, <int>(B * T), <int>K, <int>C, 1, x, <int>C,
+          kernel, <int>K, 0, preact, <int>K)
+    for s in range(T):
+        t = T - 1 - s if go_backwards else s
+        if reset_after:
+            # rec[:] = h_tm1 @ recurrent_kernel
+            _recurrent_product(rec, h, recurrent_kernel, <int>B, <int>H, <int>K, <int>K, <int>K)
+            for b in range(B):
+                z = rec + b * K
+                pa = preact + (b * T + t) * K
+                hb = h + b * H
+                hr = hh_rec_seq + (b * T + t) * H
+                memcpy(h_tm1_seq + (b * T + t) * H, hb, H * sizeof(floating))
+                for j in range(2 * H):
+                    z[j] += pa[j] + input_bias[j] + recurrent_bias[j]
+                    pa[j] = z[j]
+                activate_block(z, 2 * H, recurrent_activation)  # z, r
+                # a_h = x_h + r * (h_tm1 @ U_h + b_rec_h)
+                for j in range(H):
+                    hr[j] = z[2 * H + j] + recurrent_bias[2 * H + j]
+                    z[2 * H + j] = pa[2 * H + j] + input_bias[2 * H + j] + z[H + j] * hr[j]
+                    pa[2 * H + j] = z[2 * H + j]
+                activate_block(z + 2 * H, H, activation)
+                memcpy(gates + (b * T + t) * K, z, K * sizeof(floating))
+                for j in range(H):
+                    hb[j] = z[j] * hb[j] + (1 - z[j]) * z[2 * H + j]
+        else:
+            # rec[:, :2H] = h_tm1 @ recurrent_kernel[:, :2H]
+            _recurrent_product(rec, h, recurrent_kernel, <int>B, <int>H, <int>(2 * H), <int>K, <int>K)
+            for b in range(B):
+                z = rec + b * K
+                pa = preact + (b * T + t) * K
+                hb = h + b * H
+                memcpy(h_tm1_seq + (b * T + t) * H, hb, H * sizeof(floating))
+                for j in range(2 * H):
+                    z[j] += pa[j] + input_bias[j]
+                    pa[j] = z[j]
+                activate_block(z, 2 * H, recurrent_activation)  # z, r
+                memcpy(gates + (b * T + t) * K, z, 2 * H * sizeof(floating))
+                for j in range(H):
+                    rh[b * H + j] = z[H + j] * hb[j]
+                memcpy(hh_rec_seq + (b * T + t) * H, rh + b * H, H * sizeof(floating))
+            # rec_h[:] = rh @ recurrent_kernel_h
+            _recurrent_product(rec_h, rh, recurrent_kernel_h, <int>B, <int>H, <int>H, <int>H, <int>H)
+            for b in range(B):
+                z = rec + b * K
+                pa = preact + (b * T + t) * K
+                hb = h + b * H
+                hh = rec_h + b * H
+                # a_h = x_h + (r * h_tm1) @ U_h
+                for j in range(H):
+                    hh[j] += pa[2 * H + j] + input_bias[2 * H + j]
+                    pa[2 * H + j] = hh[j]
+                activate_block(hh, H, activation)
+                memcpy(gates + (b * T + t) * K + 2 * H, hh, H * sizeof(floating))
+                for j in range(H):
+                    hb[j] = z[j] * hb[j] + (1 - z[j]) * hh[j]
+        # y_out[:, s] = h (every step), or y_out[:, 0] = h (last step only)
+        if return_sequences or s == T - 1:
+            s_out = s if return_sequences else 0
+            for b in range(B):
+                memcpy(y_out + (b * T_out + s_out) * H, h + b * H, H * sizeof(floating))
+
+
+cdef void _gru_backward_rows(floating* dx, floating* dh0, floating* dgates,
+                             floating* dhh_rec_seq, floating* dgates_t, floating* dh_rec,
+                             floating* dhh_t, const floating* dy, const floating* dh_n,
+                             const floating* h_tm1_seq, const floating* preact,
+                             const floating* gates, const floating* hh_rec_seq,
+                             const floating* kernel, const floating* recurrent_kernel,
+                             const floating* recurrent_kernel_h, Py_ssize_t B,
+                             Py_ssize_t T, Py_ssize_t C, Py_ssize_t H, int activation,
+                             int recurrent_activation, bint go_backwards,
+                             bint return_sequences, bint reset_after) noexcept nogil:
+    # The per-row part of the backward for B rows: dx (B, T, C) and dh0 (B, H)
+    # written, dh0 carrying the running dh_t; dgates (B, T, 3H) the
+    # activations' derivatives, then the gradient w.r.t. preact; dhh_rec_seq
+    # (B, T, H) the gradient w.r.t. the candidate's recurrent product;
+    # dgates_t (B, 3H), dh_rec and dhh_t (B, H) scratch; dy (B, T or 1, H);
+    # dh_n (B, H), may alias dh0; h_tm1_seq, hh_rec_seq (B, T, H), preact and
+    # gates (B, T, 3H).
+    cdef Py_ssize_t G = 3 * H
+    cdef Py_ssize_t T_out = T if return_sequences else 1
+    cdef Py_ssize_t s, t, b, j, bt
+    cdef floating d_h, z, hh, r, da_h, da_z, da_r, dhh_rec, drh
+    cdef floating* dh
+    cdef floating* dg
+    cdef floating* w
+    cdef floating* dhr
+    cdef const floating* gt
+    cdef const floating* ht
+    cdef const floating* hr
+    cdef const floating* dyb
+    # dgates starts as the activations' derivatives, e.g. d(z)/d(a_z).
+    apply_grad_rows(dgates, preact, gates, B * T, G, 0, 2 * H, recurrent_activation)
+    apply_grad_rows(dgates, preact, gates, B * T, G, 2 * H, G, activation)
+    for b in range(B):
+        for j in range(H):
+            dh0[b * H + j] = dh_n[b * H + j]
+        if not return_sequences:
+            for j in range(H):
+                dh0[b * H + j] += dy[b * H + j]  # y is the last h
+    for s in range(T - 1, -1, -1):
+        t = T - 1 - s if go_backwards else s
+        for b in range(B):
+            bt = b * T + t
+            dh = dh0 + b * H
+            dg = dgates + bt * G
+            gt = gates + bt * G
+            ht = h_tm1_seq + bt * H
+            hr = hh_rec_seq + bt * H
+            dhr = dhh_rec_seq + bt * H
+            w = dgates_t + b * G
+            if return_sequences:
+                dyb = dy + (b * T_out + s) * H
+                for j in range(H):
+                    dh[j] += dyb[j]
+            for j in range(H):
+                d_h = dh[j]
+                z = gt[j]
+                hh = gt[2 * H + j]
+                # forward: h = z * h_tm1 + (1 - z) * hh
+                dh[j] = d_h * z
+                # forward: hh = act(a_h); z = ract(a_z)
+                da_h = d_h * (1 - z) * dg[2 * H + j]
+                da_z = d_h * (ht[j] - hh) * dg[j]
+                dg[j] = da_z
+                dg[2 * H + j] = da_h
+                w[j] = da_z
+                if reset_after:
+                    # forward: a_h = x_h + input_bias_h + r * hh_rec; r = ract(a_r)
+                    r = gt[H + j]
+                    dhh_rec = da_h * r
+                    da_r = da_h * hr[j] * dg[H + j]
+                    dg[H + j] = da_r
+                    w[H + j] = da_r
+                    w[2 * H + j] = dhh_rec
+                    dhr[j] = dhh_rec
+                else:
+                    # forward: a_h = x_h + input_bias_h + rh @ U_h; da_r needs
+                    # d(rh), which needs this step's whole da_h: a product first.
+                    dhh_t[b * H + j] = da_h
+                    dhr[j] = da_h
+        if reset_after:
+            # forward: rec = h_tm1 @ recurrent_kernel, so dh_tm1 += drec @ recurrent_kernel^T
+            _gemm(NoTrans, Trans, <int>B, <int>H, <int>G, 1, dgates_t, <int>G,
+                  recurrent_kernel, <int>G, 1, dh0, <int>H)
+        else:
+            # dh_rec = d(rh) = da_h @ U_h^T
+            _gemm(NoTrans, Trans, <int>B, <int>H, <int>H, 1, dhh_t, <int>H,
+                  recurrent_kernel_h, <int>H, 0, dh_rec, <int>H)
+            for b in range(B):
+                bt = b * T + t
+                dh = dh0 + b * H
+                dg = dgates + bt * G
+                gt = gates + bt * G
+                ht = h_tm1_seq + bt * H
+                w = dgates_t + b * G
+                for j in range(H):
+                    # forward: rh = r * h_tm1, r = ract(a_r)
+                    drh = dh_rec[b * H + j]
+                    dh[j] += drh * gt[H + j]
+                    da_r = drh * ht[j] * dg[H + j]
+                    dg[H + j] = da_r
+                    w[H + j] = da_r
+            # forward: rec[:, :2H] = h_tm1 @ recurrent_kernel[:, :2H], so
+            # dh_tm1 += dgates_t[:, :2H] @ recurrent_kernel[:, :2H]^T
+            _gemm(NoTrans, Trans, <int>B, <int>H, <int>(2 * H), 1, dgates_t, <int>G,
+                  recurrent_kernel, <int>G, 1, dh0, <int>H)
+    # forward: preact = x @ kernel + ..., so dx = dgates @ kernel^T
+    _gemm(NoTrans, Trans, <int>(B * T), <int>C, <int>G, 1, dgates, <int>G,
+          kernel, <int>G, 0, dx, <int>C)
+
+
+cdef void _weight_grads_cols(floating* dkernel, floating* drecurrent_kernel,
+                             floating* dinput_bias, floating* drecurrent_bias,
+                             const floating* dgates, const floating* dhh_rec_seq,
+                             const floating* x, const floating* h_tm1_seq,
+                             const floating* hh_rec_seq, Py_ssize_t N, Py_ssize_t C,
+                             Py_ssize_t H, bint reset_after, Py_ssize_t g0,
+                             Py_ssize_t g1) noexcept nogil:
+    # Columns g0:g1 (of 3H) of the weight gradients, summed over all N = B*T
+    # rows: dkernel (C, 3H), drecurrent_kernel (H, 3H), dinput_bias and
+    # drecurrent_bias (3H,) accumulated (drecurrent_bias only with
+    # reset_after); dgates (N, 3H), dhh_rec_seq, h_tm1_seq, hh_rec_seq (N, H),
+    # x (N, C).
+    cdef Py_ssize_t G = 3 * H
+    cdef Py_ssize_t n, k, a1, c0
+    if g1 <= g0:
+        return
+    # dkernel[:, g0:g1] += x^T @ dgates[:, g0:g1]
+    _gemm(Trans, NoTrans, <int>C, <int>(g1 - g0), <int>N, 1, x, <int>C,
+          dgates + g0, <int>G, 1, dkernel + g0, <int>G)
+    # dinput_bias[g0:g1] += dgates[:, g0:g1].sum(axis=0)
+    for n in range(N):
+        for k in range(g0, g1):
+            dinput_bias[k] += dgates[n * G + k]
+    # The z and r blocks pair h_tm1 with dgates.
+    a1 = g1 if g1 < 2 * H else 2 * H
+    if a1 > g0:
+        # drecurrent_kernel[:, g0:a1] += h_tm1^T @ dgates[:, g0:a1]
+        _gemm(Trans, NoTrans, <int>H, <int>(a1 - g0), <int>N, 1, h_tm1_seq, <int>H,
+              dgates + g0, <int>G, 1, drecurrent_kernel + g0, <int>G)
+        if reset_after:
+            for n in range(N):
+                for k in range(g0, a1):
+                    drecurrent_bias[k] += dgates[n * G + k]
+    # The h block pairs the candidate's recurrent operand with dhh_rec_seq:
+    # h_tm1^T @ d(h_tm1 @ U_h) with reset_after, rh^T @ d(rh @ U_h) without.
+    c0 = g0 if g0 > 2 * H else 2 * H
+    if g1 > c0:
+        _gemm(Trans, NoTrans, <int>H, <int>(g1 - c0), <int>N, 1,
+              h_tm1_seq if reset_after else hh_rec_seq, <int>H,
+              dhh_rec_seq + (c0 - 2 * H), <int>H, 1, drecurrent_kernel + c0, <int>G)
+        if reset_after:
+            for n in range(N):
+                for k in range(c0, g1):
+                    drecurrent_bias[k] += dhh_rec_seq[n * H + k - 2 * H]
+
+
+def gru_forward_train(floating[:, :, ::1] y_out,  # OUT
+                      floating[:, ::1] h,  # IN/OUT
+                      floating[:, :, ::1] h_tm1_seq,  # OUT (saved)
+                      floating[:, :, ::1] preact,  # OUT (saved)
+                      floating[:, :, ::1] gates,  # OUT (saved)
+                      floating[:, :, ::1] hh_rec_seq,  # OUT (saved)
+                      floating[:, ::1] rec,  # SCRATCH
+                      floating[:, ::1] rec_h,  # SCRATCH
+                      floating[:, ::1] rh,  # SCRATCH
+                      const floating[:, :, ::1] x,  # IN
+                      const floating[:, ::1] kernel,  # IN
+                      const floating[:, ::1] recurrent_kernel,  # IN
+                      const floating[:, ::1] recurrent_kernel_h,  # IN
+                      const floating[::1] input_bias,  # IN
+                      const floating[::1] recurrent_bias,  # IN
+                      Py_ssize_t B, Py_ssize_t T, Py_ssize_t C, Py_ssize_t H,
+                      int activation, int recurrent_activation, bint go_backwards,
+                      bint return_sequences, bint reset_after):
+    """GRU forward that saves what the backward reads; see rnnengine/kernels/__init__.py."""
+    if RNNENGINE_BOUNDSCHECK:
+        _expect_shape("y_out", y_out.shape, 3, B, T if return_sequences else 1, H)
+        _expect_shape("h", h.shape, 2, B, H)
+        _expect_shape("h_tm1_seq", h_tm1_seq.shape, 3, B, T, H)
+        _expect_shape("preact", preact.shape, 3, B, T, 3 * H)
+        _expect_shape("gates", gates.shape, 3, B, T, 3 * H)
+        _expect_shape("hh_rec_seq", hh_rec_seq.shape, 3, B, T, H)
+        _expect_shape("rec", rec.shape, 2, B, 3 * H)
+        _expect_shape("rec_h", rec_h.shape, 2, B, H)
+        _expect_shape("rh", rh.shape, 2, B, H)
+        _expect_shape("x", x.shape, 3, B, T, C)
+        _expect_shape("kernel", kernel.shape, 2, C, 3 * H)
+        _expect_shape("recurrent_kernel", recurrent_kernel.shape, 2, H, 3 * H)
+        _expect_shape("recurrent_kernel_h", recurrent_kernel_h.shape, 2, H, H)
+        _expect_shape("input_bias", input_bias.shape, 1, 3 * H)
+        _expect_shape("recurrent_bias", recurrent_bias.shape, 1, 3 * H)
+    cdef Py_ssize_t G = 3 * H
+    cdef Py_ssize_t T_out = T if return_sequences else 1
+    cdef int n = _batch_threads(B, B * T * (C + H) * G)
+    cdef Py_ssize_t i, b0, nb
+    cdef floating* y_p = &y_out[0, 0, 0]
+    cdef floating* h_p = &h[0, 0]
+    cdef floating* htm1_p = &h_tm1_seq[0, 0, 0]
+    cdef floating* pa_p = &preact[0, 0, 0]
+    cdef floating* g_p = &gates[0, 0, 0]
+    cdef floating* hr_p = &hh_rec_seq[0, 0, 0]
+    cdef floating* rec_p = &rec[0, 0]
+    cdef floating* rech_p = &rec_h[0, 0]
+    cdef floating* rh_p = &rh[0, 0]
+    cdef const floating* x_p = &x[0, 0, 0]
+    cdef const floating* k_p = &kernel[0, 0]
+    cdef const floating* rk_p = &recurrent_kernel[0, 0]
+    cdef const floating* rkh_p = &recurrent_kernel_h[0, 0]
+    cdef const floating* ib_p = &input_bias[0]
+    cdef const floating* rb_p = &recurrent_bias[0]
+    with nogil:
+        if n == 1:
+            _gru_forward_train(y_p, h_p, htm1_p, pa_p, g_p, hr_p, rec_p, rech_p, rh_p, x_p, k_p,
+                               rk_p, rkh_p, ib_p, rb_p, B, T, C, H, activation,
+                               recurrent_activation, go_backwards, return_sequences,
+                               reset_after)
+        else:
+            # rows never interact: one contiguous row block per thread
+            for i in prange(n, schedule='static', num_threads=n):
+                b0 = i * B // n
+                nb = (i + 1) * B // n - b0
+                _gru_forward_train(
+                    y_p + b0 * T_out * H, h_p + b0 * H, htm1_p + b0 * T * H, pa_p + b0 * T * G,
+                    g_p + b0 * T * G, hr_p + b0 * T * H, rec_p + b0 * G, rech_p + b0 * H,
+                    rh_p + b0 * H, x_p + b0 * T * C, k_p, rk_p, rkh_p, ib_p, rb_p, nb, T, C, H,
+                    activation, recurrent_activation, go_backwards, return_sequences,
+                    reset_after)
+
+
+def gru_backward(floating[:, :, ::1] dx,  # OUT
+                 floating[:, ::1] dh0,  # OUT
+                 floating[:, ::1] dkernel,  # IN/OUT (+=)
+                 floating[:, ::1] drecurrent_kernel,  # IN/OUT (+=)
+                 floating[::1] dinput_bias,  # IN/OUT (+=)
+                 floating[::1] drecurrent_bias,  # IN/OUT (+=, reset_after only)
+                 floating[:, :, ::1] dgates,  # SCRATCH
+                 floating[:, :, ::1] dhh_rec_seq,  # SCRATCH
+                 floating[:, ::1] dgates_t,  # SCRATCH
+                 floating[:, ::1] dh_rec,  # SCRATCH
+                 floating[:, ::1] dhh_t,  # SCRATCH
+                 floating[::1] dw,  # SCRATCH (unused here)
+                 const floating[:, :, ::1] dy,  # IN
+                 const floating[:, ::1] dh_n,  # IN (may alias dh0)
+                 const floating[:, :, ::1] h_tm1_seq,  # IN (saved)
+                 const floating[:, :, ::1] preact,  # IN (saved)
+                 const floating[:, :, ::1] gates,  # IN (saved)
+                 const floating[:, :, ::1] hh_rec_seq,  # IN (saved)
+                 const floating[:, :, ::1] x,  # IN
+                 const floating[:, ::1] kernel,  # IN
+                 const floating[:, ::1] recurrent_kernel,  # IN
+                 const floating[:, ::1] recurrent_kernel_h,  # IN
+                 Py_ssize_t B, Py_ssize_t T, Py_ssize_t C, Py_ssize_t H,
+                 int activation, int recurrent_activation, bint go_backwards,
+                 bint return_sequences, bint reset_after):
+    """GRU backward over a whole sequence; see rnnengine/kernels/__init__.py."""
+    if RNNENGINE_BOUNDSCHECK:
+        _expect_shape("dx", dx.shape, 3, B, T, C)
+        _expect_shape("dh0", dh0.shape, 2, B, H)
+        _expect_shape("dkernel", dkernel.shape, 2, C, 3 * H)
+        _expect_shape("drecurrent_kernel", drecurrent_kernel.shape, 2, H, 3 * H)
+        _expect_shape("dinput_bias", dinput_bias.shape, 1, 3 * H)
+        _expect_shape("drecurrent_bias", drecurrent_bias.shape, 1, 3 * H)
+        _expect_shape("dgates", dgates.shape, 3, B, T, 3 * H)
+        _expect_shape("dhh_rec_seq", dhh_rec_seq.shape, 3, B, T, H)
+        _expect_shape("dgates_t", dgates_t.shape, 2, B, 3 * H)
+        _expect_shape("dh_rec", dh_rec.shape, 2, B, H)
+        _expect_shape("dhh_t", dhh_t.shape, 2, B, H)
+        _expect_shape("dw", dw.shape, 1, max(C, H) * 3 * H)
+        _expect_shape("dy", dy.shape, 3, B, T if return_sequences else 1, H)
+        _expect_shape("dh_n", dh_n.shape, 2, B, H)
+        _expect_shape("h_tm1_seq", h_tm1_seq.shape, 3, B, T, H)
+        _expect_shape("preact", preact.shape, 3, B, T, 3 * H)
+        _expect_shape("gates", gates.shape, 3, B, T, 3 * H)
+        _expect_shape("hh_rec_seq", hh_rec_seq.shape, 3, B, T, H)
+        _expect_shape("x", x.shape, 3, B, T, C)
+        _expect_shape("kernel", kernel.shape, 2, C, 3 * H)
+        _expect_shape("recurrent_kernel", recurrent_kernel.shape, 2, H, 3 * H)
+        _expect_shape("recurrent_kernel_h", recurrent_kernel_h.shape, 2, H, H)
+    cdef Py_ssize_t G = 3 * H
+    cdef Py_ssize_t T_out = T if return_sequences else 1
+    cdef int n = _batch_threads(B, B * T * (C + H) * G)
+    cdef int n_cols = n if n < G else <int>G
+    cdef Py_ssize_t i, b0, nb
+    cdef floating* dx_p = &dx[0, 0, 0]
+    cdef floating* dh0_p = &dh0[0, 0]
+    cdef floating* dk_p = &dkernel[0, 0]
+    cdef floating* drk_p = &drecurrent_kernel[0, 0]
+    cdef floating* dib_p = &dinput_bias[0]
+    cdef floating* drb_p = &drecurrent_bias[0]
+    cdef floating* dg_p = &dgates[0, 0, 0]
+    cdef floating* dhr_p = &dhh_rec_seq[0, 0, 0]
+    cdef floating* dgt_p = &dgates_t[0, 0]
+    cdef floating* dhrec_p = &dh_rec[0, 0]
+    cdef floating* dhht_p = &dhh_t[0, 0]
+    cdef const floating* dy_p = &dy[0, 0, 0]
+    cdef const floating* dhn_p = &dh_n[0, 0]
+    cdef const floating* htm1_p = &h_tm1_seq[0, 0, 0]
+    cdef const floating* pa_p = &preact[0, 0, 0]
+    cdef const floating* g_p = &gates[0, 0, 0]
+    cdef const floating* hr_p = &hh_rec_seq[0, 0, 0]
+    cdef const floating* x_p = &x[0, 0, 0]
+    cdef const floating* k_p = &kernel[0, 0]
+    cdef const floating* rk_p = &recurrent_kernel[0, 0]
+    cdef const floating* rkh_p = &recurrent_kernel_h[0, 0]
+    with nogil:
+        if n == 1:
+            _gru_backward_rows(dx_p, dh0_p, dg_p, dhr_p, dgt_p, dhrec_p, dhht_p, dy_p, dhn_p,
+                               htm1_p, pa_p, g_p, hr_p, k_p, rk_p, rkh_p, B, T, C, H,
+                               activation, recurrent_activation, go_backwards,
+                               return_sequences, reset_after)
+            _weight_grads_cols(dk_p, drk_p, dib_p, drb_p, dg_p, dhr_p, x_p, htm1_p, hr_p,
+                               B * T, C, H, reset_after, 0, G)
+        else:
+            # the time loop: rows never interact, one row block per thread
+            for i in prange(n, schedule='static', num_threads=n):
+                b0 = i * B // n
+                nb = (i + 1) * B // n - b0
+                _gru_backward_rows(
+                    dx_p + b0 * T * C, dh0_p + b0 * H, dg_p + b0 * T * G, dhr_p + b0 * T * H,
+                    dgt_p + b0 * G, dhrec_p + b0 * H, dhht_p + b0 * H, dy_p + b0 * T_out * H,
+                    dhn_p + b0 * H, htm1_p + b0 * T * H, pa_p + b0 * T * G, g_p + b0 * T * G,
+                    hr_p + b0 * T * H, k_p, rk_p, rkh_p, nb, T, C, H, activation,
+                    recurrent_activation, go_backwards, return_sequences, reset_after)
+            # the weight gradients: one column block per thread, no two threads
+            # adding into the same element
+            for i in prange(n_cols, schedule='static', num_threads=n_cols):
+                _weight_grads_cols(dk_p, drk_p, dib_p, drb_p, dg_p, dhr_p, x_p, htm1_p, hr_p,
+                                   B * T, C, H, reset_after, i * G // n_cols,
+                                   (i + 1) * G // n_cols)
+
+
 def set_num_threads(int n):
     """Threads one call of this module's kernel may split its batch over.
 
     rnnengine.config.set_num_threads sets it for every kernel module. A call
     splits into row blocks of at least MIN_ROWS_PER_THREAD rows, and only from
-    MIN_WORK_TO_SPLIT multiply-adds (src/_gates.pxd); a build without OpenMP
+    set_min_work_to_split multiply-adds (src/_gates.pxd); a build without OpenMP
     stays serial.
     """
     _set_gate_threads(n)
@@ -201,3 +637,13 @@ def _pointer_kernels():
     call plans in rnnengine.kernels._cy_plan (src/_plan.pyx)."""
     return (PyCapsule_New(<void*>_gru_forward[float], NULL, NULL),
             PyCapsule_New(<void*>_gru_forward[double], NULL, NULL))
+
+
+def set_min_work_to_split(long long n):
+    """Multiply-adds from which a call of this module splits its batch over threads
+    (src/_gates.pxd); rnnengine.kernels._set_min_work_to_split sets every module's."""
+    _set_min_work(n)
+
+
+def get_min_work_to_split():
+    return rnnengine_min_work

@@ -30,7 +30,8 @@ from libc.string cimport memset
 
 cimport numpy as cnp
 
-from _gates cimport _batch_threads, _set_gate_threads, rnnengine_gate_threads
+from _gates cimport (_batch_threads, _set_gate_threads, _set_min_work, rnnengine_gate_threads,
+                     rnnengine_min_work)
 
 cnp.import_array()
 
@@ -419,3 +420,13 @@ def set_num_threads(int n):
 
 def get_num_threads():
     return rnnengine_gate_threads
+
+
+def set_min_work_to_split(long long n):
+    """Multiply-adds from which a call of this module splits its batch over threads
+    (src/_gates.pxd); rnnengine.kernels._set_min_work_to_split sets every module's."""
+    _set_min_work(n)
+
+
+def get_min_work_to_split():
+    return rnnengine_min_work

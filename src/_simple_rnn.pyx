@@ -1,6 +1,6 @@
 # cython: language_level=3
-# SimpleRNN forward kernel in Cython, compiled into rnnengine.kernels._cy_simple_rnn:
-# the twin of rnnengine/kernels/numba_simple_rnn.py.
+# SimpleRNN forward, forward-train and backward kernels in Cython, compiled into
+# rnnengine.kernels._cy_simple_rnn: the twins of rnnengine/kernels/numba_simple_rnn.py.
 #
 # Contract: rnnengine/kernels/__init__.py (argument order, shapes, semantics).
 # float32 or float64 through the fused `floating` type; every buffer
@@ -13,15 +13,24 @@
 # in the Numba kernel. The pass runs on OpenMP threads over the batch only after
 # set_num_threads(n > 1), and from PARALLEL_MIN_BH elements a step (why:
 # _gates.pxd).
+#
+# Training: forward_train is the forward with the saved buffers filled (preact
+# doubles as the projection scratch). The backward runs its time loop per row
+# block, as the forward does: a step is one elementwise pass and one product
+# dgates_t @ recurrent_kernel^T, and dx = dgates @ kernel^T follows for the
+# block's rows. The weight gradients are sums over every (b, t), so they come
+# after all blocks, as GEMMs with beta = 1 straight into the accumulators
+# (Numba's dw scratch is not needed), split over threads by output columns so
+# that no two threads add into the same element.
 from cpython.pycapsule cimport PyCapsule_New
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memcpy
 
-from _blas cimport NoTrans, _gemm, _recurrent_product
+from _blas cimport NoTrans, Trans, _gemm, _recurrent_product
 from _gates cimport (RNNENGINE_BOUNDSCHECK, _batch_threads, _expect_shape,
-                     _set_gate_threads, activate_block, apply,
-                     rnnengine_gate_threads)
+                     _set_gate_threads, _set_min_work, activate_block, apply,
+                     apply_grad_rows, rnnengine_gate_threads, rnnengine_min_work)
 
 
 cdef inline void _simple_rnn_row(floating* h_b, const floating* xproj_bt,
@@ -109,12 +118,255 @@ def simple_rnn_forward(floating[:, :, ::1] y_out,  # OUT
                      &kernel[0, 0], &recurrent_kernel[0, 0], &bias[0], nb, T, C, H, activation, go_backwards, return_sequences)
 
 
+# -- training -----------------------------------------------------------------------------
+
+cdef void _simple_rnn_forward_train(floating* y_out, floating* h, floating* h_tm1_seq,
+                                    floating* preact, floating* gates, floating* rec,
+                                    const floating* x, const floating* kernel,
+                                    const floating* recurrent_kernel,
+                                    const floating* bias, Py_ssize_t B, Py_ssize_t T,
+                                    Py_ssize_t C, Py_ssize_t H, int activation,
+                                    bint go_backwards, bint return_sequences) noexcept nogil:
+    # y_out is (B, T or 1, H); h is (B, H), initial state in, final state out;
+    # h_tm1_seq, preact and gates are (B, T, H), saved at the input time t;
+    # rec is (B, H) scratch; x is (B, T, C); kernel is (C, H);
+    # recurrent_kernel is (H, H); bias is (H,)
+    cdef Py_ssize_t T_out = T if return_sequences else 1
+    cdef Py_ssize_t s, t, b, j, bt, s_out
+    cdef floating* z
+    cdef floating* pa
+    # preact.reshape(B * T, H)[:] = x.reshape(B * T, C) @ kernel; each step
+    # then adds bias + rec in place.
+    _gemm(NoTrans, NoTrans, <int>(B * T), <int>H, <int>C, 1, x, <int>C,
+          kernel, <int>H, 0, preact, <int>H)
+    for s in range(T):
+        t = T - 1 - s if go_backwards else s
+        # rec[:] = h_tm1 @ recurrent_kernel
+        _recurrent_product(rec, h, recurrent_kernel, <int>B, <int>H, <int>H, <int>H, <int>H)
+        for b in range(B):
+            bt = (b * T + t) * H
+            z = rec + b * H
+            pa = preact + bt
+            memcpy(h_tm1_seq + bt, h + b * H, H * sizeof(floating))
+            for j in range(H):
+                z[j] += pa[j] + bias[j]
+                pa[j] = z[j]
+            activate_block(z, H, activation)
+            memcpy(gates + bt, z, H * sizeof(floating))
+            memcpy(h + b * H, z, H * sizeof(floating))
+        # y_out[:, s] = h (every step), or y_out[:, 0] = h (last step only)
+        if return_sequences or s == T - 1:
+            s_out = s if return_sequences else 0
+            for b in range(B):
+                memcpy(y_out + (b * T_out + s_out) * H, h + b * H, H * sizeof(floating))
+
+
+cdef void _simple_rnn_backward_rows(floating* dx, floating* dh0, floating* dgates,
+                                    floating* dgates_t, const floating* dy,
+                                    const floating* dh_n, const floating* preact,
+                                    const floating* gates, const floating* kernel,
+                                    const floating* recurrent_kernel, Py_ssize_t B,
+                                    Py_ssize_t T, Py_ssize_t C, Py_ssize_t H,
+                                    int activation, bint go_backwards,
+                                    bint return_sequences) noexcept nogil:
+    # The per-row part of the backward for B rows: dx (B, T, C) and dh0 (B, H)
+    # written, dh0 carrying the running dh_t; dgates (B, T, H) the activation's
+    # derivative, then the gradient w.r.t. preact; dgates_t (B, H) scratch;
+    # dy (B, T or 1, H); dh_n (B, H), may alias dh0; preact, gates (B, T, H).
+    cdef Py_ssize_t T_out = T if return_sequences else 1
+    cdef Py_ssize_t s, t, b, j
+    cdef floating dv
+    cdef floating* dh
+    cdef floating* dg
+    cdef floating* dgt
+    cdef const floating* dyb
+    # dgates starts as the activation's derivative, d(h_bt)/dv, for every (b, t).
+    apply_grad_rows(dgates, preact, gates, B * T, H, 0, H, activation)
+    for b in range(B):
+        for j in range(H):
+            dh0[b * H + j] = dh_n[b * H + j]
+        if not return_sequences:
+            for j in range(H):
+                dh0[b * H + j] += dy[b * H + j]  # y is the last h
+    for s in range(T - 1, -1, -1):
+        t = T - 1 - s if go_backwards else s
+        for b in range(B):
+            dh = dh0 + b * H
+            dg = dgates + (b * T + t) * H
+            dgt = dgates_t + b * H
+            if return_sequences:
+                dyb = dy + (b * T_out + s) * H
+                for j in range(H):
+                    dh[j] += dyb[j]
+            for j in range(H):
+                # forward: h_bt = apply(activation, v)
+                dv = dh[j] * dg[j]
+                dgt[j] = dv
+                dg[j] = dv
+        # forward: rec = h_tm1 @ recurrent_kernel, so dh_tm1 = dv @ recurrent_kernel^T
+        _gemm(NoTrans, Trans, <int>B, <int>H, <int>H, 1, dgates_t, <int>H,
+              recurrent_kernel, <int>H, 0, dh0, <int>H)
+    # forward: preact = x @ kernel + ..., so dx = dgates @ kernel^T
+    _gemm(NoTrans, Trans, <int>(B * T), <int>C, <int>H, 1, dgates, <int>H,
+          kernel, <int>H, 0, dx, <int>C)
+
+
+cdef void _weight_grads_cols(floating* dkernel, floating* drecurrent_kernel,
+                             floating* dbias, const floating* dgates,
+                             const floating* x, const floating* h_tm1_seq,
+                             Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t G,
+                             Py_ssize_t g0, Py_ssize_t g1) noexcept nogil:
+    # Columns g0:g1 of the weight gradients, summed over all N = B*T rows:
+    # dkernel (C, G), drecurrent_kernel (H, G), dbias (G,) accumulated;
+    # dgates (N, G), x (N, C), h_tm1_seq (N, H).
+    cdef Py_ssize_t n, k
+    if g1 <= g0:
+        return
+    # dkernel[:, g0:g1] += x^T @ dgates[:, g0:g1]
+    _gemm(Trans, NoTrans, <int>C, <int>(g1 - g0), <int>N, 1, x, <int>C,
+          dgates + g0, <int>G, 1, dkernel + g0, <int>G)
+    # drecurrent_kernel[:, g0:g1] += h_tm1^T @ dgates[:, g0:g1]
+    _gemm(Trans, NoTrans, <int>H, <int>(g1 - g0), <int>N, 1, h_tm1_seq, <int>H,
+          dgates + g0, <int>G, 1, drecurrent_kernel + g0, <int>G)
+    # dbias[g0:g1] += dgates[:, g0:g1].sum(axis=0)
+    for n in range(N):
+        for k in range(g0, g1):
+            dbias[k] += dgates[n * G + k]
+
+
+def simple_rnn_forward_train(floating[:, :, ::1] y_out,  # OUT
+                             floating[:, ::1] h,  # IN/OUT
+                             floating[:, :, ::1] h_tm1_seq,  # OUT (saved)
+                             floating[:, :, ::1] preact,  # OUT (saved)
+                             floating[:, :, ::1] gates,  # OUT (saved)
+                             floating[:, ::1] rec,  # SCRATCH
+                             const floating[:, :, ::1] x,  # IN
+                             const floating[:, ::1] kernel,  # IN
+                             const floating[:, ::1] recurrent_kernel,  # IN
+                             const floating[::1] bias,  # IN
+                             Py_ssize_t B, Py_ssize_t T, Py_ssize_t C, Py_ssize_t H,
+                             int activation, bint go_backwards, bint return_sequences):
+    """SimpleRNN forward that saves what the backward reads; see rnnengine/kernels/__init__.py."""
+    if RNNENGINE_BOUNDSCHECK:
+        _expect_shape("y_out", y_out.shape, 3, B, T if return_sequences else 1, H)
+        _expect_shape("h", h.shape, 2, B, H)
+        _expect_shape("h_tm1_seq", h_tm1_seq.shape, 3, B, T, H)
+        _expect_shape("preact", preact.shape, 3, B, T, H)
+        _expect_shape("gates", gates.shape, 3, B, T, H)
+        _expect_shape("rec", rec.shape, 2, B, H)
+        _expect_shape("x", x.shape, 3, B, T, C)
+        _expect_shape("kernel", kernel.shape, 2, C, H)
+        _expect_shape("recurrent_kernel", recurrent_kernel.shape, 2, H, H)
+        _expect_shape("bias", bias.shape, 1, H)
+    cdef Py_ssize_t T_out = T if return_sequences else 1
+    cdef int n = _batch_threads(B, B * T * (C + H) * H)
+    cdef Py_ssize_t i, b0, nb
+    cdef floating* y_p = &y_out[0, 0, 0]
+    cdef floating* h_p = &h[0, 0]
+    cdef floating* htm1_p = &h_tm1_seq[0, 0, 0]
+    cdef floating* pa_p = &preact[0, 0, 0]
+    cdef floating* g_p = &gates[0, 0, 0]
+    cdef floating* rec_p = &rec[0, 0]
+    cdef const floating* x_p = &x[0, 0, 0]
+    with nogil:
+        if n == 1:
+            _simple_rnn_forward_train(y_p, h_p, htm1_p, pa_p, g_p, rec_p, x_p, &kernel[0, 0],
+                                      &recurrent_kernel[0, 0], &bias[0], B, T, C, H,
+                                      activation, go_backwards, return_sequences)
+        else:
+            # rows never interact: one contiguous row block per thread
+            for i in prange(n, schedule='static', num_threads=n):
+                b0 = i * B // n
+                nb = (i + 1) * B // n - b0
+                _simple_rnn_forward_train(
+                    y_p + b0 * T_out * H, h_p + b0 * H, htm1_p + b0 * T * H, pa_p + b0 * T * H,
+                    g_p + b0 * T * H, rec_p + b0 * H, x_p + b0 * T * C, &kernel[0, 0],
+                    &recurrent_kernel[0, 0], &bias[0], nb, T, C, H, activation, go_backwards,
+                    return_sequences)
+
+
+def simple_rnn_backward(floating[:, :, ::1] dx,  # OUT
+                        floating[:, ::1] dh0,  # OUT
+                        floating[:, ::1] dkernel,  # IN/OUT (+=)
+                        floating[:, ::1] drecurrent_kernel,  # IN/OUT (+=)
+                        floating[::1] dbias,  # IN/OUT (+=)
+                        floating[:, :, ::1] dgates,  # SCRATCH
+                        floating[:, ::1] dgates_t,  # SCRATCH
+                        floating[::1] dw,  # SCRATCH (unused here)
+                        const floating[:, :, ::1] dy,  # IN
+                        const floating[:, ::1] dh_n,  # IN (may alias dh0)
+                        const floating[:, :, ::1] h_tm1_seq,  # IN (saved)
+                        const floating[:, :, ::1] preact,  # IN (saved)
+                        const floating[:, :, ::1] gates,  # IN (saved)
+                        const floating[:, :, ::1] x,  # IN
+                        const floating[:, ::1] kernel,  # IN
+                        const floating[:, ::1] recurrent_kernel,  # IN
+                        Py_ssize_t B, Py_ssize_t T, Py_ssize_t C, Py_ssize_t H,
+                        int activation, bint go_backwards, bint return_sequences):
+    """SimpleRNN backward over a whole sequence; see rnnengine/kernels/__init__.py."""
+    if RNNENGINE_BOUNDSCHECK:
+        _expect_shape("dx", dx.shape, 3, B, T, C)
+        _expect_shape("dh0", dh0.shape, 2, B, H)
+        _expect_shape("dkernel", dkernel.shape, 2, C, H)
+        _expect_shape("drecurrent_kernel", drecurrent_kernel.shape, 2, H, H)
+        _expect_shape("dbias", dbias.shape, 1, H)
+        _expect_shape("dgates", dgates.shape, 3, B, T, H)
+        _expect_shape("dgates_t", dgates_t.shape, 2, B, H)
+        _expect_shape("dw", dw.shape, 1, max(C, H) * H)
+        _expect_shape("dy", dy.shape, 3, B, T if return_sequences else 1, H)
+        _expect_shape("dh_n", dh_n.shape, 2, B, H)
+        _expect_shape("h_tm1_seq", h_tm1_seq.shape, 3, B, T, H)
+        _expect_shape("preact", preact.shape, 3, B, T, H)
+        _expect_shape("gates", gates.shape, 3, B, T, H)
+        _expect_shape("x", x.shape, 3, B, T, C)
+        _expect_shape("kernel", kernel.shape, 2, C, H)
+        _expect_shape("recurrent_kernel", recurrent_kernel.shape, 2, H, H)
+    cdef Py_ssize_t T_out = T if return_sequences else 1
+    cdef int n = _batch_threads(B, B * T * (C + H) * H)
+    cdef int n_cols = n if n < H else <int>H
+    cdef Py_ssize_t i, b0, nb
+    cdef floating* dx_p = &dx[0, 0, 0]
+    cdef floating* dh0_p = &dh0[0, 0]
+    cdef floating* dg_p = &dgates[0, 0, 0]
+    cdef floating* dgt_p = &dgates_t[0, 0]
+    cdef const floating* dy_p = &dy[0, 0, 0]
+    cdef const floating* dhn_p = &dh_n[0, 0]
+    cdef const floating* pa_p = &preact[0, 0, 0]
+    cdef const floating* g_p = &gates[0, 0, 0]
+    cdef floating* dk_p = &dkernel[0, 0]
+    cdef floating* drk_p = &drecurrent_kernel[0, 0]
+    cdef floating* db_p = &dbias[0]
+    cdef const floating* x_p = &x[0, 0, 0]
+    cdef const floating* htm1_p = &h_tm1_seq[0, 0, 0]
+    with nogil:
+        if n == 1:
+            _simple_rnn_backward_rows(dx_p, dh0_p, dg_p, dgt_p, dy_p, dhn_p, pa_p, g_p,
+                                      &kernel[0, 0], &recurrent_kernel[0, 0], B, T, C, H,
+                                      activation, go_backwards, return_sequences)
+            _weight_grads_cols(dk_p, drk_p, db_p, dg_p, x_p, htm1_p, B * T, C, H, H, 0, H)
+        else:
+            # the time loop: rows never interact, one row block per thread
+            for i in prange(n, schedule='static', num_threads=n):
+                b0 = i * B // n
+                nb = (i + 1) * B // n - b0
+                _simple_rnn_backward_rows(
+                    dx_p + b0 * T * C, dh0_p + b0 * H, dg_p + b0 * T * H, dgt_p + b0 * H,
+                    dy_p + b0 * T_out * H, dhn_p + b0 * H, pa_p + b0 * T * H, g_p + b0 * T * H,
+                    &kernel[0, 0], &recurrent_kernel[0, 0], nb, T, C, H, activation,
+                    go_backwards, return_sequences)
+            # the weight gradients: one column block per thread, no two threads
+            # adding into the same element
+            for i in prange(n_cols, schedule='static', num_threads=n_cols):
+                _weight_grads_cols(dk_p, drk_p, db_p, dg_p, x_p, htm1_p, B * T, C, H, H,
+                                   i * H // n_cols, (i + 1) * H // n_cols)
+
+
 def set_num_threads(int n):
     """Threads one call of this module's kernel may split its batch over.
 
     rnnengine.config.set_num_threads sets it for every kernel module. A call
     splits into row blocks of at least MIN_ROWS_PER_THREAD rows, and only from
-    MIN_WORK_TO_SPLIT multiply-adds (src/_gates.pxd); a build without OpenMP
+    set_min_work_to_split multiply-adds (src/_gates.pxd); a build without OpenMP
     stays serial.
     """
     _set_gate_threads(n)
@@ -130,3 +382,13 @@ def _pointer_kernels():
     call plans in rnnengine.kernels._cy_plan (src/_plan.pyx)."""
     return (PyCapsule_New(<void*>_simple_rnn_forward[float], NULL, NULL),
             PyCapsule_New(<void*>_simple_rnn_forward[double], NULL, NULL))
+
+
+def set_min_work_to_split(long long n):
+    """Multiply-adds from which a call of this module splits its batch over threads
+    (src/_gates.pxd); rnnengine.kernels._set_min_work_to_split sets every module's."""
+    _set_min_work(n)
+
+
+def get_min_work_to_split():
+    return rnnengine_min_work

@@ -30,6 +30,18 @@ def rng():
     return np.random.default_rng(SEED)
 
 
+@pytest.fixture
+def split_small_calls():
+    """Let every Cython call split its batch over threads, whatever its size: the
+    default threshold (src/_gates.pxd) keeps test-sized calls on one thread."""
+    from rnnengine import kernels
+
+    previous = kernels._set_min_work_to_split(0)
+    yield
+    if previous is not None:
+        kernels._set_min_work_to_split(previous)
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request):
     """Run the test under each kernel backend; both must be present and correct."""

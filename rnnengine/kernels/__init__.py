@@ -36,8 +36,8 @@ weights, dims, flags::
   the GIL. The Python boundary (``rnnengine/_validation.py`` and the layers)
   checks shapes, dtypes and layout before any kernel runs.
 
-Contract (training: pass names ``"forward_train"`` and ``"backward"``; Numba
-only for now, the Cython twins come later)::
+Contract (training: pass names ``"forward_train"`` and ``"backward"``; both
+backends, Numba in ``numba_*.py`` and Cython in ``src/_*.pyx``)::
 
     simple_rnn_forward_train(y_out, h, h_tm1_seq, preact, gates, rec, x, kernel,
                              recurrent_kernel, bias, B, T, C, H, activation,
@@ -107,9 +107,15 @@ only for now, the Cython twins come later)::
   computed after the time loop as single GEMMs (``dkernel += x^T @ dgates``,
   ``drecurrent_kernel += h_tm1_seq^T @ dgates``) into ``dw``, then added.
 - Activation derivatives come from ``_activations.apply_grad(code, pre, post)``
-  (through ``apply_grad_block`` for the gates); LSTM's cell activation is
-  differentiated at c. The NumPy spec of every line is
-  ``reference.<cell>_forward_train`` / ``reference.<cell>_backward``.
+  (through ``apply_grad_block`` for the gates; the Cython twins are in
+  ``src/_gates.pxd``); LSTM's cell activation is differentiated at c. The NumPy
+  spec of every line is ``reference.<cell>_forward_train`` /
+  ``reference.<cell>_backward``.
+- The Cython ``forward_train`` computes its gates with the same vectorized
+  blocks (``activate_block``) as its ``forward``, so its float32 outputs equal
+  the Cython forward's; Numba's ``forward_train`` applies the scalar ``apply``,
+  a few float32 ULPs from its gate blocks. Both backends split a large batch
+  over threads in the training passes as in the forward.
 
 Contract (training with recurrent dropout: passes ``"forward_train_rdrop"`` and
 ``"backward_rdrop"``, Numba only, ``numba_rdrop.py``). Keras 3 with
@@ -245,6 +251,12 @@ try:
         ("simple_rnn", "forward"): _cy_simple_rnn.simple_rnn_forward,
         ("lstm", "forward"): _cy_lstm.lstm_forward,
         ("gru", "forward"): _cy_gru.gru_forward,
+        ("simple_rnn", "forward_train"): _cy_simple_rnn.simple_rnn_forward_train,
+        ("lstm", "forward_train"): _cy_lstm.lstm_forward_train,
+        ("gru", "forward_train"): _cy_gru.gru_forward_train,
+        ("simple_rnn", "backward"): _cy_simple_rnn.simple_rnn_backward,
+        ("lstm", "backward"): _cy_lstm.lstm_backward,
+        ("gru", "backward"): _cy_gru.gru_backward,
         ("dense", "forward"): _cy_dense.dense_forward,
         ("activation", "forward"): _cy_dense.activation_inplace,
     }
@@ -264,6 +276,19 @@ def _apply_num_threads():
     for module in _CYTHON_MODULES:
         if hasattr(module, "set_num_threads"):
             module.set_num_threads(config.get_num_threads())
+
+
+def _set_min_work_to_split(n):
+    """Multiply-adds from which a Cython call splits its batch over threads, in
+    every kernel module; returns the previous value. The default (2**27, about
+    2 ms of work on one core) keeps calls that a late thread would slow down on
+    one thread (src/_gates.pxd); tests lower it to reach the split path."""
+    previous = None
+    for module in _CYTHON_MODULES:
+        if hasattr(module, "set_min_work_to_split"):
+            previous = module.get_min_work_to_split()
+            module.set_min_work_to_split(n)
+    return previous
 
 
 def _limit_blas_threads():
@@ -308,8 +333,8 @@ def get_kernel(cell, pass_="forward", backend=None, B=1):
     (default: ``config.get_kernels()``).
 
     ``auto`` picks per batch size and falls back to Numba where the Cython
-    modules are not built or lack the pass (the training passes, for now); a
-    backend named explicitly that cannot run raises.
+    modules are not built (a source tree without a build); a backend named
+    explicitly that cannot run raises.
     """
     if cell not in CELLS:
         raise ValueError(f"Unknown cell {cell!r}: expected one of {CELLS}.")
@@ -334,8 +359,7 @@ def get_kernel(cell, pass_="forward", backend=None, B=1):
         return table[(cell, pass_)]
     except KeyError:
         hint = ""
-        if pass_ != "forward":
-            hint = (": only the Numba backend has the training passes ('forward_train', "
-                    "'backward') so far. Select it with rnnengine.config.set_kernels('numba') "
-                    "(or 'auto', which falls back to it), or pass backend='numba'")
+        if cell in ("dense", "activation"):
+            hint = (": Dense and Activation layers have a forward kernel only (their backward "
+                    "is driven by rnnengine/layers/core.py, its activation derivative on Numba)")
         raise ValueError(f"No {pass_!r} kernel for {cell!r} in the {backend} backend{hint}.") from None

@@ -5,7 +5,7 @@ compiles one copy of a kernel per distinct function object, and Cython cannot
 take Python callables inside ``nogil`` loops. The Cython twin of ``apply`` lives
 in ``src/_gates.pxd`` and must use the same codes and formulas. ``apply_grad`` is
 the derivative the backward kernels use, ``apply_grad_block`` its sweep over a
-gate block (their Cython twins come with the Cython backward kernels);
+gate block (their Cython twins are also in ``src/_gates.pxd``);
 ``reference.ACTIVATION_GRADS`` is the NumPy spec.
 
 Formulas follow Keras 3 (``keras/src/activations/activations.py``):

@@ -30,33 +30,22 @@ so with ``recurrent_dropout`` the input dropout is per gate as well.
 A masked sequence trains through a Python loop over steps, one T=1 kernel call
 each, with the saved buffers viewed as (T, B, 1, ...) so each step's slice is
 contiguous; the backward undoes the forward's blend (masked rows carry state
-and output unchanged) step by step. The training passes run on the Numba
-kernels when the Cython backend lacks them (see ``_training_kernel``).
+and output unchanged) step by step. Both backends have the training passes:
+they run on the backend ``kernels.get_kernel`` picks, as inference does (the
+recurrent-dropout passes exist in Numba only, see ``_training_kernel``).
 """
 import warnings
 
 import numpy as np
 
-from .. import _validation, config, constraints, kernels, regularizers
+from .. import _validation, constraints, kernels, regularizers
 from . import activations, initializers
 from .base import Layer, serialize_option
 
-_warned_cython_training = []
-
-
 def _training_kernel(cell, pass_, B):
-    """The ``forward_train``/``backward`` kernel for the selected backend; with
-    ``cython`` selected and no Cython twin built, the Numba one (warned once)."""
-    try:
-        return kernels.get_kernel(cell, pass_, None, B)
-    except ValueError:
-        if config.get_kernels() != "cython":
-            raise
-        if not _warned_cython_training:
-            _warned_cython_training.append(True)
-            warnings.warn("The Cython backend has no training kernels yet: training passes run on the "
-                          "Numba kernels (inference keeps using Cython).", RuntimeWarning, stacklevel=3)
-        return kernels.get_kernel(cell, pass_, "numba", B)
+    """The training kernel from the selected backend; the recurrent-dropout
+    passes exist in Numba only (numba_rdrop.py), so they always run there."""
+    return kernels.get_kernel(cell, pass_, "numba" if pass_.endswith("_rdrop") else None, B)
 
 
 class _RNN(Layer):

@@ -43,7 +43,7 @@ def test_keras2_lstm_maps_ignores_and_converts():
     assert ls.kwargs == {"trainable": True, "dtype": "float32", "return_sequences": False, "return_state": False,
                          "go_backwards": False, "stateful": False, "units": 4, "activation": "tanh",
                          "recurrent_activation": "hard_sigmoid_keras2", "use_bias": True,
-                         "unit_forget_bias": True}
+                         "unit_forget_bias": True, "dropout": 0.2, "recurrent_dropout": 0.1}
     assert spec.input == ((5, 3), None, None)  # from batch_input_shape
 
 

@@ -1,6 +1,7 @@
 """Backward passes: the NumPy reference against float64 finite differences and
-TensorFlow's GradientTape on real Keras layers; the Numba kernels against the
-reference and against TensorFlow.
+TensorFlow's GradientTape on real Keras layers; both kernel backends (Numba and
+Cython) against the reference and against TensorFlow, and against each other
+buffer by buffer.
 
 Every gradient is compared tensor by tensor and named in the failure message,
 as llm.c's ``check_tensor(..., "dqkvw")`` does.
@@ -96,10 +97,12 @@ def _call(fn, *args):
     fn(*args)
 
 
-def numba_grads(cell, p, up, act, ract, gb, rs, ra, call=_call):
-    """Call the contract of ``kernels/__init__.py`` with fresh buffers: saved buffers
-    and scratch start as NaN (the kernels must not read them before writing),
-    accumulators start at 0.25 (the kernels must add, not overwrite)."""
+def kernel_grads(cell, p, up, act, ract, gb, rs, ra, backend="numba", call=_call, saved=None):
+    """Call the contract of ``kernels/__init__.py`` on ``backend`` with fresh buffers:
+    saved buffers and scratch start as NaN (the kernels must not read them before
+    writing), accumulators start at 0.25 (the kernels must add, not overwrite).
+    Returns (outputs, {grad name: array}); ``saved``, a dict, receives the buffers
+    forward_train saved for the backward."""
     x = p["x"]
     dtype = x.dtype
     B, T, C = x.shape
@@ -112,8 +115,8 @@ def numba_grads(cell, p, up, act, ract, gb, rs, ra, call=_call):
     def nan(*shape):
         return np.full(shape, np.nan, dtype)
 
-    fwd = functools.partial(call, kernels.get_kernel(cell, "forward_train", "numba"))
-    bwd = functools.partial(call, kernels.get_kernel(cell, "backward", "numba"))
+    fwd = functools.partial(call, kernels.get_kernel(cell, "forward_train", backend))
+    bwd = functools.partial(call, kernels.get_kernel(cell, "backward", backend))
     y = nan(B, T if rs else 1, H)
     h = p["h0"].copy()
     h_tm1_seq, preact, gates, rec = nan(B, T, H), nan(B, T, G), nan(B, T, G), nan(B, G)
@@ -123,6 +126,7 @@ def numba_grads(cell, p, up, act, ract, gb, rs, ra, call=_call):
     drecurrent_kernel = np.full((H, G), 0.25, dtype)
     dgates, dgates_t, dw = nan(B, T, G), nan(B, G), nan(max(C, H) * G)
     kernel, recurrent_kernel, bias = p["kernel"], p["recurrent_kernel"], p["bias"]
+    store = dict(h_tm1_seq=h_tm1_seq, preact=preact, gates=gates)
     if cell == "simple_rnn":
         fwd(y, h, h_tm1_seq, preact, gates, rec, x, kernel, recurrent_kernel, bias, B, T, C, H, a, gb, rs)
         dbias = np.full(G, 0.25, dtype)
@@ -133,6 +137,7 @@ def numba_grads(cell, p, up, act, ract, gb, rs, ra, call=_call):
     elif cell == "lstm":
         c = p["c0"].copy()
         c_tm1_seq, dc0 = nan(B, T, H), nan(B, H)
+        store["c_tm1_seq"] = c_tm1_seq
         fwd(y, h, c, h_tm1_seq, c_tm1_seq, preact, gates, rec, x, kernel, recurrent_kernel, bias,
             B, T, C, H, a, ra_code, gb, rs)
         dbias = np.full(G, 0.25, dtype)
@@ -150,6 +155,7 @@ def numba_grads(cell, p, up, act, ract, gb, rs, ra, call=_call):
         recurrent_kernel_h = recurrent_kernel[:, 2 * H:].copy()
         recurrent_kernel_h.setflags(write=False)  # as the other weights (one Numba specialization)
         hh_rec_seq, rec_h, rh = nan(B, T, H), nan(B, H), nan(B, H)
+        store["hh_rec_seq"] = hh_rec_seq
         fwd(y, h, h_tm1_seq, preact, gates, hh_rec_seq, rec, rec_h, rh, x, kernel, recurrent_kernel,
             recurrent_kernel_h, input_bias, recurrent_bias, B, T, C, H, a, ra_code, gb, rs, ra)
         dinput_bias, drecurrent_bias = np.full(G, 0.25, dtype), np.full(G, 0.25, dtype)
@@ -166,6 +172,8 @@ def numba_grads(cell, p, up, act, ract, gb, rs, ra, call=_call):
         grads = dict(dx=dx, dh0=dh0)
     grads.update(dkernel=dkernel - dtype.type(0.25), drecurrent_kernel=drecurrent_kernel - dtype.type(0.25),
                  dbias=dbias - dtype.type(0.25))
+    if saved is not None:
+        saved.update({k: v.copy() for k, v in store.items()})
     if not rs:
         outs = (y[:, 0],) + outs[1:]
     return outs, grads
@@ -282,7 +290,7 @@ def test_dense_backward_matches_finite_differences(rng, activation, use_bias):
 
 
 # ----------------------------------------------------------------------------
-# Numba kernels against the reference
+# Both backends' kernels against the reference
 
 SHAPES = [
     # (B, T, C, H)
@@ -290,9 +298,10 @@ SHAPES = [
     (1, 1, 3, 2),    # one step, batch 1
     (2, 6, 2, 1),    # one unit
     (2, 200, 3, 4),  # long sequence
+    (7, 4, 3, 5),    # B > 4: the forward's recurrent product is a GEMM, not a loop
 ]
-# Numba against the float64 reference run on the same (rounded) inputs, relative
-# to each tensor's scale (measured: float32 within 8e-7, float64 within 2e-15).
+# The kernels against the float64 reference run on the same (rounded) inputs,
+# relative to each tensor's scale (measured: float32 within 8e-7, float64 within 2e-15).
 TOL = {np.float32: (1e-5, 1e-5), np.float64: (1e-11, 1e-12)}
 
 
@@ -300,14 +309,14 @@ TOL = {np.float32: (1e-5, 1e-5), np.float64: (1e-11, 1e-12)}
 @pytest.mark.parametrize("cell,ra", CELL_VARIANTS, ids=CELL_IDS)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "B{}T{}C{}H{}".format(*s))
 @pytest.mark.parametrize("gb,rs", FLAGS, ids=FLAG_IDS)
-def test_numba_backward_matches_reference(rng, dtype, cell, ra, shape, gb, rs):
+def test_backward_matches_reference(backend, rng, dtype, cell, ra, shape, gb, rs):
     B, T, C, H = shape
     p = make_case(rng, cell, ra, B, T, C, H, dtype)
     up = upstream_grads(rng, cell, B, T, H, rs, dtype)
-    outs, grads = numba_grads(cell, p, up, "tanh", "sigmoid", gb, rs, ra)
+    outs, grads = kernel_grads(cell, p, up, "tanh", "sigmoid", gb, rs, ra, backend)
     want_outs, want = ref_grads(cell, p, up, "tanh", "sigmoid", gb, rs, ra)
     rtol, atol = TOL[dtype]
-    label = f"{cell} ra={ra} gb={gb} rs={rs} {np.dtype(dtype).name} B{B}T{T}C{C}H{H}"
+    label = f"{backend} {cell} ra={ra} gb={gb} rs={rs} {np.dtype(dtype).name} B{B}T{T}C{C}H{H}"
     for name, g, w in zip(("y", "h", "c"), outs, want_outs):
         check_tensor(f"{label} forward_train {name}", g, w, rtol, atol)
     assert set(grads) == set(want)
@@ -317,15 +326,15 @@ def test_numba_backward_matches_reference(rng, dtype, cell, ra, shape, gb, rs):
 
 
 @pytest.mark.parametrize("case", FD_CASES[-4:], ids=[_fd_id(c) for c in FD_CASES[-4:]])
-def test_numba_backward_other_activations(rng, case):
+def test_backward_other_activations(backend, rng, case):
     cell, ra, gb, rs, act, ract = case
     B, T, C, H = 3, 6, 4, 5
     p = make_case(rng, cell, ra, B, T, C, H)
     up = upstream_grads(rng, cell, B, T, H, rs)
-    _, grads = numba_grads(cell, p, up, act, ract, gb, rs, ra)
+    _, grads = kernel_grads(cell, p, up, act, ract, gb, rs, ra, backend)
     _, want = ref_grads(cell, p, up, act, ract, gb, rs, ra)
     for name in want:
-        check_tensor(f"{_fd_id(case)} {name}", grads[name], want[name], *TOL[np.float64])
+        check_tensor(f"{backend} {_fd_id(case)} {name}", grads[name], want[name], *TOL[np.float64])
 
 
 @pytest.mark.parametrize("cell,ra", CELL_VARIANTS, ids=CELL_IDS)
@@ -347,21 +356,196 @@ def test_numba_training_kernels_do_not_allocate(rng, cell, ra):
 
     _nrt_python.memsys_enable_stats()
     try:
-        numba_grads(cell, p, up, "tanh", "sigmoid", 0, 1, ra, call=counting_call)
+        kernel_grads(cell, p, up, "tanh", "sigmoid", 0, 1, ra, call=counting_call)
     finally:
         _nrt_python.memsys_disable_stats()
     assert extra and all(v == 0 for v in extra.values()), extra
 
 
 def test_training_passes_dispatch():
+    if not kernels.cython_available():
+        pytest.fail(f"Cython kernels are not built: {kernels.CYTHON_IMPORT_ERROR}")
+    kernels._numba_table()
     for cell in K_OF:
-        assert kernels.get_kernel(cell, "backward", "numba") is kernels._NUMBA[(cell, "backward")]
-        # auto falls back to Numba for the passes Cython lacks
-        assert kernels.get_kernel(cell, "backward", "auto") is kernels._NUMBA[(cell, "backward")]
-        with pytest.raises((ValueError, RuntimeError), match=r"set_kernels\('numba'\)"):
-            kernels.get_kernel(cell, "backward", "cython")
+        for pass_ in ("forward_train", "backward"):
+            assert kernels.get_kernel(cell, pass_, "numba") is kernels._NUMBA[(cell, pass_)]
+            assert kernels.get_kernel(cell, pass_, "cython") is kernels._CYTHON[(cell, pass_)]
+            # auto runs Cython where it is built, for training as for inference
+            for B in (1, 64):
+                assert kernels.get_kernel(cell, pass_, "auto", B) is kernels._CYTHON[(cell, pass_)]
     with pytest.raises(ValueError, match="pass"):
         kernels.get_kernel("lstm", "backwards", "numba")
+
+
+def test_training_passes_dispatch_without_a_build(monkeypatch):
+    """A source tree without a build: auto falls back to Numba, cython raises."""
+    monkeypatch.setattr(kernels, "_CYTHON", {})
+    kernels._numba_table()
+    for cell in K_OF:
+        assert kernels.get_kernel(cell, "backward", "auto") is kernels._NUMBA[(cell, "backward")]
+        with pytest.raises(RuntimeError, match=r"set_kernels\('numba'\)"):
+            kernels.get_kernel(cell, "backward", "cython")
+
+
+# ----------------------------------------------------------------------------
+# Cython against Numba: two implementations of one contract, every buffer
+
+def _require_cython():
+    if not kernels.cython_available():
+        pytest.fail(f"Cython kernels are not built: {kernels.CYTHON_IMPORT_ERROR}")
+
+
+def _apply_grad_points(rng, dtype):
+    """Random points, every kink of every activation, +-0, +-inf and NaN."""
+    v = np.concatenate([rng.uniform(-8.0, 8.0, 300), KINKS, -KINKS, [-0.0, 1e-30, -1e-30],
+                        [30.0, -30.0, 100.0, -100.0, np.inf, -np.inf, np.nan]])
+    return v.astype(dtype)
+
+
+@njit
+def _apply_all(code, pre, out):
+    for n in range(pre.shape[0]):
+        out[n] = _activations.apply(code, pre[n])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cython_apply_grad_matches_numba_and_reference(rng, dtype):
+    """_gates.pxd's apply_grad (through apply_grad_block, as the kernels call it) is
+    _activations.apply_grad: the same value on each side of every kink, at the
+    kinks, and for inf and NaN."""
+    _require_cython()
+    from rnnengine.kernels import _cy_dense
+
+    v = _apply_grad_points(rng, dtype)
+    finite = np.abs(v[:300].astype(np.float64) - KINKS[:, None]).min(axis=0) > 1e-3
+    tol = 1e-6 if dtype == np.float32 else 1e-14
+    codes = {}
+    for name, code in _activations.ELEMENTWISE_CODES.items():
+        codes.setdefault(code, name)
+    for code, name in sorted(codes.items()):
+        post = np.empty_like(v)
+        _apply_all(code, v, post)  # both sides get the same post
+        got = np.empty_like(v)
+        _cy_dense.activation_grad(got, v, post, code)
+        want = np.empty_like(v)
+        _apply_grad_all(code, v, want)
+        label = f"apply_grad({name}) {np.dtype(dtype).name}"
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=f"{label}: NaN positions")
+        ok = ~np.isnan(want)
+        np.testing.assert_allclose(got[ok], want[ok], rtol=tol, atol=tol, err_msg=f"{label} vs numba")
+        ref = reference.ACTIVATION_GRADS[name](v[:300][finite].astype(np.float64))
+        check_tensor(f"{label} vs reference", got[:300][finite], ref, tol, tol)
+
+
+def _compare_backends(cell, ra, B, T, C, H, dtype, act, ract, gb, rs, rng, label, scale=1.0):
+    p = make_case(rng, cell, ra, B, T, C, H, dtype, scale)
+    up = upstream_grads(rng, cell, B, T, H, rs, dtype)
+    saved_n, saved_c = {}, {}
+    outs_n, grads_n = kernel_grads(cell, p, up, act, ract, gb, rs, ra, "numba", saved=saved_n)
+    outs_c, grads_c = kernel_grads(cell, p, up, act, ract, gb, rs, ra, "cython", saved=saved_c)
+    rtol, atol = CROSS_TOL[dtype]
+    for name, g in grads_n.items():  # a meaningful case: nothing overflowed
+        assert np.isfinite(g).all(), f"{label}: numba {name} is not finite, rescale the case"
+    for name, g, w in zip(("y", "h", "c"), outs_c, outs_n):
+        check_tensor(f"{label} forward_train {name}", g, w, rtol, atol)
+    assert set(saved_c) == set(saved_n)
+    for name in saved_n:
+        check_tensor(f"{label} saved {name}", saved_c[name], saved_n[name], rtol, atol)
+    assert set(grads_c) == set(grads_n)
+    for name in grads_n:
+        assert grads_c[name].dtype == dtype, name
+        check_tensor(f"{label} {name}", grads_c[name], grads_n[name], rtol, atol)
+
+
+# Cython against Numba, relative to each tensor's scale (measured: float64 within
+# 3e-14; float32 within a few 1e-7: the float32 gate blocks differ by ULPs, Numba's
+# scalar libm tanh against Cython's vectorized rational one).
+CROSS_TOL = {np.float32: (1e-5, 1e-5), np.float64: (1e-12, 1e-12)}
+CROSS_ACTS = [("tanh", "sigmoid"), ("gelu", "hard_sigmoid"), ("softsign", "swish")]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cell,ra", CELL_VARIANTS, ids=CELL_IDS)
+@pytest.mark.parametrize("B", [1, 7])
+@pytest.mark.parametrize("gb,rs", FLAGS, ids=FLAG_IDS)
+@pytest.mark.parametrize("act,ract", CROSS_ACTS, ids=["-".join(a) for a in CROSS_ACTS])
+def test_cython_training_kernels_match_numba(rng, dtype, cell, ra, B, gb, rs, act, ract):
+    """Every buffer the contract defines (outputs, final states, saved buffers,
+    gradients) from the Cython training kernels against the Numba ones."""
+    _require_cython()
+    label = f"cython vs numba {cell} ra={ra} B={B} gb={gb} rs={rs} {act}/{ract} {np.dtype(dtype).name}"
+    _compare_backends(cell, ra, B, 5, 4, 6, dtype, act, ract, gb, rs, rng, label)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cell,ra", CELL_VARIANTS, ids=CELL_IDS)
+@pytest.mark.parametrize("B", [1, 7])
+@pytest.mark.parametrize("gb,rs", FLAGS, ids=FLAG_IDS)
+def test_cython_forward_train_equals_cython_forward(rng, dtype, cell, ra, B, gb, rs):
+    """The contract's "forward_train computes exactly what forward does", bit for bit
+    in the Cython backend (the same row code and gate blocks, float32 included)."""
+    from tests.kernels.test_kernels import run_kernel
+
+    _require_cython()
+    p = make_case(rng, cell, ra, B, 6, 4, 5, dtype)
+    up = upstream_grads(rng, cell, B, 6, 5, rs, dtype)
+    for act, ract in (("tanh", "sigmoid"), ("gelu", "hard_sigmoid")):
+        train_outs, _ = kernel_grads(cell, p, up, act, ract, gb, rs, ra, "cython")
+        outs = run_kernel(cell, "cython", p["x"], p["h0"], p["c0"], p["kernel"], p["recurrent_kernel"],
+                          p["bias"], act, ract, gb, rs, ra)
+        for name, a, b in zip(("y", "h", "c"), train_outs, outs):
+            np.testing.assert_array_equal(a, b, err_msg=f"{cell} ra={ra} {act}/{ract} {name}")
+
+
+_ACT_NAMES = sorted({code: name for name, code in _activations.ELEMENTWISE_CODES.items()}.values())
+
+
+_SLOTS = [(cell, ra, slot) for (cell, ra) in CELL_VARIANTS
+          for slot in ("activation", "recurrent_activation")
+          if not (cell == "simple_rnn" and slot == "recurrent_activation")]
+
+
+@pytest.mark.parametrize("cell,ra,slot", _SLOTS,
+                         ids=[f"{CELL_IDS[CELL_VARIANTS.index((c, r))]}-{s}" for c, r, s in _SLOTS])
+@pytest.mark.parametrize("name", _ACT_NAMES)
+def test_cython_training_kernels_match_numba_every_activation(rng, cell, ra, slot, name):
+    """Every activation code in each slot, through both training passes (B=1 and
+    B>4, float32 and float64)."""
+    _require_cython()
+    act, ract = (name, "sigmoid") if slot == "activation" else ("tanh", name)
+    for dtype in (np.float32, np.float64):
+        for B in (1, 6):
+            label = f"cython vs numba {cell} ra={ra} B={B} {act}/{ract} {np.dtype(dtype).name}"
+            # weights scaled down: exponential, relu and the like must not overflow
+            _compare_backends(cell, ra, B, 4, 3, 5, dtype, act, ract, 1, 1, rng, label, scale=0.4)
+
+
+@pytest.mark.parametrize("cell,ra", CELL_VARIANTS, ids=CELL_IDS)
+def test_cython_training_batch_split_across_threads_equals_one_thread(split_small_calls, rng, cell, ra):
+    """A large call splits its batch into per-thread row blocks, and the weight
+    gradients into per-thread column blocks (Cython): the forward's numbers exactly,
+    the gradients to float32 rounding, as one thread."""
+    import rnnengine
+
+    _require_cython()
+    B, T, C, H = 61, 20, 16, 48  # odd B: uneven blocks; large enough to split
+    p = make_case(rng, cell, ra, B, T, C, H, np.float32)
+    up = upstream_grads(rng, cell, B, T, H, 1, np.float32)
+    previous = rnnengine.config.set_num_threads(1)
+    try:
+        outs_1, grads_1 = kernel_grads(cell, p, up, "tanh", "sigmoid", 1, 1, ra, "cython")
+        rnnengine.config.set_num_threads(3)
+        outs_3, grads_3 = kernel_grads(cell, p, up, "tanh", "sigmoid", 1, 1, ra, "cython")
+    finally:
+        rnnengine.config.set_num_threads(previous)
+    for a, b in zip(outs_1, outs_3):
+        np.testing.assert_array_equal(a, b)
+    for name in grads_1:
+        # The same operations, but BLAS calls of other sizes (per-step products
+        # of nb rows instead of B, weight-gradient GEMMs over narrower column
+        # blocks), for which OpenBLAS may pick kernels that sum in another
+        # order: float32 rounding, measured within 1e-6 of each tensor's scale.
+        check_tensor(f"{cell} ra={ra} 3 threads vs 1 {name}", grads_3[name], grads_1[name], 1e-5, 1e-5)
 
 
 # ----------------------------------------------------------------------------
@@ -427,7 +611,7 @@ def _tf_id(case):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", TF_CASES, ids=[_tf_id(c) for c in TF_CASES])
-def test_gradients_match_tensorflow(rng, case, dtype):
+def test_gradients_match_tensorflow(backend, rng, case, dtype):
     cell, ra, gb, rs, act, ract = case
     B, T, C, H = 3, 5, 4, 6
     p = make_case(rng, cell, ra, B, T, C, H, dtype)
@@ -435,11 +619,11 @@ def test_gradients_match_tensorflow(rng, case, dtype):
     k_outs, want = keras_grads(cell, p, up, act, ract, gb, rs, ra)
     rtol, atol = TF_TOL[dtype]
     label = f"{_tf_id(case)} {np.dtype(dtype).name}"
-    outs, got = numba_grads(cell, p, up, act, ract, gb, rs, ra)
+    outs, got = kernel_grads(cell, p, up, act, ract, gb, rs, ra, backend)
     for name, g, w in zip(("y", "h", "c"), outs, k_outs):
-        check_tensor(f"{label} numba forward_train {name} vs keras", g, w, rtol, atol)
+        check_tensor(f"{label} {backend} forward_train {name} vs keras", g, w, rtol, atol)
     for name in want:
-        check_tensor(f"{label} numba {name} vs tf", got[name], want[name], rtol, atol)
+        check_tensor(f"{label} {backend} {name} vs tf", got[name], want[name], rtol, atol)
     if dtype == np.float64:
         _, ref = ref_grads(cell, p, up, act, ract, gb, rs, ra)
         for name in want:

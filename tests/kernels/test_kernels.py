@@ -166,7 +166,7 @@ def test_unknown_backend_and_cell_raise():
 
 
 @pytest.mark.parametrize("cell,reset_after", CELL_VARIANTS)
-def test_batch_split_across_threads_equals_one_thread(rng, cell, reset_after):
+def test_batch_split_across_threads_equals_one_thread(split_small_calls, rng, cell, reset_after):
     """A large call splits its batch into per-thread row blocks (Cython): same numbers."""
     import rnnengine
 
@@ -197,3 +197,21 @@ def test_num_threads_setting():
     assert rnnengine.config.get_num_threads() == 2
     assert all(m.get_num_threads() == 2 for m in kernels._CYTHON_MODULES if hasattr(m, "get_num_threads"))
     rnnengine.config.set_num_threads(previous)
+
+
+def test_split_threshold_setting():
+    """Calls split over threads only from 2**27 multiply-adds by default (a late
+    worker thread costs more than a smaller call saves); settable for tests."""
+    if not kernels.cython_available():
+        pytest.fail(f"Cython kernels are not built: {kernels.CYTHON_IMPORT_ERROR}")
+    modules = [m for m in kernels._CYTHON_MODULES if hasattr(m, "set_min_work_to_split")]
+    assert len(modules) == 4  # simple_rnn, lstm, gru and the fused plans
+    assert {m.get_min_work_to_split() for m in modules} == {1 << 27}
+    previous = kernels._set_min_work_to_split(1000)
+    try:
+        assert previous == 1 << 27
+        assert {m.get_min_work_to_split() for m in modules} == {1000}
+        with pytest.raises(ValueError, match=">= 0"):
+            kernels._set_min_work_to_split(-1)
+    finally:
+        kernels._set_min_work_to_split(previous)

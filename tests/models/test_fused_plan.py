@@ -140,7 +140,7 @@ def test_out_and_batch_size_the_plan_does_not_cover(rng):
         model.predict(x, out=read_only)
 
 
-def test_large_batch_splits_over_threads_and_agrees(rng):
+def test_large_batch_splits_over_threads_and_agrees(split_small_calls, rng):
     model = _model()
     x = rng.standard_normal((64, 7, 5)).astype(np.float32)
     previous = config.set_num_threads(2)

@@ -160,18 +160,35 @@ def test_recurrent_dropout_trains(rng):
     assert np.all(np.isfinite(history.history["loss"]))
 
 
-def test_training_under_cython_backend_uses_numba_kernels(rng):
+def test_training_under_cython_backend_runs_cython_kernels(rng, monkeypatch):
+    """The Cython backend trains on its own kernels: no fallback, no warning."""
+    from rnnengine import kernels
+
+    if not kernels.cython_available():
+        pytest.fail(f"Cython kernels are not built: {kernels.CYTHON_IMPORT_ERROR}")
     x, y = _data(rng, 8)
+    called = []
+    get_kernel = kernels.get_kernel
+
+    def spy(cell, pass_="forward", backend=None, B=1):
+        fn = get_kernel(cell, pass_, backend, B)
+        called.append((cell, pass_, fn))
+        return fn
+
+    monkeypatch.setattr(kernels, "get_kernel", spy)
     previous = rnnengine.config.set_kernels("cython")
     try:
         model = Sequential([L.Input((6, 3)), L.LSTM(4), L.Dense(4, activation="softmax")])
         model.compile(optimizer="adam", loss="categorical_crossentropy")
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
+            warnings.simplefilter("error")
             loss = model.train_on_batch(x, y)
         assert np.isfinite(loss)
     finally:
         rnnengine.config.set_kernels(previous)
+    used = {(cell, pass_): fn for cell, pass_, fn in called if cell == "lstm"}
+    for pass_ in ("forward_train", "backward"):
+        assert used[("lstm", pass_)] is kernels._CYTHON[("lstm", pass_)], pass_
 
 
 def test_stateful_training_carries_state_between_batches(rng):
