@@ -283,19 +283,6 @@ def unreliable_rows(spec, model, x, ref):
     return reasons
 
 
-def known_open_bug(backend, spec):
-    """A known, open bug (pinned by a strict-xfail test below) that this spec can
-    run into, or None. Its rows are not compared, so that a long campaign goes on
-    looking for new ones instead of stopping at the first old one. Remove an entry
-    when its xfail test starts passing."""
-    if (backend == "numba" and spec["cell"] == "GRU" and spec["dtype"] == "float64"
-            and spec["opts"]["activation"] == "exponential"):
-        # test_gru_update_gate_at_one_keeps_a_state_much_smaller_than_the_candidate:
-        # |hh| > 1e16 |h| takes exp(37) from moderate inputs (huge inputs are not compared).
-        return "known open bug: Numba float64 GRU, z = 1 with |hh| >> |h|"
-    return None
-
-
 # -- inputs ----------------------------------------------------------------------------------------
 
 @st.composite
@@ -359,10 +346,6 @@ def test_predict_random_models_and_inputs(backend, data):
         # activations, is not what this test measures: compare moderate rows.
         clean &= (np.abs(xc.astype(np.float64)) <= MODERATE).reshape(B, -1).all(axis=1)
     sensitive = unreliable_rows(spec, model, xc, ref)
-    known = known_open_bug(backend, spec)
-    if known:  # crash-freedom, shape and dtype were checked above; the numbers are a known bug
-        CASES["rows skipped: " + known] += int(clean.sum())
-        clean[:] = False
     CASES["predict rows compared/" + backend] += assert_rows_match(y, ref, hidden, spec["dtype"], clean,
                                                                    f"{spec} input {in_dtype}", sensitive)
     # NaN policy: a NaN input never becomes a plausible finite number: where the
@@ -537,17 +520,13 @@ def test_float32_sigmoid_tail_amplified_by_relu_gates(backend):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_inf_input_never_becomes_a_finite_output(backend, request, dtype):
+def test_inf_input_never_becomes_a_finite_output(backend, dtype):
     """Found by the fuzz: GRU(linear, linear) on -inf. Keras (and the Cython kernels)
     compute h = z * h_tm1 + (1 - z) * hh = inf * 0 + ... = NaN, and the sigmoid head
-    keeps NaN. The Numba GRU kernel, compiled with fastmath "reassoc", evaluates it
-    in another order, gets +-inf, and the sigmoid head turns that into a confident
-    1.0: garbage in, a plausible probability out. (float64 only: the float32
-    gate block happens to keep the NaN here.)"""
-    if backend == "numba" and dtype == "float64":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "BUG: Numba GRU kernel's fastmath 'reassoc' reorders z * h + (1 - z) * hh; on inf input the "
-            "result is inf where Keras has NaN, and a sigmoid head makes it a finite 1.0")))
+    keeps NaN. The Numba GRU kernel, compiled with fastmath "reassoc", used to
+    evaluate it in another order, got +-inf, and the sigmoid head turned that into
+    a confident 1.0: garbage in, a plausible probability out. The update now runs
+    in Keras's order (kernels/numba_gru.py, _gru_update, compiled without "reassoc")."""
     model = Sequential([layers.Input(shape=(None, 1)),
                         layers.GRU(1, activation="linear", recurrent_activation="linear", dtype=dtype),
                         layers.Dense(1, activation="sigmoid", dtype=dtype)])
@@ -590,17 +569,13 @@ def test_saturated_gates_hold_the_state_over_long_sequences(backend, cell):
     assert abs(float(y[-1]) - float(y[1])) < 2e-5, f"state drifted {y[-1] - y[1]:.2e} over {T} steps"
 
 
-def test_gru_update_gate_at_one_keeps_a_state_much_smaller_than_the_candidate(backend, request):
+def test_gru_update_gate_at_one_keeps_a_state_much_smaller_than_the_candidate(backend):
     """Found by the fuzz (GRU, activation="exponential", float64): with z = 1 Keras's
-    h = z * h_tm1 + (1 - z) * hh is h_tm1 exactly. The Numba GRU kernel is compiled
-    with fastmath "reassoc", which lets LLVM evaluate hh + z * (h_tm1 - hh): once
-    |hh| > 1e16 |h_tm1| the old state cancels to 0 (here 0.0 instead of 0.5; in the
-    fuzz case 375.3 became 0 and the sequence then blew up to inf/NaN). The float32
-    path promotes that line to float64 and keeps 0.5."""
-    if backend == "numba":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "BUG: Numba GRU kernel (fastmath 'reassoc') computes hh + z * (h - hh): with z = 1 and "
-            "|hh| >> |h| the state cancels to 0 (float64)")))
+    h = z * h_tm1 + (1 - z) * hh is h_tm1 exactly. The Numba GRU kernel, compiled
+    with fastmath "reassoc", let LLVM evaluate hh + z * (h_tm1 - hh): once
+    |hh| > 1e16 |h_tm1| the old state cancelled to 0 (here 0.0 instead of 0.5; in
+    the fuzz case 375.3 became 0 and the sequence then blew up to inf/NaN). The
+    update now runs in a helper compiled without "reassoc" (numba_gru._gru_update)."""
     model = Sequential([layers.Input(shape=(2, 2)),
                         layers.GRU(1, activation="relu", recurrent_activation="hard_sigmoid", use_bias=False,
                                    dtype="float64")])
