@@ -18,6 +18,13 @@ import sys
 # fastmath without "nnan"/"ninf": NaN and inf must propagate through a cell
 # exactly as they do in Keras, so the compiler may not assume they are absent.
 FASTMATH_FLAGS = {"nsz", "arcp", "contract", "afn", "reassoc"}
+# The flags for a line that must be evaluated exactly as Keras writes it, one
+# rounded operation at a time: no "reassoc" (LLVM rewrote GRU's
+# z * h + (1 - z) * hh as hh + z * (h - hh), which cancels h when |hh| >> |h|
+# and turns inf * 0 = NaN into inf) and no "contract" (TensorFlow rounds each
+# product; an FMA would not). For small helpers only: LLVM inlines them with
+# their own flags on each instruction (kernels/numba_gru.py, _gru_update).
+FASTMATH_FLAGS_KERAS_ORDER = FASTMATH_FLAGS - {"reassoc", "contract"}
 
 BACKENDS = ("auto", "numba", "cython")
 

@@ -11,7 +11,7 @@
 # an unknown code returns v unchanged, as in _activations.
 from cython cimport floating
 from libc.math cimport erf, erff, exp, expf, expm1, expm1f, fabs, fabsf
-from libc.math cimport log, log1p, log1pf, logf, tanh, tanhf
+from libc.math cimport floorf, log, log1p, log1pf, logf, tanh, tanhf
 
 
 # Codes: keep in step with _activations.py (the kernel parity tests run every
@@ -215,11 +215,13 @@ cdef inline floating apply_grad(int code, floating pre, floating post) noexcept 
 
 # -- vectorized blocks --------------------------------------------------------------------
 # The twin of _activations.activate_block: libm's tanhf/expf are scalar calls
-# that keep the compiler from vectorizing a gate loop, so float32 tanh (and
-# sigmoid, as 0.5 * tanh(0.5 * x) + 0.5) use Eigen's rational approximation,
-# the one TensorFlow runs for float32 tanh on CPU, made of +, *, / and selects
-# only. float64 keeps libm. Eigen/src/Core/MathFunctionsImpl.h,
-# generic_fast_tanh_float; same coefficients as _activations.py.
+# that keep the compiler from vectorizing a gate loop, so float32 tanh and
+# sigmoid use the approximations TensorFlow runs on CPU (Eigen's packet
+# functions), made of +, *, /, floor, selects and a bit cast only: tanh
+# Eigen's rational approximation (Eigen/src/Core/MathFunctionsImpl.h,
+# generic_fast_tanh_float), sigmoid Eigen's exp-based logistic
+# (scalar_logistic_op<float>::packetOp); same constants as _activations.py,
+# which explains both. float64 keeps libm.
 cdef inline float _tanh_rational(float v) noexcept nogil:
     cdef float x = v
     if x < -7.90531110763549805:
@@ -243,6 +245,48 @@ cdef inline float _tanh_rational(float v) noexcept nogil:
     return r if v == v else v  # NaN propagates
 
 
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <string.h>
+    /* 2^(biased - 127) for a float holding an integer in [0, 255]: the float
+       whose exponent bits are biased (Eigen's pldexp_fast). */
+    static inline float rnnengine_exp2_biased_f32(float biased) {
+        int32_t bits = ((int32_t)biased) << 23;
+        float out;
+        memcpy(&out, &bits, sizeof out);
+        return out;
+    }
+    """
+    float _exp2_biased_f32 "rnnengine_exp2_biased_f32"(float biased) noexcept nogil
+
+
+cdef inline float _sigmoid_eigen(float v) noexcept nogil:
+    # TensorFlow's float32 sigmoid (Eigen's scalar_logistic_op<float>::packetOp):
+    # e = exp(x / 2) ** 2 by Cephes range reduction and a degree-5 polynomial,
+    # e / (1 + e); 1.0 from x = 16.6355324 on, 0 below -104 and, as under TF's
+    # flush-to-zero, wherever exp(x) < FLT_MIN. See _activations.py.
+    cdef float x = v if v < <float>16.6355324 else <float>16.6355324  # NaN: restored below
+    x = x * <float>0.5
+    cdef float m = floorf(x * <float>1.44269504088896341 + <float>0.5)
+    cdef float r = m * <float>-0.693359375 + x
+    r = m * <float>2.12194440e-4 + r
+    cdef float r2 = r * r
+    cdef float p_even = r2 * <float>4.1898667812347412109375e-2 + <float>0.49999141693115234375
+    cdef float p_odd = r2 * <float>8.33471305668354034423828125e-3 + <float>0.16666877269744873046875
+    cdef float p = r * p_odd + p_even
+    p = r2 * p + (r + <float>1)
+    cdef float biased = m + <float>127
+    biased = biased if biased > <float>0 else <float>0
+    biased = biased if biased < <float>255 else <float>255
+    cdef float e = p * _exp2_biased_f32(biased)
+    e = e * e
+    cdef float sig = e / (<float>1 + e)
+    sig = sig if v >= <float>-104 else <float>0
+    sig = sig if e >= <float>1.1754943508222875e-38 else <float>0
+    return sig if v == v else v  # NaN propagates
+
+
 cdef inline void activate_block(floating* a, Py_ssize_t n, int code) noexcept nogil:
     """a[:n] = apply(code, a[:n]), with the switch on code outside the loops."""
     cdef Py_ssize_t j
@@ -253,7 +297,7 @@ cdef inline void activate_block(floating* a, Py_ssize_t n, int code) noexcept no
             return
         if code == SIGMOID:
             for j in range(n):
-                a[j] = <float>0.5 * _tanh_rational(<float>0.5 * a[j]) + <float>0.5
+                a[j] = _sigmoid_eigen(a[j])
             return
     if code == LINEAR:
         return

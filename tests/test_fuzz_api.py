@@ -124,10 +124,21 @@ def _tanh_eigen(v):
     return np.where(np.abs(x) < 4e-4, x, x * p / q)
 
 
+def _sigmoid_eigen(v):
+    """TensorFlow's (Eigen's) float32 logistic, the float32 kernels' sigmoid, in float64:
+    exp(v)-accurate, exactly 1 from v = 16.6355324 on, 0 where exp(v) < FLT_MIN
+    (TensorFlow's flush-to-zero)."""
+    from rnnengine.kernels import _activations as k
+    with np.errstate(over="ignore"):
+        s = expit(v)
+        e = np.exp(np.minimum(v, k._LOGISTIC_HI))
+    return np.where(v >= np.float32(k._LOGISTIC_HI), 1.0, np.where(e < k._FLT_MIN, 0.0, s))
+
+
 # The float32 kernels' forms of tanh and sigmoid (kernels/_activations.py: a gate
 # loop vectorizes only without libm calls), used to tell which rows are so
 # sensitive to them that a float32 comparison with the exact reference means nothing.
-FLOAT32_KERNEL_FORMS = {"tanh": _tanh_eigen, "sigmoid": lambda v: 0.5 * _tanh_eigen(0.5 * v) + 0.5}
+FLOAT32_KERNEL_FORMS = {"tanh": _tanh_eigen, "sigmoid": _sigmoid_eigen}
 
 
 # reference.py's sigmoid, 0.5 * (tanh(v / 2) + 1), loses its relative accuracy below
@@ -273,19 +284,6 @@ def unreliable_rows(spec, model, x, ref):
     return reasons
 
 
-def known_open_bug(backend, spec):
-    """A known, open bug (pinned by a strict-xfail test below) that this spec can
-    run into, or None. Its rows are not compared, so that a long campaign goes on
-    looking for new ones instead of stopping at the first old one. Remove an entry
-    when its xfail test starts passing."""
-    if (backend == "numba" and spec["cell"] == "GRU" and spec["dtype"] == "float64"
-            and spec["opts"]["activation"] == "exponential"):
-        # test_gru_update_gate_at_one_keeps_a_state_much_smaller_than_the_candidate:
-        # |hh| > 1e16 |h| takes exp(37) from moderate inputs (huge inputs are not compared).
-        return "known open bug: Numba float64 GRU, z = 1 with |hh| >> |h|"
-    return None
-
-
 # -- inputs ----------------------------------------------------------------------------------------
 
 @st.composite
@@ -352,10 +350,6 @@ def test_predict_random_models_and_inputs(backend, data):
         # activations, is not what this test measures: compare moderate rows.
         clean &= (np.abs(xc.astype(np.float64)) <= MODERATE).reshape(B, -1).all(axis=1)
     sensitive = unreliable_rows(spec, model, xc, ref)
-    known = known_open_bug(backend, spec)
-    if known:  # crash-freedom, shape and dtype were checked above; the numbers are a known bug
-        CASES["rows skipped: " + known] += int(clean.sum())
-        clean[:] = False
     CASES["predict rows compared/" + backend] += assert_rows_match(y, ref, hidden, spec["dtype"], clean,
                                                                    f"{spec} input {in_dtype}", sensitive)
     # NaN policy: a NaN input never becomes a plausible finite number: where the
@@ -506,21 +500,16 @@ def test_stream_step_with_a_scalar_raises_value_error(bad):
         model.stream().step(bad)
 
 
-def test_float32_sigmoid_tail_amplified_by_relu_gates(backend, request):
+def test_float32_sigmoid_tail_amplified_by_relu_gates(backend):
     """Found by the fuzz: LSTM(activation="sigmoid", recurrent_activation="relu").
 
     The relu gates are unbounded, so h = o * sigmoid(c) multiplies sigmoid's far
     negative tail by large o. Keras (TensorFlow's float32 logistic is exp(x)-accurate
     in the tail) agrees with the float64 reference within 7e-5 on outputs of
-    magnitude ~290, and so do the Cython kernels; the Numba float32 gate block
-    computes sigmoid as 0.5 * tanh(0.5 x) + 0.5 with Eigen's tanh clamped at
-    +-7.9, which floors sigmoid at 1.19e-7 for x < -15.8 (and loses relative
-    accuracy from x < -9: sigmoid(-10) = 4.5419e-5, exact 4.5398e-5): the output
-    ends 277 away from Keras's."""
-    if backend == "numba":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "BUG: Numba float32 sigmoid (kernels/_activations.py activate_block) floors at 1.19e-7 below "
-            "x = -15.8; amplified by relu gates the output is 277 off Keras's")))
+    magnitude ~290. The float32 gate blocks used to compute sigmoid as
+    0.5 * tanh(0.5 x) + 0.5 with Eigen's tanh clamped at +-7.9, which floors
+    sigmoid at 1.19e-7 for x < -15.8: the Numba output ended 277 away from
+    Keras's. Both backends now run TensorFlow's own exp-based logistic."""
     spec = {"cell": "LSTM", "B": 1, "T": 12, "C": 3, "H": 7, "dtype": "float32", "fixed_T": False,
             "seed": 117, "scale": 1.0, "dense": None, "D": 1,
             "opts": {"return_sequences": True, "go_backwards": False, "use_bias": False,
@@ -535,17 +524,13 @@ def test_float32_sigmoid_tail_amplified_by_relu_gates(backend, request):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_inf_input_never_becomes_a_finite_output(backend, request, dtype):
+def test_inf_input_never_becomes_a_finite_output(backend, dtype):
     """Found by the fuzz: GRU(linear, linear) on -inf. Keras (and the Cython kernels)
     compute h = z * h_tm1 + (1 - z) * hh = inf * 0 + ... = NaN, and the sigmoid head
-    keeps NaN. The Numba GRU kernel, compiled with fastmath "reassoc", evaluates it
-    in another order, gets +-inf, and the sigmoid head turns that into a confident
-    1.0: garbage in, a plausible probability out. (float64 only: the float32
-    gate block happens to keep the NaN here.)"""
-    if backend == "numba" and dtype == "float64":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "BUG: Numba GRU kernel's fastmath 'reassoc' reorders z * h + (1 - z) * hh; on inf input the "
-            "result is inf where Keras has NaN, and a sigmoid head makes it a finite 1.0")))
+    keeps NaN. The Numba GRU kernel, compiled with fastmath "reassoc", used to
+    evaluate it in another order, got +-inf, and the sigmoid head turned that into
+    a confident 1.0: garbage in, a plausible probability out. The update now runs
+    in Keras's order (kernels/numba_gru.py, _gru_update, compiled without "reassoc")."""
     model = Sequential([layers.Input(shape=(None, 1)),
                         layers.GRU(1, activation="linear", recurrent_activation="linear", dtype=dtype),
                         layers.Dense(1, activation="sigmoid", dtype=dtype)])
@@ -565,20 +550,16 @@ def test_reference_sigmoid_tail_is_accurate():
 
 
 @pytest.mark.parametrize("cell", ["GRU", "LSTM"])
-def test_saturated_gates_hold_the_state_over_long_sequences(backend, request, cell):
+def test_saturated_gates_hold_the_state_over_long_sequences(backend, cell):
     """Found while reading a fuzz failure: a gate pre-activation of +-20..40 (a GRU
     update gate or an LSTM forget gate that says "keep") must keep the state for
     as long as it stays there, as Keras does: TensorFlow's float32 sigmoid is exactly
-    1.0 from x ~ 17 on and exp(x)-small below -17. The Numba float32 gate block's
+    1.0 from x = 16.6355 on and exp(x)-small below. The float32 gate blocks' former
     sigmoid, 0.5 * tanh_eigen(0.5 x) + 0.5 with Eigen's tanh clamped at +-7.9,
-    stops at 1 - 1.19e-7 and 1.19e-7, so the state leaks 1.2e-7 of the way to the
+    stopped at 1 - 1.19e-7 and 1.19e-7, so the state leaked 1.2e-7 of the way to the
     candidate every step: after 5,000 steps (a stream's ordinary life) the output
-    is 7e-4 (GRU) / 1.3e-4 (LSTM) away from Keras's, which holds it exactly (Keras
-    3.x checked by hand; the Cython kernels hold it too)."""
-    if backend == "numba":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "BUG: Numba float32 sigmoid saturates at 1 - 1.19e-7 / 1.19e-7 (kernels/_activations.py "
-            "activate_block), so saturated GRU/LSTM gates leak state: 1e-4..1e-3 off Keras after 5000 steps")))
+    was 7e-4 (GRU) / 1.3e-4 (LSTM) away from Keras's, which holds it exactly
+    (tests/layers/test_recurrent_vs_keras.py checks this against Keras itself)."""
     T = 5000
     x = np.ones((1, T, 2), np.float32)
     x[0, 0] = [0.0, 1.0]  # step 0 sets a state; from step 1 on the gates say "keep"
@@ -592,17 +573,13 @@ def test_saturated_gates_hold_the_state_over_long_sequences(backend, request, ce
     assert abs(float(y[-1]) - float(y[1])) < 2e-5, f"state drifted {y[-1] - y[1]:.2e} over {T} steps"
 
 
-def test_gru_update_gate_at_one_keeps_a_state_much_smaller_than_the_candidate(backend, request):
+def test_gru_update_gate_at_one_keeps_a_state_much_smaller_than_the_candidate(backend):
     """Found by the fuzz (GRU, activation="exponential", float64): with z = 1 Keras's
-    h = z * h_tm1 + (1 - z) * hh is h_tm1 exactly. The Numba GRU kernel is compiled
-    with fastmath "reassoc", which lets LLVM evaluate hh + z * (h_tm1 - hh): once
-    |hh| > 1e16 |h_tm1| the old state cancels to 0 (here 0.0 instead of 0.5; in the
-    fuzz case 375.3 became 0 and the sequence then blew up to inf/NaN). The float32
-    path promotes that line to float64 and keeps 0.5."""
-    if backend == "numba":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "BUG: Numba GRU kernel (fastmath 'reassoc') computes hh + z * (h - hh): with z = 1 and "
-            "|hh| >> |h| the state cancels to 0 (float64)")))
+    h = z * h_tm1 + (1 - z) * hh is h_tm1 exactly. The Numba GRU kernel, compiled
+    with fastmath "reassoc", let LLVM evaluate hh + z * (h_tm1 - hh): once
+    |hh| > 1e16 |h_tm1| the old state cancelled to 0 (here 0.0 instead of 0.5; in
+    the fuzz case 375.3 became 0 and the sequence then blew up to inf/NaN). The
+    update now runs in a helper compiled without "reassoc" (numba_gru._gru_update)."""
     model = Sequential([layers.Input(shape=(2, 2)),
                         layers.GRU(1, activation="relu", recurrent_activation="hard_sigmoid", use_bias=False,
                                    dtype="float64")])

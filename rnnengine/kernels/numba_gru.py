@@ -1,13 +1,44 @@
 """GRU forward, forward-train and backward kernels in Numba (both reset_after variants).
 
 Contract: see ``rnnengine/kernels/__init__.py``.
+
+Numba's disk cache keys each kernel on this file only, not on the functions it
+calls: a change to ``_activations.py`` (e.g. ``activate_block``'s float32
+sigmoid) reaches an existing cache only through an edit here, or after deleting
+``rnnengine/kernels/__pycache__/*.nbi`` and ``*.nbc``.
 """
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
-from ..config import FASTMATH_FLAGS
+from ..config import FASTMATH_FLAGS, FASTMATH_FLAGS_KERAS_ORDER
 from ._activations import activate_block, apply, apply_grad_block
 from ._numba_common import recurrent_product, write_step
+
+
+def _one_like(v):
+    """1 in ``v``'s float type (a plain 1.0 would promote float32 to float64)."""
+    return type(v)(1)
+
+
+@overload(_one_like)
+def _one_like_overload(v):
+    if v == types.float32:
+        return lambda v: np.float32(1.0)
+    return lambda v: 1.0
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH_FLAGS_KERAS_ORDER, error_model="numpy")
+def _gru_update(z, h_tm1, hh):
+    """Keras 3's GRUCell state update, h = z * h_tm1 + (1 - z) * hh, in z's type.
+
+    Compiled without "reassoc" and "contract" (config.FASTMATH_FLAGS_KERAS_ORDER)
+    and not inlined by Numba, so that LLVM inlines it with those flags and
+    evaluates it in Keras's order, in the kernels' dtype: with "reassoc" LLVM
+    computed hh + z * (h_tm1 - hh), which gives 0 instead of h_tm1 when z = 1 and
+    |hh| > 1e16 |h_tm1|, and +-inf instead of NaN on an inf input.
+    """
+    return z * h_tm1 + (_one_like(z) - z) * hh
 
 
 @njit(cache=True, nogil=True, fastmath=FASTMATH_FLAGS, error_model="numpy")
@@ -36,7 +67,7 @@ def _gru_forward(y_out, h, xproj, rec, rec_h, rh, x, kernel, recurrent_kernel,
                     z[j] = xp[j] + input_bias[j] + z[j - H] * (z[j] + recurrent_bias[j])
                 activate_block(z[2 * H:], activation)
                 for j in range(H):
-                    hb[j] = z[j] * hb[j] + (1.0 - z[j]) * z[2 * H + j]
+                    hb[j] = _gru_update(z[j], hb[j], z[2 * H + j])
         else:
             # hh = act(x_h + (r * h_tm1) @ U_h): the reset gate applies before the
             # product, so a second product follows once r is known. The first
@@ -56,7 +87,7 @@ def _gru_forward(y_out, h, xproj, rec, rec_h, rh, x, kernel, recurrent_kernel,
                     hh[j] += xp[2 * H + j] + input_bias[2 * H + j]
                 activate_block(hh, activation)
                 for j in range(H):
-                    hb[j] = z[j] * hb[j] + (1.0 - z[j]) * hh[j]
+                    hb[j] = _gru_update(z[j], hb[j], hh[j])
         write_step(y_out, h, s, B, H, T, return_sequences)
 
 
@@ -98,7 +129,7 @@ def _gru_forward_train(y_out, h, h_tm1_seq, preact, gates, hh_rec_seq, rec, rec_
                     gates[b, t, H + j] = r
                     gates[b, t, 2 * H + j] = hh
                     hh_rec_seq[b, t, j] = hh_rec
-                    h[b, j] = z * h_tm1 + (1.0 - z) * hh
+                    h[b, j] = _gru_update(z, h_tm1, hh)
         else:
             # The reset gate applies before the product: a second GEMM follows
             # once r is known, as in _gru_forward.
@@ -122,7 +153,7 @@ def _gru_forward_train(y_out, h, h_tm1_seq, preact, gates, hh_rec_seq, rec, rec_
                     preact[b, t, 2 * H + j] = a_h
                     gates[b, t, j] = z
                     gates[b, t, 2 * H + j] = hh
-                    h[b, j] = z * h[b, j] + (1.0 - z) * hh
+                    h[b, j] = _gru_update(z, h[b, j], hh)
         if return_sequences:
             for b in range(B):
                 for j in range(H):

@@ -1,6 +1,11 @@
 """LSTM forward, forward-train and backward kernels in Numba.
 
 Contract: see ``rnnengine/kernels/__init__.py``.
+
+Numba's disk cache keys each kernel on this file only, not on the functions it
+calls: a change to ``_activations.py`` (e.g. ``activate_block``'s float32
+sigmoid) reaches an existing cache only through an edit here, or after deleting
+``rnnengine/kernels/__pycache__/*.nbi`` and ``*.nbc``.
 """
 import numpy as np
 from numba import njit

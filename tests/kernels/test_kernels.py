@@ -144,6 +144,43 @@ def test_nan_propagates(backend, rng, cell, reset_after):
     assert np.isnan(y[1, 2:]).all()
 
 
+def _float32_sigmoid_block(backend, x):
+    """The backend's float32 gate-block sigmoid (what the recurrent kernels run) on x."""
+    a = x.copy()
+    if backend == "numba":
+        _activations.activate_block(a, _activations.SIGMOID)
+    else:  # the Cython activation kernel runs _gates.pxd's activate_block, as the cells do
+        kernels.get_kernel("activation", "forward", "cython")(a.reshape(1, -1), _activations.SIGMOID)
+    return a
+
+
+def test_float32_sigmoid_block_is_tensorflows(backend):
+    """float32 sigmoid is TensorFlow's (Eigen's logistic): within 4 ULP of tf.math.sigmoid
+    (bit-identical where no FMA is contracted), and exactly 1.0 / 0.0 where it is:
+    1.0 from 16.6355324 on, 0 below -87.34 (TF flushes denormals) and at -inf."""
+    from tests.keras_oracle import keras
+
+    f32 = np.float32
+    edges = [16.6355324, -104.0, -87.33654, -9.0, 0.0]
+    near = [np.nextafter(f32(e), f32(d) * np.inf, dtype=f32) for e in edges for d in (-1, 1)]
+    x = np.concatenate([np.linspace(-120, 120, 480_001, dtype=f32),
+                        np.linspace(16.0, 17.0, 20_001, dtype=f32),
+                        np.array(edges + near + [np.inf, -np.inf, np.nan, -0.0, 1e30, -1e30, 1e-40], f32)])
+    want = np.asarray(keras().ops.sigmoid(x))
+    got = _float32_sigmoid_block(backend, x)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    ok = ~np.isnan(want)
+    np.testing.assert_array_equal(got[ok] == 1.0, want[ok] == 1.0)
+    np.testing.assert_array_equal(got[ok] == 0.0, want[ok] == 0.0)
+    ulps = np.abs(got[ok].view(np.int32).astype(np.int64) - want[ok].view(np.int32).astype(np.int64))
+    assert ulps.max() <= 4, f"{ulps.max()} ULP from TensorFlow at x = {x[ok][ulps.argmax()]}"
+    assert (ulps == 0).mean() > 0.99
+    assert got[x == f32(16.6355324)] == 1.0 and got[x == np.nextafter(f32(16.6355324), f32(0))] < 1.0
+    np.testing.assert_allclose(got[np.abs(x) < 80], 1 / (1 + np.exp(-x[np.abs(x) < 80].astype(np.float64))),
+                               rtol=5e-7, atol=0)  # exp-accurate in the tail
+
+
 def test_numba_and_cython_agree_in_float64(rng):
     """Numba and Cython are two implementations of one contract: float64 to 1e-12."""
     if not kernels.cython_available():

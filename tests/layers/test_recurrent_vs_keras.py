@@ -146,3 +146,85 @@ def test_default_weights_have_keras_shapes_and_initializers(cls):
         assert bias.shape == (2, 18) and not bias.any()
     else:
         assert not bias.any()
+
+
+# -- saturation and evaluation order, against Keras itself -----------------------------------------
+
+LONG_T = 5000
+
+
+@functools.lru_cache(maxsize=None)
+def _saturated_case(cls):
+    """A float32 LSTM/GRU whose gates sit far in sigmoid's saturation for 5,000 steps.
+
+    Step 0 writes a state; from step 1 on, column 0 of x is 1 and drives the GRU
+    update gate z (or the LSTM forget and output gates) to +19..+45 and the LSTM
+    input gate to -45..-19, while columns 1 and 2 (noise) move the candidate and
+    jitter every gate. TensorFlow's float32 sigmoid is exactly 1.0 from 16.6355 on
+    and exp(x)-small below, so Keras holds the state; a sigmoid that stops at
+    1 - 1.19e-7 (the gate blocks' former 0.5 * tanh(x / 2) + 0.5) leaks 1.2e-7 of
+    it per step, 1e-4..1e-3 after 5,000 steps.
+    """
+    rng = np.random.default_rng(77)
+    Bs, Cs, Hs = 3, 3, 4
+    x = np.zeros((Bs, LONG_T, Cs), np.float32)
+    x[:, 0, 1:] = rng.uniform(-1.0, 1.0, (Bs, 2))  # the write step
+    x[:, 1:, 0] = 1.0
+    x[:, 1:, 1:] = rng.standard_normal((Bs, LONG_T - 1, 2)) * 0.5
+    K = 4 if cls == "LSTM" else 3
+    kernel = rng.uniform(-0.5, 0.5, (Cs, K * Hs))
+    recurrent_kernel = rng.uniform(-0.3, 0.3, (Hs, K * Hs))
+    keep = rng.uniform(24.0, 40.0, Hs)  # the noise moves a gate by less than 6
+    if cls == "LSTM":  # blocks i, f, c, o
+        kernel[0] = np.r_[-keep, keep, np.zeros(Hs), keep]
+    else:  # blocks z, r, h: z keeps the state, r and the candidate move with the noise
+        kernel[0] = np.r_[keep, np.zeros(2 * Hs)]
+    kernel[1:, :] *= 4.0
+    weights = [kernel.astype(np.float32), recurrent_kernel.astype(np.float32)]
+    kwargs = dict(units=Hs, dtype="float32", use_bias=False, return_sequences=True)
+    return x, weights, kwargs, keras_layer_outputs(cls, kwargs, x, weights)
+
+
+@pytest.mark.parametrize("cls", ["LSTM", "GRU"])
+def test_saturated_gates_over_a_long_sequence_match_keras(backend, cls):
+    x, weights, kwargs, want = _saturated_case(cls)
+    layer = getattr(layers, cls)(**kwargs)
+    layer.build((None, x.shape[2]))
+    layer.set_weights(weights)
+    got = layer(x)
+    assert np.abs(want[:, 2:] - want[:, 1:2]).max() < 1e-6  # Keras holds the state from step 1 on
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5, err_msg=cls)
+
+
+# The cases of tests/test_fuzz_api.py where fastmath "reassoc" reordered the Numba
+# GRU update h = z * h_tm1 + (1 - z) * hh: -inf input with linear activations
+# (Keras: inf * 0 = NaN; reordered: +-inf), and z = 1 with |hh| = 1e17 |h_tm1|
+# (Keras: h_tm1 exactly; reordered: hh + z * (h_tm1 - hh) = 0).
+GRU_ORDER_CASES = {
+    "inf_input": (dict(activation="linear", recurrent_activation="linear"),
+                  [np.array([[0.3, 0.8, 0.3]]), np.array([[-1.3, 0.9, 0.4]]),
+                   np.array([[-0.5, 0.6, 0.4], [0.3, 0.0, 0.5]])],
+                  np.array([[[-np.inf]], [[np.inf]], [[0.5]]])),
+    "z_one_huge_candidate": (dict(activation="relu", recurrent_activation="hard_sigmoid", use_bias=False),
+                             [np.array([[40.0, 0.0, 0.0], [0.0, 0.0, 1.0]]), np.zeros((1, 3))],
+                             np.array([[[0.0, 1.0], [1.0, 1e17]], [[0.0, 3.0], [1.0, -1e18]]])),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("case", sorted(GRU_ORDER_CASES))
+def test_gru_update_order_matches_keras(backend, case, dtype):
+    kwargs, weights, x = GRU_ORDER_CASES[case]
+    kwargs = dict(units=1, dtype=dtype, return_sequences=True, **kwargs)
+    weights = [w.astype(dtype) for w in weights]
+    x = x.astype(dtype)
+    want = keras_layer_outputs("GRU", kwargs, x, weights)
+    layer = layers.GRU(**kwargs)
+    layer.build((None, x.shape[2]))
+    layer.set_weights(weights)
+    with np.errstate(invalid="ignore"):
+        got = layer(x)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    assert_close(np.nan_to_num(got), np.nan_to_num(want), dtype, case)
+    if case == "z_one_huge_candidate":  # z = 1 keeps h_tm1 exactly
+        np.testing.assert_array_equal(got[:, 1], got[:, 0])
