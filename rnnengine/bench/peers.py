@@ -331,6 +331,20 @@ def export_onnx(cell, wl, weights, path):
             return f"torch.onnx.export, opset {ONNX_OPSET}"
 
 
+def export_torchscript(cell, wl, weights, path):
+    """Save the PyTorch module of ``torch_module`` as TorchScript (``torch.jit.trace``)
+    to ``path``: what the cold-start measurement loads with ``torch.jit.load``."""
+    torch = _import_torch()
+    mod = torch_module(cell, wl, weights)
+    example = tuple(torch.from_numpy(a) for a in make_args(wl, cell))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with torch.no_grad():
+            traced = torch.jit.trace(mod, example)
+        torch.jit.save(traced, path)
+    return "torch.jit.trace + torch.jit.save"
+
+
 def build_onnxruntime(cell, wl, weights, onnx_path=None):
     try:
         import onnxruntime as ort
