@@ -592,7 +592,8 @@ def make_chart(png_path, wids, cells, runs, runners, title):
                 ups.append(max(m["p90_us"] - m["median_us"], 0.0))
                 lo, hi = min(lo, m["median_us"]), max(hi, m["p90_us"])
             if xs:
-                ax.bar(xs, meds, width, yerr=[[0.0] * len(ups), ups], color=cmap(j % 10),
+                color = cmap(peers.ALL_RUNNERS.index(r) % 10)  # one colour per runner, every run
+                ax.bar(xs, meds, width, yerr=[[0.0] * len(ups), ups], color=color,
                        label=r, capsize=1.5, error_kw={"elinewidth": 0.8, "ecolor": "0.25"})
         ax.set_yscale("log")
         if hi > 0:  # at least a decade, whole decades below the shortest bar
@@ -659,8 +660,8 @@ def _parser(prog):
                          "per-process JSON go next to it")
     ap.add_argument("--quick", action="store_true",
                     help="a smoke run of about a minute or two: L2 and S1, one process each, 0.2 s, "
-                         "rnnengine and one runner per installed peer framework, short extra "
-                         "sections; explicit options still win")
+                         "rnnengine and one runner per installed peer framework, extra sections "
+                         "shortened and on LSTM only; explicit options still win")
     ap.add_argument("--skip", default="",
                     help=f"comma list of sections to leave out: {', '.join(SECTIONS)}")
     ap.add_argument("--gemm-n", type=int, default=None,
@@ -764,6 +765,10 @@ def main(argv=None, prog=None):
     if opts.processes < 1 or opts.cold_processes < 1:
         ap.error("--processes and --cold-processes must be at least 1")
     combos = [(w, c) for w in wids for c in cells]
+    # the extra sections (scaling, concurrency) run every cell; --quick: LSTM only
+    section_cells = cells
+    if opts.quick and len(cells) > 1:
+        section_cells = ["lstm"] if "lstm" in cells else cells[:1]
     child_timeout = opts.child_timeout or (300 + 4 * opts.min_time)
     do = {s: s not in skip for s in SECTIONS}
     cold_kinds = ["rnnengine"]
@@ -804,9 +809,9 @@ def main(argv=None, prog=None):
     # data: weights, inputs and float64 references, made once, shared by every runner
     needed = list(combos)
     if do["scaling"]:
-        needed += [("T1", c) for c in cells]
+        needed += [("T1", c) for c in section_cells]
     if do["concurrency"]:
-        needed += [(w, c) for w in ("L1", "T2") for c in cells]
+        needed += [(w, c) for w in ("L1", "T2") for c in section_cells]
     if do["cold-start"]:
         needed.append(("L1", "lstm"))
     for wid, cell in dict.fromkeys(needed):
@@ -925,7 +930,7 @@ def main(argv=None, prog=None):
     scaling = {}  # (cell, threads) -> [results]
     if do["scaling"]:
         for rnd in range(opts.processes):
-            for cell in cells:
+            for cell in section_cells:
                 for nt in SCALING_THREADS:
                     if any(x.get("status") not in ("ok", None) for x in scaling.get((cell, nt), [])):
                         continue
@@ -941,7 +946,7 @@ def main(argv=None, prog=None):
     if do["concurrency"]:
         for rnd in range(opts.processes):
             for wid, setting in conc_settings:
-                for cell in cells:
+                for cell in section_cells:
                     key = (wid, cell, setting)
                     if any(x.get("status") != "ok" for x in conc.get(key, [])):
                         continue
@@ -1109,7 +1114,7 @@ def main(argv=None, prog=None):
         md.append("| cell | 1 thread median µs (p90) | 2 threads median µs (p90) | "
                   "GFLOP/s on 2 | speed-up | target | load avg (1 / 2 threads) |")
         md.append("|---|---:|---:|---:|---:|---|---:|")
-        for cell in cells:
+        for cell in section_cells:
             m1 = _median_process(scaling.get((cell, 1), []))
             m2 = _median_process(scaling.get((cell, 2), []))
             if not (m1 and m2):
@@ -1142,7 +1147,7 @@ def main(argv=None, prog=None):
                   "ratio | target | load avg |")
         md.append("|---|---|---|---:|---:|---:|---|---:|")
         for wid, setting in conc_settings:
-            for cell in cells:
+            for cell in section_cells:
                 res = conc.get((wid, cell, setting), [])
                 ok = sorted((x for x in res if x.get("status") == "ok"), key=lambda x: x["ratio"])
                 tps = (f"{setting}" if setting else
