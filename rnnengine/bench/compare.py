@@ -199,6 +199,7 @@ def worker(opts):
         pc = time.perf_counter_ns
         times = []
         append = times.append
+        cpu0, wall0 = time.process_time(), time.perf_counter()
         deadline = pc() + int(opts.min_time * 1e9)
         while True:
             t0 = pc()
@@ -207,6 +208,10 @@ def worker(opts):
             append(t1 - t0)
             if t1 >= deadline and len(times) >= opts.min_calls:
                 break
+        # cores this process kept busy while timed (its CPU time / wall time, every
+        # thread): under 2 for a 2-thread runner means it did not get two cores (or
+        # did not use them); spin-waiting threads count as busy
+        res["cores_used"] = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
         us = np.asarray(times, dtype=np.float64) / 1e3
         res.update(status="ok", calls=len(times), median_us=float(np.median(us)),
                    p90_us=float(np.percentile(us, 90)), min_us=float(us.min()))
@@ -333,22 +338,22 @@ def concurrency_worker(opts):
             for t in threads:
                 t.start()
             barrier.wait()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             time.sleep(seconds)
             stop.set()
             for t in threads:
                 t.join()
-            return sum(counts), time.perf_counter() - t0
+            return sum(counts), time.perf_counter() - t0, time.process_time() - c0
 
         stretch(1, 0.1)  # warm-up: each thread's first call builds its plan and buffers
         stretch(2, 0.1)
-        tot = {1: [0, 0.0], 2: [0, 0.0]}
+        tot = {1: [0, 0.0, 0.0], 2: [0, 0.0, 0.0]}
         for _ in range(2):
             for k in (1, 2):
-                calls, secs = stretch(k, opts.duration / 2)
-                tot[k][0] += calls
-                tot[k][1] += secs
+                for i, v in enumerate(stretch(k, opts.duration / 2)):
+                    tot[k][i] += v
         one, two = (tot[k][0] / tot[k][1] for k in (1, 2))
+        res.update(cores_one=tot[1][2] / tot[1][1], cores_two=tot[2][2] / tot[2][1])
         res.update(status="ok", calls_one=tot[1][0], calls_two=tot[2][0],
                    one_thread_calls_s=one, two_threads_calls_s=two, ratio=two / one,
                    loadavg=list(os.getloadavg()))
@@ -1142,11 +1147,15 @@ def main(argv=None, prog=None):
         md.append("")
         md.append("`RNNENGINE_NUM_THREADS=1` vs `=2` in fresh worker processes, as the latency "
                   f"table (median process of {opts.processes}); speed-up = median on 1 thread / "
-                  f"median on 2. Target: ≥ {TARGET_SCALING}×.")
+                  f"median on 2. Target: ≥ {TARGET_SCALING}×. 'cores used': the worker's CPU time / "
+                  "wall time over its timed calls (all threads): near 2 on 2 threads means it "
+                  "got both cores; near 1 means another process held one, and the speed-up "
+                  "then says nothing about rnnengine.")
         md.append("")
         md.append("| cell | 1 thread median µs (p90) | 2 threads median µs (p90) | "
-                  "GFLOP/s on 2 | speed-up | target | load avg (1 / 2 threads) |")
-        md.append("|---|---:|---:|---:|---:|---|---:|")
+                  "GFLOP/s on 2 | speed-up | target | cores used (1 / 2 threads) | "
+                  "load avg (1 / 2 threads) |")
+        md.append("|---|---:|---:|---:|---:|---|---:|---:|")
         for cell in section_cells:
             m1 = _median_process(scaling.get((cell, 1), []))
             m2 = _median_process(scaling.get((cell, 2), []))
@@ -1154,7 +1163,7 @@ def main(argv=None, prog=None):
                 bad = [x for nt in SCALING_THREADS for x in scaling.get((cell, nt), [])
                        if x.get("status") != "ok"]
                 md.append(f"| {peers.CELL_TITLES[cell]} | – | – | – | – | "
-                          f"{(bad[0].get('reason', '') if bad else 'not run')[:100]} | |")
+                          f"{(bad[0].get('reason', '') if bad else 'not run')[:100]} | | |")
                 continue
             sp = m1["median_us"] / m2["median_us"]
             gf = peers.WORKLOADS["T1"].flops(cell) / (m2["median_us"] * 1e3)
@@ -1162,6 +1171,7 @@ def main(argv=None, prog=None):
                       f"({_fmt_us(m1['p90_us'])}) | {_fmt_us(m2['median_us'])} "
                       f"({_fmt_us(m2['p90_us'])}) | {gf:.1f} | **{sp:.2f}×** | "
                       f"{'met' if sp >= TARGET_SCALING else 'not met'} | "
+                      f"{m1.get('cores_used', 0):.2f} / {m2.get('cores_used', 0):.2f} | "
                       f"{m1['loadavg'][0]:.1f} / {m2['loadavg'][0]:.1f} |")
         md.append("")
 
@@ -1174,11 +1184,13 @@ def main(argv=None, prog=None):
                   "calls completed / seconds. Median process (by ratio) of "
                   f"{opts.processes}. 'threads per call': what one call may split its batch "
                   "over (`RNNENGINE_NUM_THREADS`; default = the CPU count; batch 1 never "
-                  f"splits). Target: ≥ {TARGET_SCALING}×.")
+                  f"splits). Target: ≥ {TARGET_SCALING}×. 'cores used': the process's CPU time / "
+                  "wall time in the one-thread and the two-thread stretches (2 threads given "
+                  "only ~1 core means the machine had no second core free).")
         md.append("")
         md.append("| workload | cell | threads per call | 1 thread calls/s | 2 threads calls/s | "
-                  "ratio | target | load avg |")
-        md.append("|---|---|---|---:|---:|---:|---|---:|")
+                  "ratio | target | cores used (1 / 2 threads) | load avg |")
+        md.append("|---|---|---|---:|---:|---:|---|---:|---:|")
         for wid, setting in conc_settings:
             for cell in section_cells:
                 res = conc.get((wid, cell, setting), [])
@@ -1189,13 +1201,14 @@ def main(argv=None, prog=None):
                 if not ok:
                     why = res[0].get("reason", "") if res else "not run"
                     md.append(f"| {wid} | {peers.CELL_TITLES[cell]} | {tps} | – | – | – | "
-                              f"{why[:100]} | |")
+                              f"{why[:100]} | | |")
                     continue
                 m = ok[(len(ok) - 1) // 2]
                 md.append(f"| {wid} | {peers.CELL_TITLES[cell]} | {tps} | "
                           f"{m['one_thread_calls_s']:.0f} | {m['two_threads_calls_s']:.0f} | "
                           f"**{m['ratio']:.2f}×** | "
                           f"{'met' if m['ratio'] >= TARGET_SCALING else 'not met'} | "
+                          f"{m['cores_one']:.2f} / {m['cores_two']:.2f} | "
                           f"{m['loadavg'][0]:.1f} |")
         md.append("")
 
