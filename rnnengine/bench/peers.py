@@ -1,4 +1,5 @@
-"""Workloads, weights and runners for the standard benchmark (see /work/shared/workloads.md).
+"""Workloads, weights and runners for ``rnnengine bench`` (the standard workloads of
+/work/shared/workloads.md).
 
 A *runner* is what gets timed: ``runner.f(*args)`` takes NumPy arrays and returns
 NumPy arrays, one call per request, the way a service would call it.
@@ -23,12 +24,14 @@ Every peer import is optional: a missing framework raises ``PeerUnavailable``
 from ``build_runner`` and the caller skips that runner with a note.
 
 Nothing here imports a framework at module import time (only NumPy), so a
-benchmark process only loads the one framework it times.
+benchmark process only loads the one framework it times. The benchmark's
+worker processes load this file by its path, without importing the rnnengine
+package (see ``compare._load_sibling``); the rnnengine runners import it
+themselves.
 """
 import dataclasses
 import importlib.util
 import os
-import sys
 import warnings
 from typing import Callable
 
@@ -47,10 +50,8 @@ TORCH_THREADS = 2
 ORT_THREADS = 2
 ONNX_OPSET = 17
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# An installed rnnengine wins; otherwise the working tree is used.
-if _REPO not in sys.path:
-    sys.path.append(_REPO)
+# rnnengine/ (this file is rnnengine/bench/peers.py)
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,12 +129,10 @@ def make_args(wl, cell, seed=1):
 
 
 def _load_reference():
-    """rnnengine/kernels/reference.py, loaded by path so that no Numba (nor the
-    rest of rnnengine) gets imported into a peer's benchmark process."""
-    spec = importlib.util.find_spec("rnnengine")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError("rnnengine is not importable (not installed, not in the tree)")
-    path = os.path.join(list(spec.submodule_search_locations)[0], "kernels", "reference.py")
+    """rnnengine/kernels/reference.py of this same copy of rnnengine, loaded by
+    path so that no Numba (nor the rest of rnnengine) gets imported into a
+    peer's benchmark process."""
+    path = os.path.join(_PACKAGE_DIR, "kernels", "reference.py")
     mod_spec = importlib.util.spec_from_file_location("_rnnengine_reference", path)
     mod = importlib.util.module_from_spec(mod_spec)
     mod_spec.loader.exec_module(mod)
@@ -332,6 +331,20 @@ def export_onnx(cell, wl, weights, path):
             return f"torch.onnx.export, opset {ONNX_OPSET}"
 
 
+def export_torchscript(cell, wl, weights, path):
+    """Save the PyTorch module of ``torch_module`` as TorchScript (``torch.jit.trace``)
+    to ``path``: what the cold-start measurement loads with ``torch.jit.load``."""
+    torch = _import_torch()
+    mod = torch_module(cell, wl, weights)
+    example = tuple(torch.from_numpy(a) for a in make_args(wl, cell))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with torch.no_grad():
+            traced = torch.jit.trace(mod, example)
+        torch.jit.save(traced, path)
+    return "torch.jit.trace + torch.jit.save"
+
+
 def build_onnxruntime(cell, wl, weights, onnx_path=None):
     try:
         import onnxruntime as ort
@@ -361,6 +374,35 @@ def build_onnxruntime(cell, wl, weights, onnx_path=None):
 
 # --------------------------------------------------------------------------- rnnengine
 
+def rnnengine_model(cell, wl, weights, backend=None):
+    """An rnnengine ``Sequential([Input((T, C)), Cell(H)])`` with ``weights``;
+    ``backend`` ("numba"/"cython") is set process-wide first when given."""
+    try:
+        import rnnengine.config
+        from rnnengine.layers import GRU, LSTM, Input, SimpleRNN
+        from rnnengine.models import Sequential
+    except ImportError as exc:
+        raise PeerUnavailable(f"rnnengine public API not importable: {exc}") from None
+    if backend is not None:
+        _check_backend_built(backend)
+        rnnengine.config.set_kernels(backend)
+    cls = {"simple_rnn": SimpleRNN, "lstm": LSTM, "gru": GRU}[cell]
+    model = Sequential([Input(shape=(wl.T, wl.C)),
+                        cls(wl.H, return_sequences=wl.return_sequences)])
+    model.set_weights(list(weights))
+    return model
+
+
+def _check_backend_built(backend):
+    if backend == "cython":
+        try:
+            from rnnengine.kernels import CYTHON_IMPORT_ERROR, cython_available
+        except ImportError:
+            return
+        if not cython_available():
+            raise PeerUnavailable(f"rnnengine Cython kernels not built: {CYTHON_IMPORT_ERROR}")
+
+
 def build_rnnengine(cell, wl, weights, backend):
     """rnnengine's public, Keras-like API (``rnnengine.models.Sequential``)."""
     try:
@@ -370,14 +412,7 @@ def build_rnnengine(cell, wl, weights, backend):
         from rnnengine.models import Sequential
     except ImportError as exc:
         raise PeerUnavailable(f"rnnengine public API not importable: {exc}") from None
-    if backend == "cython":
-        try:
-            from rnnengine.kernels import CYTHON_IMPORT_ERROR, cython_available
-        except ImportError:
-            pass
-        else:
-            if not cython_available():
-                raise PeerUnavailable(f"rnnengine Cython kernels not built: {CYTHON_IMPORT_ERROR}")
+    _check_backend_built(backend)
     rnnengine.config.set_kernels(backend)
     cls = {"simple_rnn": SimpleRNN, "lstm": LSTM, "gru": GRU}[cell]
     if wl.stream:
@@ -399,9 +434,7 @@ def build_rnnengine(cell, wl, weights, backend):
 
         return Runner(f"rnnengine-{backend}", f, note="S1: model.stream(batch_size=1).step(x_t, out=)")
 
-    model = Sequential([Input(shape=(wl.T, wl.C)),
-                        cls(wl.H, return_sequences=wl.return_sequences)])
-    model.set_weights(list(weights))
+    model = rnnengine_model(cell, wl, weights)
     out = np.empty((wl.B, wl.T, wl.H) if wl.return_sequences else (wl.B, wl.H), np.float32)
 
     def f(x):
