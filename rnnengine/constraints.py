@@ -23,6 +23,8 @@ instance, a class, or any callable ``w -> new w``.
 """
 import numpy as np
 
+from ._keras_objects import Registry
+
 __all__ = ["Constraint", "MaxNorm", "NonNeg", "UnitNorm", "MinMaxNorm", "get", "serialize", "deserialize"]
 
 _EPSILON = 1e-7
@@ -148,57 +150,24 @@ _NAMES.update({"constraint": Constraint, "max_norm": MaxNorm, "non_neg": NonNeg,
                "min_max_norm": MinMaxNorm})
 
 
+_REGISTRY = Registry("constraint", "keras.constraints", Constraint, _CLASSES, _NAMES, KerasConfigConstraint, base_usable=True)
+
+
 def serialize(constraint):
     """Keras 3's serialized form: ``{"module", "class_name", "config", "registered_name"}``."""
-    if constraint is None:
-        return None
-    if isinstance(constraint, KerasConfigConstraint):
-        return dict(constraint.entry)
-    name = type(constraint).__name__
-    if _CLASSES.get(name) is type(constraint):
-        return {"module": "keras.constraints", "class_name": name, "config": constraint.get_config(),
-                "registered_name": None}
-    if isinstance(constraint, Constraint):
-        return {"module": type(constraint).__module__, "class_name": name, "config": constraint.get_config(),
-                "registered_name": name}
-    raise ValueError(f"Cannot serialize constraint {constraint!r}: only Constraint objects have a config.")
+    return _REGISTRY.serialize(constraint)
 
 
 def deserialize(config, lenient=False):
-    """A constraint from Keras's serialized dict; ``lenient``: an unknown class
-    becomes a ``KerasConfigConstraint`` instead of raising."""
-    if not isinstance(config, dict):
-        raise ValueError(f"Could not interpret constraint identifier: {config}")
-    name = config.get("class_name")
-    cls = _CLASSES.get(name)
-    if cls is None:
-        if lenient and isinstance(name, str):
-            return KerasConfigConstraint(config)
-        raise ValueError(f"Could not interpret constraint identifier: {config} (rnnengine implements "
-                         f"{sorted(c for c in _CLASSES if c != 'Constraint')})")
-    inner = config.get("config") or {}
-    if not isinstance(inner, dict):
-        raise ValueError(f"Could not interpret constraint identifier: {config}")
-    return cls.from_config(dict(inner))
+    """A constraint from Keras's serialized dict (or a bare ``{"class_name", "config"}``);
+    ``lenient``: a class rnnengine does not implement becomes a ``KerasConfigConstraint``
+    (what the model importer wants) instead of raising."""
+    return _REGISTRY.deserialize(config, lenient)
 
 
 def get(identifier):
     """A constraint from ``None``, a name, a serialized dict, an instance, a class or a callable."""
-    if identifier is None:
-        return None
-    if isinstance(identifier, dict):
-        return deserialize(identifier)
-    if isinstance(identifier, str):
-        obj = _NAMES.get(identifier)
-        if obj is None:
-            raise ValueError(f"Could not interpret constraint identifier: {identifier}")
-    else:
-        obj = identifier
-    if isinstance(obj, type):
-        return obj()
-    if callable(obj):
-        return obj
-    raise ValueError(f"Could not interpret constraint identifier: {identifier}")
+    return _REGISTRY.get(identifier)
 
 
 def can_train(constraint):

@@ -40,6 +40,8 @@ import math
 
 import numpy as np
 
+from ._keras_objects import Registry
+
 __all__ = ["Regularizer", "L1", "L2", "L1L2", "get", "serialize", "deserialize"]
 
 
@@ -192,58 +194,24 @@ _NAMES = dict(_CLASSES)
 _NAMES.update({"regularizer": Regularizer, "l1": L1, "l2": L2, "l1l2": L1L2})
 
 
+_REGISTRY = Registry("regularizer", "keras.regularizers", Regularizer, _CLASSES, _NAMES, KerasConfigRegularizer, base_usable=False)
+
+
 def serialize(regularizer):
     """Keras 3's serialized form: ``{"module", "class_name", "config", "registered_name"}``."""
-    if regularizer is None:
-        return None
-    if isinstance(regularizer, KerasConfigRegularizer):
-        return dict(regularizer.entry)
-    if type(regularizer).__name__ in _CLASSES and type(regularizer) is _CLASSES[type(regularizer).__name__]:
-        return {"module": "keras.regularizers", "class_name": type(regularizer).__name__,
-                "config": regularizer.get_config(), "registered_name": None}
-    if isinstance(regularizer, Regularizer):
-        return {"module": type(regularizer).__module__, "class_name": type(regularizer).__name__,
-                "config": regularizer.get_config(), "registered_name": type(regularizer).__name__}
-    raise ValueError(f"Cannot serialize regularizer {regularizer!r}: only Regularizer objects have a config.")
+    return _REGISTRY.serialize(regularizer)
 
 
 def deserialize(config, lenient=False):
-    """A regularizer from Keras's serialized dict (or a bare ``{"class_name", "config"}``).
-
-    ``lenient``: a class rnnengine does not implement becomes a
-    ``KerasConfigRegularizer`` (what the model importer wants) instead of raising."""
-    if not isinstance(config, dict):
-        raise ValueError(f"Could not interpret regularizer identifier: {config}")
-    name = config.get("class_name")
-    cls = _CLASSES.get(name)
-    if cls is None or cls is Regularizer:
-        if lenient and isinstance(name, str):
-            return KerasConfigRegularizer(config)
-        raise ValueError(f"Could not interpret regularizer identifier: {config} (rnnengine implements "
-                         f"{sorted(c for c in _CLASSES if c != 'Regularizer')})")
-    inner = config.get("config") or {}
-    if not isinstance(inner, dict):
-        raise ValueError(f"Could not interpret regularizer identifier: {config}")
-    return cls.from_config(dict(inner))
+    """A regularizer from Keras's serialized dict (or a bare ``{"class_name", "config"}``);
+    ``lenient``: a class rnnengine does not implement becomes a ``KerasConfigRegularizer``
+    (what the model importer wants) instead of raising."""
+    return _REGISTRY.deserialize(config, lenient)
 
 
 def get(identifier):
     """A regularizer from ``None``, a name, a serialized dict, an instance, a class or a callable."""
-    if identifier is None:
-        return None
-    if isinstance(identifier, dict):
-        return deserialize(identifier)
-    if isinstance(identifier, str):
-        obj = _NAMES.get(identifier)
-        if obj is None:
-            raise ValueError(f"Could not interpret regularizer identifier: {identifier}")
-    else:
-        obj = identifier
-    if isinstance(obj, type):
-        return obj()
-    if callable(obj):
-        return obj
-    raise ValueError(f"Could not interpret regularizer identifier: {identifier}")
+    return _REGISTRY.get(identifier)
 
 
 def can_train(regularizer):
