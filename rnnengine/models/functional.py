@@ -274,7 +274,7 @@ class Model(BaseModel):
     def _backward(self, ws, douts, dlogits):
         """Gradients from the losses back to the inputs, node by node in reverse;
         a tensor read by several nodes sums their gradients in its accumulator."""
-        values, fanout, grads = ws.values, ws.fanout, {}
+        values, grads = ws.values, {}
 
         def add(t, d):
             if d is None:
