@@ -57,6 +57,16 @@ class Plan:
             cy_x_shape, cy_out_shape = cy_shapes or (x_shape, y.shape)
             self.cy = _cy_plan.CyPlan(cy_steps, tuple(cy_x_shape), tuple(cy_out_shape), dtype, lock)
 
+    def fresh_for(self, model):
+        """Whether the plan still binds ``model``'s current weights and backend.
+        If so, and the CyPlan stopped only because the epoch moved for another
+        model or layer, it is re-armed."""
+        if not _same(self.stamp, _stamp(model)):
+            return False
+        if self.cy is not None and not self.cy.current:
+            self.cy.revalidate()
+        return True
+
     def run(self, x, dest):
         if self.cy is not None and self.cy.run(x, dest):
             return
@@ -147,9 +157,7 @@ def get_plan(model, cache, x):
     None when the model needs the general path."""
     key = (x.shape, x.dtype.str)
     plan = cache.get(key)
-    if plan is not None and _same(plan.stamp, _stamp(model)):
-        if plan.cy is not None and not plan.cy.current:
-            plan.cy.revalidate()  # the epoch moved for another model or layer, not for these weights
+    if plan is not None and plan.fresh_for(model):
         return plan
     if not plannable(model):
         return None

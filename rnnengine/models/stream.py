@@ -126,12 +126,10 @@ class Stream:
         """A CyPlan stepping every row with the state arrays bound in place, built
         or re-checked against the model's current weights; None where the model
         or the backend has none."""
-        from .plan import Plan, _NotPlannable, _same, _stamp, plannable
+        from .plan import Plan, _NotPlannable, plannable
 
         plan = getattr(self, "_plan", None)
-        if plan is not None and _same(plan.stamp, _stamp(self.model)):
-            if plan.cy is not None and not plan.cy.current:
-                plan.cy.revalidate()
+        if plan is not None and plan.fresh_for(self.model):
             return plan.cy  # None: these weights and this backend have no fused plan
         if not self.model._has_plans or not plannable(self.model):
             return None
