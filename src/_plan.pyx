@@ -9,7 +9,7 @@
 # bound once by rnnengine/models/plan.py, and its run checks the input and
 # output arrays with a few numpy C-API reads, then calls the layers' pointer
 # kernels (exported by each kernel module as PyCapsules, see _pointer_kernels
-# there) without the GIL.
+# there) without the GIL (except for tiny calls: CyPlan._call).
 #
 # Safety: the plan keeps a reference to every array it points into (`keep`),
 # and an array from Python reaches a kernel only after its dtype, layout and
@@ -48,6 +48,7 @@ cdef enum:
     GRU = 2
     DENSE = 3
     MAX_NDIM = 8
+    GIL_RELEASE_MIN_WORK = 1 << 18  # multiply-adds; see CyPlan._call
 
 KINDS = {"simple_rnn": SIMPLE_RNN, "lstm": LSTM, "gru": GRU, "dense": DENSE}
 
@@ -324,6 +325,19 @@ cdef class CyPlan:
         """False once weights or the backend changed after the plan was built or revalidated."""
         return self.epoch == rnnengine_weights_epoch
 
+    cdef void _call(self, const char* x, char* out, bint zero_state):
+        """_run, without the GIL unless the call is tiny (under GIL_RELEASE_MIN_WORK
+        multiply-adds, a few microseconds): a thread that gives the GIL up while
+        another Python thread runs waits up to the interpreter's switch interval
+        (5 ms) to get it back, so releasing it for a 2 us stream step cost that
+        step milliseconds under contention (NumPy keeps the GIL for small arrays
+        for the same reason)."""
+        if self.work < GIL_RELEASE_MIN_WORK:
+            self._run(x, out, zero_state)
+        else:
+            with nogil:
+                self._run(x, out, zero_state)
+
     cdef void _run(self, const char* x, char* out, bint zero_state) noexcept nogil:
         cdef int n = _batch_threads(self.B, self.work)
         cdef Py_ssize_t i, b0, nb
@@ -346,8 +360,7 @@ cdef class CyPlan:
             return False
         cdef const char* xp = _data(<cnp.ndarray>x)
         cdef char* op = _data(<cnp.ndarray>out)
-        with nogil:
-            self._run(xp, op, zero_state)
+        self._call(xp, op, zero_state)
         return True
 
     def predict(self, x, out=None, batch_size=None):
@@ -367,8 +380,7 @@ cdef class CyPlan:
             return None
         cdef const char* xp = _data(<cnp.ndarray>x)
         cdef char* op = _data(<cnp.ndarray>out)
-        with nogil:
-            self._run(xp, op, True)
+        self._call(xp, op, True)
         return out
 
     def step(self, x, out=None):
@@ -400,8 +412,7 @@ cdef class CyPlan:
                                "resetting or reading its state). A stream is single-owner; make one stream "
                                "per thread (they are cheap).")
         try:
-            with nogil:
-                self._run(xp, op, False)
+            self._call(xp, op, False)
         finally:
             self.lock.release()
         return out
