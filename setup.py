@@ -57,7 +57,7 @@ MODULES = {  # module name -> source
     "rnnengine.kernels._cy_dense": "src/_dense.pyx",
     "rnnengine.kernels._cy_plan": "src/_plan.pyx",  # numpy's C API: its headers
 }
-PXDS = ["src/_blas.pxd", "src/_gates.pxd"]
+PXDS = ["src/_blas.pxd", "src/_gates.pxd", "src/_rec_gemm.h"]
 
 _OPENMP_TEST = "#include <omp.h>\nint main(void) { return omp_get_max_threads() < 1; }\n"
 
@@ -123,7 +123,7 @@ setup(
             name,
             [source],
             depends=PXDS,
-            include_dirs=[numpy.get_include()],
+            include_dirs=["src", numpy.get_include()],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
             + ([("RNNENGINE_BOUNDSCHECK", "1")] if BOUNDSCHECK else []),
         )

@@ -76,6 +76,21 @@ cdef inline void _gemm(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k,
               &beta, C, &ldc)
 
 
+cdef extern from "_rec_gemm.h":
+    # float32 h @ W above SMALL_BATCH rows: a register-tiled kernel that reads
+    # W in place (why not sgemm: src/_rec_gemm.h); 0 where the build has none.
+    int rnnengine_sgemm_small(int M, int N, int K, const float* h, int ldh,
+                              const float* w, int ldw, float* out, int ldo) noexcept nogil
+    # out = bias + a1 @ w1 + a2 @ w2 in one pass (a step's x_t @ kernel and
+    # h @ recurrent_kernel together); bias may be NULL.
+    int rnnengine_sgemm_small2(int M, int N, const float* bias,
+                               int K1, const float* a1, int lda1, const float* w1, int ldw1,
+                               int K2, const float* a2, int lda2, const float* w2, int ldw2,
+                               float* out, int ldo) noexcept nogil
+    # 1 where this build has the vector kernel (AVX2+FMA or wider, GCC/Clang).
+    int RNNENGINE_HAVE_REC_GEMM
+
+
 # Up to this many rows the per-step recurrent product is a plain loop (an axpy
 # over rows of the weight matrix, which the compiler vectorizes): a BLAS GEMM
 # call costs about a microsecond of set-up, more than a batch-1 LSTM-128
@@ -97,6 +112,9 @@ cdef inline void _recurrent_product(floating* out, const floating* h,
     cdef const floating* w2
     cdef const floating* w3
     if B > SMALL_BATCH:
+        if floating is float:
+            if rnnengine_sgemm_small(B, N, H, h, H, weights, ldw, out, ldo):
+                return
         _gemm(NoTrans, NoTrans, B, N, H, 1, h, H, weights, ldw, 0, out, ldo)
         return
     # Four weight rows per pass over out: out is read and written a quarter as

@@ -5,13 +5,14 @@
 # Contract: the kernels do not import this module; they cimport _blas.pxd at
 # compile time (see the Design note there). gemm() below is for tests only: it
 # validates its arguments, then computes C = alpha * op(A) @ op(B) + beta * C in
-# place with one BLAS call.
+# place with one BLAS call; fused_step_product() likewise exposes the tiled
+# float32 step kernel (src/_rec_gemm.h).
 #
 # The module is named _cy_blas, so Cython does not pair this file with
 # _blas.pxd on its own: the cimport below is explicit, as in the kernels.
 from cython cimport floating
 
-from _blas cimport NoTrans, Trans, _gemm
+from _blas cimport NoTrans, Trans, _gemm, rnnengine_sgemm_small2
 
 
 def gemm(bint trans_a, bint trans_b, double alpha,
@@ -47,3 +48,40 @@ def gemm(bint trans_a, bint trans_b, double alpha,
         _gemm(Trans if trans_a else NoTrans, Trans if trans_b else NoTrans,
               m, n, k, <floating>alpha, &A[0, 0], A.shape[1], &B[0, 0], B.shape[1],
               <floating>beta, &C[0, 0], n)
+
+
+def fused_step_product(float[:, ::1] out,  # OUT: (m, n)
+                       const float[::1] bias,  # IN: (n,), or empty for none
+                       const float[:, :] a1,  # IN: (m, k1), rows any stride
+                       const float[:, ::1] w1,  # IN: (k1, n) or wider (row stride ldw1)
+                       const float[:, :] a2,  # IN: (m, k2), rows any stride
+                       const float[:, ::1] w2,  # IN: (k2, n) or wider
+                       ):
+    """out = bias + a1 @ w1[:, :n] + a2 @ w2[:, :n] with src/_rec_gemm.h's tiled
+    kernel (float32), for tests; False where the build has no such kernel.
+
+    a1 and a2 must have unit column stride (rows may be any number of elements
+    apart, as a step's x_t rows are T * C apart in x)."""
+    cdef int m = out.shape[0]
+    cdef int n = out.shape[1]
+    cdef int k1 = a1.shape[1]
+    cdef int k2 = a2.shape[1]
+    if a1.shape[0] != m or a2.shape[0] != m or w1.shape[0] != k1 or w2.shape[0] != k2 \
+            or w1.shape[1] < n or w2.shape[1] < n or (bias.shape[0] not in (0, n)):
+        raise ValueError("fused_step_product: shapes do not match")
+    if (k1 and a1.strides[1] != sizeof(float)) or (k2 and a2.strides[1] != sizeof(float)):
+        raise ValueError("fused_step_product: a1 and a2 need unit column stride")
+    if m == 0 or n == 0:
+        return True
+    cdef const float* b_p = &bias[0] if bias.shape[0] else NULL
+    # Zero-size operands: any valid address, never read with k = 0.
+    cdef const float* a1_p = &a1[0, 0] if k1 else b_p
+    cdef const float* a2_p = &a2[0, 0] if k2 else b_p
+    cdef const float* w1_p = &w1[0, 0] if k1 else b_p
+    cdef const float* w2_p = &w2[0, 0] if k2 else b_p
+    cdef int lda1 = a1.strides[0] // sizeof(float)
+    cdef int lda2 = a2.strides[0] // sizeof(float)
+    with nogil:
+        done = rnnengine_sgemm_small2(m, n, b_p, k1, a1_p, lda1, w1_p, w1.shape[1],
+                                      k2, a2_p, lda2, w2_p, w2.shape[1], &out[0, 0], n)
+    return bool(done)

@@ -28,7 +28,8 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memcpy
 
-from _blas cimport NoTrans, Trans, _gemm, _recurrent_product
+from _blas cimport (RNNENGINE_HAVE_REC_GEMM, SMALL_BATCH, NoTrans, Trans, _gemm,
+                   _recurrent_product, rnnengine_sgemm_small2)
 from _gates cimport (RNNENGINE_BOUNDSCHECK, _batch_threads, _expect_shape,
                      _set_gate_threads, _set_min_work, activate_block, apply,
                      apply_grad_block, apply_grad_rows,
@@ -41,10 +42,12 @@ cdef inline void _lstm_row(floating* h_b, floating* c_b, const floating* xproj_b
                            int recurrent_activation) noexcept nogil:
     # h_b and c_b are (H,); xproj_bt, z (this row of rec: scratch, overwritten
     # with the gates) and bias are (4H,), gate blocks in Keras's order i, f, c, o.
+    # xproj_bt NULL: z already holds the whole pre-activation (x_t, h and bias).
     # Each activation runs over a whole block (activate_block) so it vectorizes.
     cdef Py_ssize_t j
-    for j in range(4 * H):
-        z[j] += xproj_bt[j] + bias[j]
+    if xproj_bt != NULL:
+        for j in range(4 * H):
+            z[j] += xproj_bt[j] + bias[j]
     activate_block(z, 2 * H, recurrent_activation)  # i, f
     activate_block(z + 2 * H, H, activation)  # g = act(zc)
     activate_block(z + 3 * H, H, recurrent_activation)  # o
@@ -68,16 +71,33 @@ cdef void _lstm_forward(floating* y_out, floating* h, floating* c, floating* xpr
     cdef Py_ssize_t K = 4 * H
     cdef Py_ssize_t T_out = T if return_sequences else 1
     cdef Py_ssize_t s, t, b, s_out
-    # xproj.reshape(B * T, 4H)[:] = x.reshape(B * T, C) @ kernel
-    _gemm(NoTrans, NoTrans, <int>(B * T), <int>K, <int>C, 1, x, <int>C,
-          kernel, <int>K, 0, xproj, <int>K)
+    # float32 above SMALL_BATCH rows: each step is one register-tiled pass
+    # rec = bias + x_t @ kernel + h_tm1 @ recurrent_kernel (src/_rec_gemm.h),
+    # so the (B, T, 4H) projection is never written and read back (13 MB for
+    # T2; as a GEMM of K = C rows it also ran at half the tiled pass's speed).
+    cdef bint fused = (floating is float and RNNENGINE_HAVE_REC_GEMM
+                       and B > SMALL_BATCH)
+    if not fused:
+        # xproj.reshape(B * T, 4H)[:] = x.reshape(B * T, C) @ kernel
+        _gemm(NoTrans, NoTrans, <int>(B * T), <int>K, <int>C, 1, x, <int>C,
+              kernel, <int>K, 0, xproj, <int>K)
     for s in range(T):
         t = T - 1 - s if go_backwards else s
-        # rec[:] = h_tm1 @ recurrent_kernel
-        _recurrent_product(rec, h, recurrent_kernel, <int>B, <int>H, <int>K, <int>K, <int>K)
-        for b in range(B):
-            _lstm_row(h + b * H, c + b * H, xproj + (b * T + t) * K, rec + b * K,
-                      bias, H, activation, recurrent_activation)
+        if fused:
+            if floating is float:
+                rnnengine_sgemm_small2(<int>B, <int>K, bias,
+                                       <int>C, x + t * C, <int>(T * C), kernel, <int>K,
+                                       <int>H, h, <int>H, recurrent_kernel, <int>K,
+                                       rec, <int>K)
+            for b in range(B):
+                _lstm_row(h + b * H, c + b * H, NULL, rec + b * K,
+                          bias, H, activation, recurrent_activation)
+        else:
+            # rec[:] = h_tm1 @ recurrent_kernel
+            _recurrent_product(rec, h, recurrent_kernel, <int>B, <int>H, <int>K, <int>K, <int>K)
+            for b in range(B):
+                _lstm_row(h + b * H, c + b * H, xproj + (b * T + t) * K, rec + b * K,
+                          bias, H, activation, recurrent_activation)
         # y_out[:, s] = h (every step), or y_out[:, 0] = h (last step only)
         if return_sequences or s == T - 1:
             s_out = s if return_sequences else 0
@@ -154,14 +174,26 @@ cdef void _lstm_forward_train(floating* y_out, floating* h, floating* c,
     cdef floating* pa
     cdef floating* hb
     cdef floating* cb
-    # preact.reshape(B * T, 4H)[:] = x.reshape(B * T, C) @ kernel; each step
-    # then adds bias + rec in place.
-    _gemm(NoTrans, NoTrans, <int>(B * T), <int>K, <int>C, 1, x, <int>C,
-          kernel, <int>K, 0, preact, <int>K)
+    # The pre-activations as _lstm_forward computes them, so that this pass
+    # gives its results bit for bit: fused (float32 above SMALL_BATCH), each
+    # step's one tiled pass; otherwise preact.reshape(B * T, 4H)[:] =
+    # x.reshape(B * T, C) @ kernel, and each step adds bias + rec in place.
+    cdef bint fused = (floating is float and RNNENGINE_HAVE_REC_GEMM
+                       and B > SMALL_BATCH)
+    if not fused:
+        _gemm(NoTrans, NoTrans, <int>(B * T), <int>K, <int>C, 1, x, <int>C,
+              kernel, <int>K, 0, preact, <int>K)
     for s in range(T):
         t = T - 1 - s if go_backwards else s
-        # rec[:] = h_tm1 @ recurrent_kernel
-        _recurrent_product(rec, h, recurrent_kernel, <int>B, <int>H, <int>K, <int>K, <int>K)
+        if fused:
+            if floating is float:
+                rnnengine_sgemm_small2(<int>B, <int>K, bias,
+                                       <int>C, x + t * C, <int>(T * C), kernel, <int>K,
+                                       <int>H, h, <int>H, recurrent_kernel, <int>K,
+                                       rec, <int>K)
+        else:
+            # rec[:] = h_tm1 @ recurrent_kernel
+            _recurrent_product(rec, h, recurrent_kernel, <int>B, <int>H, <int>K, <int>K, <int>K)
         for b in range(B):
             z = rec + b * K
             pa = preact + (b * T + t) * K
@@ -169,9 +201,12 @@ cdef void _lstm_forward_train(floating* y_out, floating* h, floating* c,
             cb = c + b * H
             memcpy(h_tm1_seq + (b * T + t) * H, hb, H * sizeof(floating))
             memcpy(c_tm1_seq + (b * T + t) * H, cb, H * sizeof(floating))
-            for j in range(K):
-                z[j] += pa[j] + bias[j]
-                pa[j] = z[j]
+            if fused:
+                memcpy(pa, z, K * sizeof(floating))
+            else:
+                for j in range(K):
+                    z[j] += pa[j] + bias[j]
+                    pa[j] = z[j]
             activate_block(z, 2 * H, recurrent_activation)  # i, f
             activate_block(z + 2 * H, H, activation)  # g = act(zc)
             activate_block(z + 3 * H, H, recurrent_activation)  # o
