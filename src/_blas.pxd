@@ -146,3 +146,23 @@ cdef inline void _recurrent_product(floating* out, const floating* h,
             for j in range(N):
                 o[j] += h0 * w0[j]
             k += 1
+
+
+cdef inline void _step_product(floating* rec, const floating* h, const floating* x,
+                               const floating* kernel, const floating* recurrent_kernel,
+                               const floating* bias, Py_ssize_t B, Py_ssize_t T,
+                               Py_ssize_t C, Py_ssize_t H, Py_ssize_t N,
+                               Py_ssize_t t) noexcept nogil:
+    """rec[:, :N] = bias + x[:, t] @ kernel + h @ recurrent_kernel in one tiled
+    pass: a SimpleRNN's (N = H) or an LSTM's (N = 4H) whole pre-activation.
+
+    float32 only (a float64 call does nothing): callers take this path where
+    RNNENGINE_HAVE_REC_GEMM and B > SMALL_BATCH. x is (B, T, C), so step t's
+    rows are T * C apart; kernel (C, N), recurrent_kernel (H, N), bias (N,) and
+    rec (B, N) are contiguous."""
+    if floating is float:
+        rnnengine_sgemm_small2(<int>B, <int>N, bias,
+                               <int>C, x + t * C, <int>(T * C), kernel, <int>N,
+                               <int>H, h, <int>H, recurrent_kernel, <int>N,
+                               rec, <int>N)
+

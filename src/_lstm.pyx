@@ -8,11 +8,15 @@
 # into pointers and releases the GIL; the work is in the `noexcept nogil`
 # pointer kernel, which never allocates and never raises.
 #
-# Design: one GEMM projects every timestep (x viewed as (B*T, C)), then each
-# step is one GEMM h_tm1 @ recurrent_kernel for all four gates and one fused
-# elementwise pass, as in the Numba kernel. The pass runs on OpenMP threads over
-# the batch only after set_num_threads(n > 1), and from PARALLEL_MIN_BH
-# elements a step (why: _gates.pxd).
+# Design: for float32 batches above SMALL_BATCH rows, each step is one
+# register-tiled pass rec = bias + x_t @ kernel + h_tm1 @ recurrent_kernel
+# (src/_rec_gemm.h, _step_product in _blas.pxd) and one fused elementwise
+# pass: no (B, T, 4H) projection is written and read back, and the tiled
+# kernel reads the weights in place where sgemm would repack them every step.
+# Otherwise (float64, batch <= SMALL_BATCH, or a build without the vector
+# kernel) one GEMM projects every timestep (x viewed as (B*T, C)), then each
+# step is one product h_tm1 @ recurrent_kernel (_recurrent_product) and the
+# elementwise pass, as in the Numba kernel. Threads: _gates.pxd.
 #
 # Training: forward_train is the forward with the saved buffers filled (preact
 # doubles as the projection scratch). The backward runs its time loop per row
@@ -29,7 +33,7 @@ from cython.parallel cimport prange
 from libc.string cimport memcpy
 
 from _blas cimport (RNNENGINE_HAVE_REC_GEMM, SMALL_BATCH, NoTrans, Trans, _gemm,
-                   _recurrent_product, rnnengine_sgemm_small2)
+                   _recurrent_product, _step_product)
 from _gates cimport (RNNENGINE_BOUNDSCHECK, _batch_threads, _expect_shape,
                      _set_gate_threads, _set_min_work, activate_block, apply,
                      apply_grad_block, apply_grad_rows,
@@ -84,11 +88,7 @@ cdef void _lstm_forward(floating* y_out, floating* h, floating* c, floating* xpr
     for s in range(T):
         t = T - 1 - s if go_backwards else s
         if fused:
-            if floating is float:
-                rnnengine_sgemm_small2(<int>B, <int>K, bias,
-                                       <int>C, x + t * C, <int>(T * C), kernel, <int>K,
-                                       <int>H, h, <int>H, recurrent_kernel, <int>K,
-                                       rec, <int>K)
+            _step_product(rec, h, x, kernel, recurrent_kernel, bias, B, T, C, H, K, t)
             for b in range(B):
                 _lstm_row(h + b * H, c + b * H, NULL, rec + b * K,
                           bias, H, activation, recurrent_activation)
@@ -186,11 +186,7 @@ cdef void _lstm_forward_train(floating* y_out, floating* h, floating* c,
     for s in range(T):
         t = T - 1 - s if go_backwards else s
         if fused:
-            if floating is float:
-                rnnengine_sgemm_small2(<int>B, <int>K, bias,
-                                       <int>C, x + t * C, <int>(T * C), kernel, <int>K,
-                                       <int>H, h, <int>H, recurrent_kernel, <int>K,
-                                       rec, <int>K)
+            _step_product(rec, h, x, kernel, recurrent_kernel, bias, B, T, C, H, K, t)
         else:
             # rec[:] = h_tm1 @ recurrent_kernel
             _recurrent_product(rec, h, recurrent_kernel, <int>B, <int>H, <int>K, <int>K, <int>K)

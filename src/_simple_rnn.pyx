@@ -8,11 +8,15 @@
 # into pointers and releases the GIL; the work is in the `noexcept nogil`
 # pointer kernel, which never allocates and never raises.
 #
-# Design: one GEMM projects every timestep (x viewed as (B*T, C)), then each
-# step is one GEMM h_tm1 @ recurrent_kernel and one fused elementwise pass, as
-# in the Numba kernel. The pass runs on OpenMP threads over the batch only after
-# set_num_threads(n > 1), and from PARALLEL_MIN_BH elements a step (why:
-# _gates.pxd).
+# Design: for float32 batches above SMALL_BATCH rows, each step is one
+# register-tiled pass rec = bias + x_t @ kernel + h_tm1 @ recurrent_kernel
+# (src/_rec_gemm.h, _step_product in _blas.pxd) and one fused elementwise
+# pass: no (B, T, H) projection is written and read back, and the tiled
+# kernel reads the weights in place where sgemm would repack them every step.
+# Otherwise (float64, batch <= SMALL_BATCH, or a build without the vector
+# kernel) one GEMM projects every timestep (x viewed as (B*T, C)), then each
+# step is one product h_tm1 @ recurrent_kernel (_recurrent_product) and the
+# elementwise pass, as in the Numba kernel. Threads: _gates.pxd.
 #
 # Training: forward_train is the forward with the saved buffers filled (preact
 # doubles as the projection scratch). The backward runs its time loop per row
@@ -27,7 +31,8 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memcpy
 
-from _blas cimport NoTrans, Trans, _gemm, _recurrent_product
+from _blas cimport (RNNENGINE_HAVE_REC_GEMM, SMALL_BATCH, NoTrans, Trans, _gemm,
+                   _recurrent_product, _step_product)
 from _gates cimport (RNNENGINE_BOUNDSCHECK, _batch_threads, _expect_shape,
                      _set_gate_threads, _set_min_work, activate_block, apply,
                      apply_grad_rows, rnnengine_gate_threads, rnnengine_min_work)
@@ -37,10 +42,12 @@ cdef inline void _simple_rnn_row(floating* h_b, const floating* xproj_bt,
                                  floating* rec_b, const floating* bias,
                                  Py_ssize_t H, int activation) noexcept nogil:
     # h_b, xproj_bt, rec_b and bias are (H,): one batch row of one step; rec_b
-    # is scratch, overwritten with the pre-activation.
+    # is scratch, overwritten with the pre-activation. xproj_bt NULL: rec_b
+    # already holds the whole pre-activation (x_t, h and bias).
     cdef Py_ssize_t j
-    for j in range(H):
-        rec_b[j] += xproj_bt[j] + bias[j]
+    if xproj_bt != NULL:
+        for j in range(H):
+            rec_b[j] += xproj_bt[j] + bias[j]
     activate_block(rec_b, H, activation)
     memcpy(h_b, rec_b, H * sizeof(floating))
 
@@ -57,16 +64,25 @@ cdef void _simple_rnn_forward(floating* y_out, floating* h, floating* xproj,
     # kernel is (C, H); recurrent_kernel is (H, H); bias is (H,)
     cdef Py_ssize_t T_out = T if return_sequences else 1
     cdef Py_ssize_t s, t, b, s_out
-    # xproj.reshape(B * T, H)[:] = x.reshape(B * T, C) @ kernel
-    _gemm(NoTrans, NoTrans, <int>(B * T), <int>H, <int>C, 1, x, <int>C,
-          kernel, <int>H, 0, xproj, <int>H)
+    # float32 above SMALL_BATCH rows: one tiled pass a step (as in _lstm.pyx).
+    cdef bint fused = (floating is float and RNNENGINE_HAVE_REC_GEMM
+                       and B > SMALL_BATCH)
+    if not fused:
+        # xproj.reshape(B * T, H)[:] = x.reshape(B * T, C) @ kernel
+        _gemm(NoTrans, NoTrans, <int>(B * T), <int>H, <int>C, 1, x, <int>C,
+              kernel, <int>H, 0, xproj, <int>H)
     for s in range(T):
         t = T - 1 - s if go_backwards else s
-        # rec[:] = h_tm1 @ recurrent_kernel
-        _recurrent_product(rec, h, recurrent_kernel, <int>B, <int>H, <int>H, <int>H, <int>H)
-        for b in range(B):
-            _simple_rnn_row(h + b * H, xproj + (b * T + t) * H, rec + b * H,
-                            bias, H, activation)
+        if fused:
+            _step_product(rec, h, x, kernel, recurrent_kernel, bias, B, T, C, H, H, t)
+            for b in range(B):
+                _simple_rnn_row(h + b * H, NULL, rec + b * H, bias, H, activation)
+        else:
+            # rec[:] = h_tm1 @ recurrent_kernel
+            _recurrent_product(rec, h, recurrent_kernel, <int>B, <int>H, <int>H, <int>H, <int>H)
+            for b in range(B):
+                _simple_rnn_row(h + b * H, xproj + (b * T + t) * H, rec + b * H,
+                                bias, H, activation)
         # y_out[:, s] = h (every step), or y_out[:, 0] = h (last step only)
         if return_sequences or s == T - 1:
             s_out = s if return_sequences else 0
@@ -135,22 +151,32 @@ cdef void _simple_rnn_forward_train(floating* y_out, floating* h, floating* h_tm
     cdef Py_ssize_t s, t, b, j, bt, s_out
     cdef floating* z
     cdef floating* pa
-    # preact.reshape(B * T, H)[:] = x.reshape(B * T, C) @ kernel; each step
-    # then adds bias + rec in place.
-    _gemm(NoTrans, NoTrans, <int>(B * T), <int>H, <int>C, 1, x, <int>C,
-          kernel, <int>H, 0, preact, <int>H)
+    # The pre-activations as _simple_rnn_forward computes them (bit for bit):
+    # fused, each step's one tiled pass; otherwise preact.reshape(B * T, H)[:]
+    # = x.reshape(B * T, C) @ kernel, and each step adds bias + rec in place.
+    cdef bint fused = (floating is float and RNNENGINE_HAVE_REC_GEMM
+                       and B > SMALL_BATCH)
+    if not fused:
+        _gemm(NoTrans, NoTrans, <int>(B * T), <int>H, <int>C, 1, x, <int>C,
+              kernel, <int>H, 0, preact, <int>H)
     for s in range(T):
         t = T - 1 - s if go_backwards else s
-        # rec[:] = h_tm1 @ recurrent_kernel
-        _recurrent_product(rec, h, recurrent_kernel, <int>B, <int>H, <int>H, <int>H, <int>H)
+        if fused:
+            _step_product(rec, h, x, kernel, recurrent_kernel, bias, B, T, C, H, H, t)
+        else:
+            # rec[:] = h_tm1 @ recurrent_kernel
+            _recurrent_product(rec, h, recurrent_kernel, <int>B, <int>H, <int>H, <int>H, <int>H)
         for b in range(B):
             bt = (b * T + t) * H
             z = rec + b * H
             pa = preact + bt
             memcpy(h_tm1_seq + bt, h + b * H, H * sizeof(floating))
-            for j in range(H):
-                z[j] += pa[j] + bias[j]
-                pa[j] = z[j]
+            if fused:
+                memcpy(pa, z, H * sizeof(floating))
+            else:
+                for j in range(H):
+                    z[j] += pa[j] + bias[j]
+                    pa[j] = z[j]
             activate_block(z, H, activation)
             memcpy(gates + bt, z, H * sizeof(floating))
             memcpy(h + b * H, z, H * sizeof(floating))

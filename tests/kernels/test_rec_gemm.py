@@ -1,5 +1,5 @@
 """The float32 step kernel of src/_rec_gemm.h (register-tiled h @ W, and the
-fused bias + x_t @ kernel + h @ recurrent_kernel of an LSTM step) against
+fused bias + x_t @ kernel + h @ recurrent_kernel of a SimpleRNN or LSTM step) against
 float64 NumPy, over the shapes that reach every code path: row blocks of 1-12
 rows, column strips of 4, 2 and 1 vectors, the scalar column tail, K = 0, and
 rows that are not contiguous (a step's x_t rows are T * C apart in x).
@@ -78,23 +78,26 @@ def test_gemm_hook_is_row_major(cy_blas, dtype, ta, tb, m, n, k):
     np.testing.assert_allclose(C, want, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)
 
 
+@pytest.mark.parametrize("cell,G", [("simple_rnn", 1), ("lstm", 4)])
 @pytest.mark.parametrize("B", [5, 13, 33])
 @pytest.mark.parametrize("gb,rs", [(False, False), (True, True)])
-def test_lstm_fused_step_matches_numba_in_float64(B, gb, rs):
-    """float32 LSTM above SMALL_BATCH rows runs the fused tiled step under Cython;
-    H = 40 gives 160 gate columns: strips of 2 vectors, then one, then a tail."""
+def test_fused_step_matches_numba_in_float64(cell, G, B, gb, rs):
+    """float32 SimpleRNN and LSTM above SMALL_BATCH rows run the fused tiled step
+    under Cython; H = 40 gives 40 and 160 gate columns: strips of 2 vectors,
+    then one, then a tail."""
     if not kernels.cython_available():
         pytest.fail(f"Cython kernels are not built: {kernels.CYTHON_IMPORT_ERROR}")
     rng = np.random.default_rng(B)
     T, C, H = 7, 24, 40
     p = dict(x=rng.standard_normal((B, T, C)), h0=rng.standard_normal((B, H)) * 0.5,
-             c0=rng.standard_normal((B, H)) * 0.5, kernel=rng.standard_normal((C, 4 * H)) * 0.2,
-             recurrent_kernel=rng.standard_normal((H, 4 * H)) * 0.2,
-             bias=rng.standard_normal(4 * H) * 0.2)
+             c0=rng.standard_normal((B, H)) * 0.5, kernel=rng.standard_normal((C, G * H)) * 0.2,
+             recurrent_kernel=rng.standard_normal((H, G * H)) * 0.2,
+             bias=rng.standard_normal(G * H) * 0.2)
     f32 = {k: v.astype(np.float32) for k, v in p.items()}
-    got = run_kernel("lstm", "cython", f32["x"], f32["h0"], f32["c0"], f32["kernel"],
+    got = run_kernel(cell, "cython", f32["x"], f32["h0"], f32["c0"], f32["kernel"],
                      f32["recurrent_kernel"], f32["bias"], "tanh", "sigmoid", gb, rs)
-    want = run_kernel("lstm", "numba", p["x"], p["h0"], p["c0"], p["kernel"],
+    want = run_kernel(cell, "numba", p["x"], p["h0"], p["c0"], p["kernel"],
                       p["recurrent_kernel"], p["bias"], "tanh", "sigmoid", gb, rs)
+    assert len(got) == (3 if cell == "lstm" else 2)
     for name, a, b in zip(("y", "h", "c"), got, want):
         np.testing.assert_allclose(a, b, rtol=0, atol=2e-5, err_msg=name)
