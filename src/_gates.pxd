@@ -10,6 +10,7 @@
 # by float rounding only. Row-wise codes (softmax) never reach a recurrent cell;
 # an unknown code returns v unchanged, as in _activations.
 from cython cimport floating
+from libc.string cimport memcpy
 from libc.math cimport erf, erff, exp, expf, expm1, expm1f, fabs, fabsf
 from libc.math cimport floorf, log, log1p, log1pf, logf, tanh, tanhf
 
@@ -303,6 +304,21 @@ cdef inline void activate_block(floating* a, Py_ssize_t n, int code) noexcept no
         return
     for j in range(n):
         a[j] = apply(code, a[j])
+
+
+cdef inline void save_preact(floating* z, floating* pa, const floating* bias,
+                             Py_ssize_t n, bint fused) noexcept nogil:
+    """A training step's pre-activation row: z (n,) ends up holding it and pa
+    (its slot in preact) a copy. fused: z already holds it (the step's one
+    tiled pass); otherwise pa holds x_t @ kernel and z h @ recurrent_kernel,
+    and z = z + pa + bias."""
+    cdef Py_ssize_t j
+    if fused:
+        memcpy(pa, z, n * sizeof(floating))
+    else:
+        for j in range(n):
+            z[j] += pa[j] + bias[j]
+            pa[j] = z[j]
 
 
 cdef inline void apply_grad_block(floating* out, const floating* pre,

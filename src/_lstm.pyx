@@ -36,7 +36,7 @@ from _blas cimport (RNNENGINE_HAVE_REC_GEMM, SMALL_BATCH, NoTrans, Trans, _gemm,
                    _recurrent_product, _step_product)
 from _gates cimport (RNNENGINE_BOUNDSCHECK, _batch_threads, _expect_shape,
                      _set_gate_threads, _set_min_work, activate_block, apply,
-                     apply_grad_block, apply_grad_rows,
+                     apply_grad_block, apply_grad_rows, save_preact,
                      rnnengine_gate_threads, rnnengine_min_work)
 
 
@@ -197,12 +197,7 @@ cdef void _lstm_forward_train(floating* y_out, floating* h, floating* c,
             cb = c + b * H
             memcpy(h_tm1_seq + (b * T + t) * H, hb, H * sizeof(floating))
             memcpy(c_tm1_seq + (b * T + t) * H, cb, H * sizeof(floating))
-            if fused:
-                memcpy(pa, z, K * sizeof(floating))
-            else:
-                for j in range(K):
-                    z[j] += pa[j] + bias[j]
-                    pa[j] = z[j]
+            save_preact(z, pa, bias, K, fused)
             activate_block(z, 2 * H, recurrent_activation)  # i, f
             activate_block(z + 2 * H, H, activation)  # g = act(zc)
             activate_block(z + 3 * H, H, recurrent_activation)  # o

@@ -35,7 +35,7 @@ from _blas cimport (RNNENGINE_HAVE_REC_GEMM, SMALL_BATCH, NoTrans, Trans, _gemm,
                    _recurrent_product, _step_product)
 from _gates cimport (RNNENGINE_BOUNDSCHECK, _batch_threads, _expect_shape,
                      _set_gate_threads, _set_min_work, activate_block, apply,
-                     apply_grad_rows, rnnengine_gate_threads, rnnengine_min_work)
+                     apply_grad_rows, save_preact, rnnengine_gate_threads, rnnengine_min_work)
 
 
 cdef inline void _simple_rnn_row(floating* h_b, const floating* xproj_bt,
@@ -171,12 +171,7 @@ cdef void _simple_rnn_forward_train(floating* y_out, floating* h, floating* h_tm
             z = rec + b * H
             pa = preact + bt
             memcpy(h_tm1_seq + bt, h + b * H, H * sizeof(floating))
-            if fused:
-                memcpy(pa, z, H * sizeof(floating))
-            else:
-                for j in range(H):
-                    z[j] += pa[j] + bias[j]
-                    pa[j] = z[j]
+            save_preact(z, pa, bias, H, fused)
             activate_block(z, H, activation)
             memcpy(gates + bt, z, H * sizeof(floating))
             memcpy(h + b * H, z, H * sizeof(floating))
