@@ -8,13 +8,16 @@
  * 16 rows that copy is not paid back: 50 GFLOP/s against its 100 on large
  * GEMMs (measured here, SkylakeX kernels on Zen 5). This kernel reads W in
  * place (row-major, row stride ldw) and runs at 105-115 GFLOP/s for 8-128
- * rows (bench/README.md has the command).
+ * rows (bench/step_kernel.py measures it against NumPy's sgemm).
  *
- * Shape: out[i, j] for a tile of MR rows x 2 vectors of columns is held in
- * registers for the whole k loop; each k loads two vectors of W's row k and
+ * Shape: out[i, j] for a tile of MR rows x nv vectors of columns is held in
+ * registers for the whole k loop (12 x 2 zmm; strips of 4 vectors where a
+ * block has at most 6 rows); each k loads nv vectors of W's row k and
  * broadcasts one h value per row. The columns are the outer loop, so a K x 32
  * column strip of W (32 KB at K = 256) stays in L1 while every row block
  * passes over it. Row blocks are balanced (32 rows = 3 x 11, not 12 + 12 + 8).
+ * A step can add two products and a bias in the same pass (x_t @ kernel and
+ * h @ recurrent_kernel: rnnengine_sgemm_small2).
  *
  * The sums run in k order per element with fused multiply-adds, as a BLAS
  * kernel's do; results differ from BLAS's by float32 rounding only.

@@ -3,7 +3,8 @@ fused bias + x_t @ kernel + h @ recurrent_kernel of a SimpleRNN or LSTM step) ag
 float64 NumPy, over the shapes that reach every code path: row blocks of 1-12
 rows, column strips of 4, 2 and 1 vectors, the scalar column tail, K = 0, and
 rows that are not contiguous (a step's x_t rows are T * C apart in x).
-Also the row-major GEMM hook of _blas.pxd (_cy_blas.gemm)."""
+Also the row-major GEMM hook of _blas.pxd (_cy_blas.gemm). "cython" in every
+name: tools/boundscheck_kernels.sh runs them on the bounds-checked build too."""
 import numpy as np
 import pytest
 
@@ -26,7 +27,7 @@ def _tol(k):
 
 @pytest.mark.parametrize("m", [1, 4, 5, 6, 7, 12, 13, 25, 32, 64])
 @pytest.mark.parametrize("n", [1, 7, 15, 16, 17, 31, 32, 33, 48, 63, 64, 65, 100, 512])
-def test_fused_step_product_matches_numpy(cy_blas, m, n):
+def test_cython_fused_step_product_matches_numpy(cy_blas, m, n):
     rng = np.random.default_rng(m * 1000 + n)
     k1, k2, T = 9, 21, 3
     x = rng.standard_normal((m, T, k1)).astype(np.float32)
@@ -44,7 +45,7 @@ def test_fused_step_product_matches_numpy(cy_blas, m, n):
 
 
 @pytest.mark.parametrize("k1,k2", [(0, 5), (5, 0), (0, 0)])
-def test_fused_step_product_without_a_source_or_bias(cy_blas, k1, k2):
+def test_cython_fused_step_product_without_a_source_or_bias(cy_blas, k1, k2):
     rng = np.random.default_rng(k1 * 10 + k2)
     m, n = 9, 40
     a1 = rng.standard_normal((m, k1)).astype(np.float32)
@@ -58,7 +59,7 @@ def test_fused_step_product_without_a_source_or_bias(cy_blas, k1, k2):
     np.testing.assert_allclose(out, want, rtol=0, atol=_tol(k1 + k2))
 
 
-def test_fused_step_product_rejects_mismatched_shapes(cy_blas):
+def test_cython_fused_step_product_rejects_mismatched_shapes(cy_blas):
     f32 = np.float32
     with pytest.raises(ValueError, match="shapes"):
         cy_blas.fused_step_product(np.zeros((4, 8), f32), np.zeros(8, f32), np.zeros((4, 3), f32),
@@ -68,7 +69,7 @@ def test_fused_step_product_rejects_mismatched_shapes(cy_blas):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True), (True, True)])
 @pytest.mark.parametrize("m,n,k", [(1, 7, 5), (6, 33, 17), (40, 9, 3)])
-def test_gemm_hook_is_row_major(cy_blas, dtype, ta, tb, m, n, k):
+def test_cython_gemm_hook_is_row_major(cy_blas, dtype, ta, tb, m, n, k):
     rng = np.random.default_rng(m + n + k)
     A = rng.standard_normal((k, m) if ta else (m, k)).astype(dtype)
     B = rng.standard_normal((n, k) if tb else (k, n)).astype(dtype)
@@ -81,7 +82,7 @@ def test_gemm_hook_is_row_major(cy_blas, dtype, ta, tb, m, n, k):
 @pytest.mark.parametrize("cell,G", [("simple_rnn", 1), ("lstm", 4)])
 @pytest.mark.parametrize("B", [5, 13, 33])
 @pytest.mark.parametrize("gb,rs", [(False, False), (True, True)])
-def test_fused_step_matches_numba_in_float64(cell, G, B, gb, rs):
+def test_cython_fused_step_matches_numba_in_float64(cell, G, B, gb, rs):
     """float32 SimpleRNN and LSTM above SMALL_BATCH rows run the fused tiled step
     under Cython; H = 40 gives 40 and 160 gate columns: strips of 2 vectors,
     then one, then a tail."""
