@@ -148,6 +148,12 @@ cdef inline void _recurrent_product(floating* out, const floating* h,
             k += 1
 
 
+cdef inline bint _fused_step(const floating* x, Py_ssize_t B) noexcept nogil:
+    """Whether a step of B rows in x's dtype takes _step_product: float32 above
+    SMALL_BATCH rows, in a build with the vector kernel (x only picks the dtype)."""
+    return floating is float and RNNENGINE_HAVE_REC_GEMM and B > SMALL_BATCH
+
+
 cdef inline void _step_product(floating* rec, const floating* h, const floating* x,
                                const floating* kernel, const floating* recurrent_kernel,
                                const floating* bias, Py_ssize_t B, Py_ssize_t T,
@@ -157,7 +163,7 @@ cdef inline void _step_product(floating* rec, const floating* h, const floating*
     pass: a SimpleRNN's (N = H) or an LSTM's (N = 4H) whole pre-activation.
 
     float32 only (a float64 call does nothing): callers take this path where
-    RNNENGINE_HAVE_REC_GEMM and B > SMALL_BATCH. x is (B, T, C), so step t's
+    _fused_step says so. x is (B, T, C), so step t's
     rows are T * C apart; kernel (C, N), recurrent_kernel (H, N), bias (N,) and
     rec (B, N) are contiguous."""
     if floating is float:

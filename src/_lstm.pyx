@@ -32,8 +32,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memcpy
 
-from _blas cimport (RNNENGINE_HAVE_REC_GEMM, SMALL_BATCH, NoTrans, Trans, _gemm,
-                   _recurrent_product, _step_product)
+from _blas cimport NoTrans, Trans, _fused_step, _gemm, _recurrent_product, _step_product
 from _gates cimport (RNNENGINE_BOUNDSCHECK, _batch_threads, _expect_shape,
                      _set_gate_threads, _set_min_work, activate_block, apply,
                      apply_grad_block, apply_grad_rows, save_preact,
@@ -79,8 +78,7 @@ cdef void _lstm_forward(floating* y_out, floating* h, floating* c, floating* xpr
     # rec = bias + x_t @ kernel + h_tm1 @ recurrent_kernel (src/_rec_gemm.h),
     # so the (B, T, 4H) projection is never written and read back (13 MB for
     # T2; as a GEMM of K = C rows it also ran at half the tiled pass's speed).
-    cdef bint fused = (floating is float and RNNENGINE_HAVE_REC_GEMM
-                       and B > SMALL_BATCH)
+    cdef bint fused = _fused_step(x, B)
     if not fused:
         # xproj.reshape(B * T, 4H)[:] = x.reshape(B * T, C) @ kernel
         _gemm(NoTrans, NoTrans, <int>(B * T), <int>K, <int>C, 1, x, <int>C,
@@ -178,8 +176,7 @@ cdef void _lstm_forward_train(floating* y_out, floating* h, floating* c,
     # gives its results bit for bit: fused (float32 above SMALL_BATCH), each
     # step's one tiled pass; otherwise preact.reshape(B * T, 4H)[:] =
     # x.reshape(B * T, C) @ kernel, and each step adds bias + rec in place.
-    cdef bint fused = (floating is float and RNNENGINE_HAVE_REC_GEMM
-                       and B > SMALL_BATCH)
+    cdef bint fused = _fused_step(x, B)
     if not fused:
         _gemm(NoTrans, NoTrans, <int>(B * T), <int>K, <int>C, 1, x, <int>C,
               kernel, <int>K, 0, preact, <int>K)

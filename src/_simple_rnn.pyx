@@ -31,8 +31,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memcpy
 
-from _blas cimport (RNNENGINE_HAVE_REC_GEMM, SMALL_BATCH, NoTrans, Trans, _gemm,
-                   _recurrent_product, _step_product)
+from _blas cimport NoTrans, Trans, _fused_step, _gemm, _recurrent_product, _step_product
 from _gates cimport (RNNENGINE_BOUNDSCHECK, _batch_threads, _expect_shape,
                      _set_gate_threads, _set_min_work, activate_block, apply,
                      apply_grad_rows, save_preact, rnnengine_gate_threads, rnnengine_min_work)
@@ -65,8 +64,7 @@ cdef void _simple_rnn_forward(floating* y_out, floating* h, floating* xproj,
     cdef Py_ssize_t T_out = T if return_sequences else 1
     cdef Py_ssize_t s, t, b, s_out
     # float32 above SMALL_BATCH rows: one tiled pass a step (as in _lstm.pyx).
-    cdef bint fused = (floating is float and RNNENGINE_HAVE_REC_GEMM
-                       and B > SMALL_BATCH)
+    cdef bint fused = _fused_step(x, B)
     if not fused:
         # xproj.reshape(B * T, H)[:] = x.reshape(B * T, C) @ kernel
         _gemm(NoTrans, NoTrans, <int>(B * T), <int>H, <int>C, 1, x, <int>C,
@@ -154,8 +152,7 @@ cdef void _simple_rnn_forward_train(floating* y_out, floating* h, floating* h_tm
     # The pre-activations as _simple_rnn_forward computes them (bit for bit):
     # fused, each step's one tiled pass; otherwise preact.reshape(B * T, H)[:]
     # = x.reshape(B * T, C) @ kernel, and each step adds bias + rec in place.
-    cdef bint fused = (floating is float and RNNENGINE_HAVE_REC_GEMM
-                       and B > SMALL_BATCH)
+    cdef bint fused = _fused_step(x, B)
     if not fused:
         _gemm(NoTrans, NoTrans, <int>(B * T), <int>H, <int>C, 1, x, <int>C,
               kernel, <int>H, 0, preact, <int>H)
