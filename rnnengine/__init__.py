@@ -13,8 +13,9 @@ Training speaks Keras too: ``model.compile(optimizer="adam",
 loss="categorical_crossentropy", metrics=["accuracy"])``, ``model.fit(...)``,
 ``model.evaluate(...)``, and ``model.save("m.keras")`` for real Keras.
 """
-from . import (callbacks, config, constraints, kernels, layers, losses, metrics, models, optimizers, regularizers,
-               training)
+import importlib
+
+from . import config, constraints, kernels, layers, models, regularizers
 from .errors import ModelFormatError, RNNEngineError, UnsupportedKerasFeature
 from .io import from_keras, load_keras, load_keras_untrusted, load_weights
 
@@ -23,3 +24,16 @@ __version__ = "0.1.0"
 __all__ = ["callbacks", "config", "constraints", "kernels", "layers", "losses", "metrics", "models", "optimizers",
            "regularizers", "training", "ModelFormatError", "RNNEngineError", "UnsupportedKerasFeature",
            "from_keras", "load_keras", "load_keras_untrusted", "load_weights", "__version__"]
+
+# Training's modules load on first use (see rnnengine/training/__init__.py).
+_LAZY = ("callbacks", "losses", "metrics", "optimizers", "training")
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return importlib.import_module("." + name, __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

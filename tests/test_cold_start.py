@@ -5,7 +5,8 @@ the import and the first call. With the Cython kernels built, ``import
 rnnengine``, loading a Keras file and the first ``predict`` must not import
 Numba (its cache load costs about 0.6 s per kernel family), scipy.linalg's
 package (about 0.45 s; the kernels need only its cython_blas module) or
-scipy.special (about 0.2 s; the NumPy reference needs it for gelu only).
+scipy.special (about 0.2 s; the NumPy reference needs it for gelu only), nor
+the training modules and numpy.random (about 20 ms; loaded on first use).
 Timing is left to bench/ (``rnnengine bench`` reports cold start); this checks
 what is imported, which does not drift with the machine's load.
 """
@@ -30,7 +31,8 @@ model = rnnengine.load_keras(sys.argv[1])
 shape = [d or 5 for d in model.input_shape[1:]]
 y = model.predict(np.ones([2] + shape, np.float32))
 assert np.isfinite(y).all()
-print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("numba", "scipy"))))
+print(json.dumps(sorted(m for m in sys.modules
+                      if m.split(".")[0] in ("numba", "scipy") or m.startswith(("rnnengine.training", "numpy.random")))))
 """
 
 
@@ -46,3 +48,29 @@ def test_fresh_process_first_prediction_imports_no_jit_and_no_heavy_scipy():
     assert "scipy.linalg" not in imported, imported
     assert not [m for m in imported if m.startswith("scipy.special")], imported
     assert "scipy.linalg.cython_blas" in imported
+    # Sequential's regularization hook only: not the losses, optimizers, fit loop or its RNG.
+    assert [m for m in imported if m.startswith("rnnengine.training")] == [
+        "rnnengine.training", "rnnengine.training.regularization"], imported
+    assert not [m for m in imported if m.startswith("numpy.random")], imported
+
+
+def test_training_modules_load_on_first_use():
+    code = ("import sys, rnnengine\n"
+            "assert 'rnnengine.training.losses' not in sys.modules\n"
+            "from rnnengine import callbacks, losses, metrics, optimizers, training\n"
+            "from rnnengine.training import set_random_seed\n"
+            "import rnnengine.losses as L\n"
+            "assert L is losses and losses.MeanSquaredError and optimizers.Adam\n"
+            "assert training.losses is sys.modules['rnnengine.training.losses']\n"
+            "assert callable(set_random_seed) and callbacks.History and metrics\n"
+            "assert {'losses', 'training', 'callbacks'} <= set(dir(rnnengine))\n"
+            "try:\n"
+            "    rnnengine.no_such_thing\n"
+            "except AttributeError as e:\n"
+            "    assert 'no_such_thing' in str(e)\n"
+            "else:\n"
+            "    raise SystemExit('no AttributeError')\n")
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
