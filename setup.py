@@ -57,7 +57,7 @@ MODULES = {  # module name -> source
     "rnnengine.kernels._cy_dense": "src/_dense.pyx",
     "rnnengine.kernels._cy_plan": "src/_plan.pyx",  # numpy's C API: its headers
 }
-PXDS = ["src/_blas.pxd", "src/_gates.pxd", "src/_rec_gemm.h"]
+PXDS = ["src/_blas.pxd", "src/_gates.pxd", "src/_split.pxd", "src/_rec_gemm.h", "src/_step_pool.h"]
 
 _OPENMP_TEST = "#include <omp.h>\nint main(void) { return omp_get_max_threads() < 1; }\n"
 

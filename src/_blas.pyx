@@ -2,14 +2,16 @@
 # rnnengine.kernels._cy_blas: a Python-visible hook on the inline _gemm of
 # _blas.pxd, so that tests can check the row-major mapping against NumPy.
 #
-# Contract: the kernels do not import this module; they cimport _blas.pxd at
-# compile time (see the Design note there). gemm() below is for tests only: it
+# Contract: the kernels cimport _blas.pxd at compile time (see the Design note
+# there); at import they take one thing from this module, the batch-1 split's
+# job runner (_pool_run, src/_split.pxd). gemm() below is for tests only: it
 # validates its arguments, then computes C = alpha * op(A) @ op(B) + beta * C in
 # place with one BLAS call; fused_step_product() likewise exposes the tiled
 # float32 step kernel (src/_rec_gemm.h).
 #
 # The module is named _cy_blas, so Cython does not pair this file with
 # _blas.pxd on its own: the cimport below is explicit, as in the kernels.
+from cpython.pycapsule cimport PyCapsule_New
 from cython cimport floating
 
 from _blas cimport NoTrans, Trans, _gemm, rnnengine_sgemm_small2
@@ -85,3 +87,31 @@ def fused_step_product(float[:, ::1] out,  # OUT: (m, n)
         done = rnnengine_sgemm_small2(m, n, b_p, k1, a1_p, lda1, w1_p, w1.shape[1],
                                       k2, a2_p, lda2, w2_p, w2.shape[1], &out[0, 0], n)
     return bool(done)
+
+
+cdef extern from "_step_pool.h":
+    ctypedef struct rnn_pool_api_t:
+        pass
+    rnn_pool_api_t rnn_pool_api
+    long long rnn_pool_helper_tickets() noexcept nogil
+    long long rnn_pool_split_calls() noexcept nogil
+    const int RNNENGINE_HAVE_POOL
+
+# The batch-1 split's job runner (src/_split.pxd): one copy of its state, and
+# one helper thread, for every kernel module; they take this pointer at import.
+_pool_api = PyCapsule_New(<void*>&rnn_pool_api, b"rnnengine.kernels._cy_blas._pool_api", NULL)
+
+
+def pool_available():
+    """Whether this build can run a batch-1 step on two threads (POSIX threads)."""
+    return bool(RNNENGINE_HAVE_POOL)
+
+
+def pool_helper_tickets():
+    """Chunks the helper thread has run in this process (for tests)."""
+    return rnn_pool_helper_tickets()
+
+
+def pool_split_calls():
+    """Calls that ran split over two threads in this process (for tests)."""
+    return rnn_pool_split_calls()

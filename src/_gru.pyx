@@ -39,6 +39,38 @@ from _blas cimport NoTrans, Trans, _gemm, _recurrent_product
 from _gates cimport (RNNENGINE_BOUNDSCHECK, _batch_threads, _expect_shape,
                      _set_gate_threads, _set_min_work, activate_block, apply,
                      apply_grad_rows, rnnengine_gate_threads, rnnengine_min_work)
+from _split cimport (SPLIT_STATE, SPLIT_ZBUF, SplitCall, _cache_aligned, _chunk_weights,
+                     _load_pool, _pool_acquire, _pool_release, _pool_run, _set_split_thresholds,
+                     _split_begin, _split_chunks, _split_end, _split_output, _split_product,
+                     _split_stage0, _unit_bound, rnnengine_split_min_step,
+                     rnnengine_split_wake_work)
+
+_load_pool()
+
+
+cdef inline void _gru_units_reset_after(floating* h_out, const floating* h_tm1,
+                                        const floating* xproj_bt, floating* z,
+                                        const floating* input_bias,
+                                        const floating* recurrent_bias, Py_ssize_t n,
+                                        Py_ssize_t H, Py_ssize_t zs, int activation,
+                                        int recurrent_activation) noexcept nogil:
+    # n units of one batch row: h_tm1 and h_out (which may be the same) are
+    # (n,); xproj_bt and both biases point at the first unit's z column, the r
+    # and h columns H, 2H further; z (h_tm1 @ U for these columns: scratch,
+    # overwritten with the gates) likewise with blocks zs apart.
+    cdef Py_ssize_t j
+    for j in range(n):
+        z[j] += xproj_bt[j] + input_bias[j] + recurrent_bias[j]
+        z[zs + j] += xproj_bt[H + j] + input_bias[H + j] + recurrent_bias[H + j]
+    activate_block(z, n, recurrent_activation)  # z
+    activate_block(z + zs, n, recurrent_activation)  # r
+    # hh = act(x_h + r * (h_tm1 @ U_h + b_rec_h))
+    for j in range(n):
+        z[2 * zs + j] = (xproj_bt[2 * H + j] + input_bias[2 * H + j]
+                         + z[zs + j] * (z[2 * zs + j] + recurrent_bias[2 * H + j]))
+    activate_block(z + 2 * zs, n, activation)
+    for j in range(n):
+        h_out[j] = z[j] * h_tm1[j] + (1 - z[j]) * z[2 * zs + j]
 
 
 cdef inline void _gru_row_reset_after(floating* h_b, const floating* xproj_bt,
@@ -47,18 +79,47 @@ cdef inline void _gru_row_reset_after(floating* h_b, const floating* xproj_bt,
                                       const floating* recurrent_bias, Py_ssize_t H,
                                       int activation,
                                       int recurrent_activation) noexcept nogil:
-    # h_b is (H,); xproj_bt, z (this row of rec: scratch, overwritten with the
-    # gates) and both biases are (3H,), blocks z, r, h.
-    cdef Py_ssize_t j
-    for j in range(2 * H):
-        z[j] += xproj_bt[j] + input_bias[j] + recurrent_bias[j]
-    activate_block(z, 2 * H, recurrent_activation)  # z, r
-    # hh = act(x_h + r * (h_tm1 @ U_h + b_rec_h))
-    for j in range(2 * H, 3 * H):
-        z[j] = xproj_bt[j] + input_bias[j] + z[j - H] * (z[j] + recurrent_bias[j])
-    activate_block(z + 2 * H, H, activation)
-    for j in range(H):
-        h_b[j] = z[j] * h_b[j] + (1 - z[j]) * z[2 * H + j]
+    # h_b is (H,); xproj_bt, z (this row of rec) and both biases are (3H,).
+    _gru_units_reset_after(h_b, h_b, xproj_bt, z, input_bias, recurrent_bias, H, H, H,
+                           activation, recurrent_activation)
+
+
+cdef void _gru_chunk(void* ctx, int stage, int chunk) noexcept nogil:
+    # One ticket of a split call (src/_split.pxd), reset_after=True only:
+    # stage 0 the projection, stage 1 + s step s for this chunk's units.
+    cdef SplitCall* a = <SplitCall*>ctx
+    cdef Py_ssize_t u0 = _unit_bound(a.H, chunk, a.chunks)
+    cdef Py_ssize_t n = _unit_bound(a.H, chunk + 1, a.chunks) - u0
+    cdef Py_ssize_t s, t, b
+    cdef float zbuf[SPLIT_ZBUF]
+    cdef float* z = _cache_aligned(zbuf)  # (B, 3, n): this chunk's own
+    if stage == 0:
+        _split_stage0(a, chunk, u0, n)
+        return
+    s = stage - 1
+    t = a.T - 1 - s if a.go_backwards else s
+    _split_product(a, z, a.hs[s % 2], chunk, n)
+    for b in range(a.B):
+        _gru_units_reset_after(a.hs[1 - s % 2] + b * a.Hp + u0, a.hs[s % 2] + b * a.Hp + u0,
+                               a.xproj + (b * a.T + t) * a.G + u0, z + b * 3 * n,
+                               a.bias + u0, a.recurrent_bias + u0, n, a.H, n,
+                               a.activation, a.recurrent_activation)
+    _split_output(a, a.hs[1 - s % 2], s, u0, n)
+
+
+cdef void _gru_forward_split(float* y_out, float* h, float* xproj, const float* x,
+                             const float* kernel, const float* recurrent_kernel,
+                             const float* input_bias, const float* recurrent_bias,
+                             Py_ssize_t B, Py_ssize_t T, Py_ssize_t C, Py_ssize_t H,
+                             int activation, int recurrent_activation, bint go_backwards,
+                             bint return_sequences, int chunks) noexcept nogil:
+    cdef float state[SPLIT_STATE]
+    cdef SplitCall job[3]  # job[1] is used: its neighbours keep its cache lines read-only
+    _split_begin(&job[1], state, y_out, h, NULL, xproj, x, kernel, recurrent_kernel,
+                 input_bias, recurrent_bias, B, T, C, H, 3, activation,
+                 recurrent_activation, go_backwards, return_sequences, chunks)
+    _pool_run(_gru_chunk, &job[1], T + 1, chunks)
+    _split_end(&job[1], h, NULL)
 
 
 cdef inline void _gru_row_reset(floating* rh_b, const floating* h_b,
@@ -107,6 +168,18 @@ cdef void _gru_forward(floating* y_out, floating* h, floating* xproj, floating* 
     cdef Py_ssize_t K = 3 * H
     cdef Py_ssize_t T_out = T if return_sequences else 1
     cdef Py_ssize_t s, t, b, s_out
+    cdef int chunks = _split_chunks(B, T, H, K) if reset_after else 1
+    cdef int pooled = -1  # 1: this call owns the two-thread split; 0: it runs alone
+    if floating is float:
+        if chunks > 1:
+            pooled = _pool_acquire(chunks, _chunk_weights(H, 3, chunks), B * T * (C + H) * K)
+            if pooled:
+                _gru_forward_split(y_out, h, xproj, x, kernel, recurrent_kernel, input_bias,
+                                   recurrent_bias, B, T, C, H, activation,
+                                   recurrent_activation, go_backwards, return_sequences,
+                                   chunks)
+                _pool_release(1)
+                return
     # xproj.reshape(B * T, 3H)[:] = x.reshape(B * T, C) @ kernel
     _gemm(NoTrans, NoTrans, <int>(B * T), <int>K, <int>C, 1, x, <int>C,
           kernel, <int>K, 0, xproj, <int>K)
@@ -136,6 +209,8 @@ cdef void _gru_forward(floating* y_out, floating* h, floating* xproj, floating* 
             s_out = s if return_sequences else 0
             for b in range(B):
                 memcpy(y_out + (b * T_out + s_out) * H, h + b * H, H * sizeof(floating))
+    if pooled == 0:
+        _pool_release(0)
 
 
 def gru_forward(floating[:, :, ::1] y_out,  # OUT
@@ -647,3 +722,22 @@ def set_min_work_to_split(long long n):
 
 def get_min_work_to_split():
     return rnnengine_min_work
+
+
+def set_split_thresholds(long long min_step, long long wake_work):
+    """When a float32 call of at most 4 rows splits each step's units over two
+    threads (src/_split.pxd): from min_step recurrent-kernel weights (H x 3H),
+    and it wakes a sleeping helper from wake_work multiply-adds;
+    rnnengine.kernels._set_split_thresholds sets every module's."""
+    _set_split_thresholds(min_step, wake_work)
+
+
+def get_split_thresholds():
+    return rnnengine_split_min_step, rnnengine_split_wake_work
+
+
+def split_chunks(Py_ssize_t B, Py_ssize_t T, Py_ssize_t H):
+    """Chunks a float32 reset_after forward call of B rows, T steps and H units
+    may be split into (1: the serial kernel), under this module's settings; for
+    tests."""
+    return _split_chunks(B, T, H, 3 * H)

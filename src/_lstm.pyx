@@ -37,29 +37,87 @@ from _gates cimport (RNNENGINE_BOUNDSCHECK, _batch_threads, _expect_shape,
                      _set_gate_threads, _set_min_work, activate_block, apply,
                      apply_grad_block, apply_grad_rows, save_preact,
                      rnnengine_gate_threads, rnnengine_min_work)
+from _split cimport (SPLIT_STATE, SPLIT_ZBUF, SplitCall, _cache_aligned, _chunk_weights,
+                     _load_pool, _pool_acquire, _pool_release, _pool_run, _set_split_thresholds,
+                     _split_begin, _split_chunks, _split_end, _split_output, _split_product,
+                     _split_stage0, _unit_bound, rnnengine_split_min_step,
+                     rnnengine_split_wake_work)
+
+_load_pool()
+
+
+cdef inline void _lstm_units(floating* h_out, floating* c_b, const floating* xproj_bt,
+                             floating* z, const floating* bias, Py_ssize_t n,
+                             Py_ssize_t H, Py_ssize_t zs, int activation,
+                             int recurrent_activation) noexcept nogil:
+    # n units of one batch row: c_b and h_out are (n,); xproj_bt and bias point
+    # at the first unit's i column, the f, c, o columns H, 2H, 3H further
+    # (Keras's order); z (scratch, overwritten with the gates) likewise with
+    # blocks zs apart. xproj_bt NULL: z already holds the whole pre-activation
+    # (x_t, h and bias). h_out may be this row's h_tm1 (its product is in z).
+    # Each activation runs over a whole block (activate_block) so it vectorizes.
+    cdef Py_ssize_t j
+    if xproj_bt != NULL:
+        for j in range(n):
+            z[j] += xproj_bt[j] + bias[j]
+            z[zs + j] += xproj_bt[H + j] + bias[H + j]
+            z[2 * zs + j] += xproj_bt[2 * H + j] + bias[2 * H + j]
+            z[3 * zs + j] += xproj_bt[3 * H + j] + bias[3 * H + j]
+    activate_block(z, n, recurrent_activation)  # i
+    activate_block(z + zs, n, recurrent_activation)  # f
+    activate_block(z + 2 * zs, n, activation)  # g = act(zc)
+    activate_block(z + 3 * zs, n, recurrent_activation)  # o
+    for j in range(n):
+        c_b[j] = z[zs + j] * c_b[j] + z[j] * z[2 * zs + j]  # c = f * c_tm1 + i * g
+        h_out[j] = c_b[j]
+    activate_block(h_out, n, activation)
+    for j in range(n):
+        h_out[j] *= z[3 * zs + j]  # h = o * act(c)
 
 
 cdef inline void _lstm_row(floating* h_b, floating* c_b, const floating* xproj_bt,
                            floating* z, const floating* bias,
                            Py_ssize_t H, int activation,
                            int recurrent_activation) noexcept nogil:
-    # h_b and c_b are (H,); xproj_bt, z (this row of rec: scratch, overwritten
-    # with the gates) and bias are (4H,), gate blocks in Keras's order i, f, c, o.
-    # xproj_bt NULL: z already holds the whole pre-activation (x_t, h and bias).
-    # Each activation runs over a whole block (activate_block) so it vectorizes.
-    cdef Py_ssize_t j
-    if xproj_bt != NULL:
-        for j in range(4 * H):
-            z[j] += xproj_bt[j] + bias[j]
-    activate_block(z, 2 * H, recurrent_activation)  # i, f
-    activate_block(z + 2 * H, H, activation)  # g = act(zc)
-    activate_block(z + 3 * H, H, recurrent_activation)  # o
-    for j in range(H):
-        c_b[j] = z[H + j] * c_b[j] + z[j] * z[2 * H + j]  # c = f * c_tm1 + i * g
-        h_b[j] = c_b[j]
-    activate_block(h_b, H, activation)
-    for j in range(H):
-        h_b[j] *= z[3 * H + j]  # h = o * act(c)
+    # h_b and c_b are (H,); xproj_bt, z and bias are (4H,): a whole row.
+    _lstm_units(h_b, c_b, xproj_bt, z, bias, H, H, H, activation, recurrent_activation)
+
+
+cdef void _lstm_chunk(void* ctx, int stage, int chunk) noexcept nogil:
+    # One ticket of a split call (src/_split.pxd): stage 0 the projection,
+    # stage 1 + s step s for this chunk's units.
+    cdef SplitCall* a = <SplitCall*>ctx
+    cdef Py_ssize_t u0 = _unit_bound(a.H, chunk, a.chunks)
+    cdef Py_ssize_t n = _unit_bound(a.H, chunk + 1, a.chunks) - u0
+    cdef Py_ssize_t s, t, b
+    cdef float zbuf[SPLIT_ZBUF]
+    cdef float* z = _cache_aligned(zbuf)  # (B, 4, n): this chunk's own
+    if stage == 0:
+        _split_stage0(a, chunk, u0, n)
+        return
+    s = stage - 1
+    t = a.T - 1 - s if a.go_backwards else s
+    _split_product(a, z, a.hs[s % 2], chunk, n)
+    for b in range(a.B):
+        _lstm_units(a.hs[1 - s % 2] + b * a.Hp + u0, a.c + b * a.Hp + u0,
+                    a.xproj + (b * a.T + t) * a.G + u0, z + b * 4 * n, a.bias + u0, n,
+                    a.H, n, a.activation, a.recurrent_activation)
+    _split_output(a, a.hs[1 - s % 2], s, u0, n)
+
+
+cdef void _lstm_forward_split(float* y_out, float* h, float* c, float* xproj,
+                              const float* x, const float* kernel,
+                              const float* recurrent_kernel, const float* bias,
+                              Py_ssize_t B, Py_ssize_t T, Py_ssize_t C, Py_ssize_t H,
+                              int activation, int recurrent_activation, bint go_backwards,
+                              bint return_sequences, int chunks) noexcept nogil:
+    cdef float state[SPLIT_STATE]
+    cdef SplitCall job[3]  # job[1] is used: its neighbours keep its cache lines read-only
+    _split_begin(&job[1], state, y_out, h, c, xproj, x, kernel, recurrent_kernel, bias, NULL,
+                 B, T, C, H, 4, activation, recurrent_activation, go_backwards,
+                 return_sequences, chunks)
+    _pool_run(_lstm_chunk, &job[1], T + 1, chunks)
+    _split_end(&job[1], h, c)
 
 
 cdef void _lstm_forward(floating* y_out, floating* h, floating* c, floating* xproj,
@@ -79,6 +137,17 @@ cdef void _lstm_forward(floating* y_out, floating* h, floating* c, floating* xpr
     # so the (B, T, 4H) projection is never written and read back (13 MB for
     # T2; as a GEMM of K = C rows it also ran at half the tiled pass's speed).
     cdef bint fused = _fused_step(x, B)
+    cdef int chunks = _split_chunks(B, T, H, K) if not fused else 1
+    cdef int pooled = -1  # 1: this call owns the two-thread split; 0: it runs alone
+    if floating is float:
+        if chunks > 1:
+            pooled = _pool_acquire(chunks, _chunk_weights(H, 4, chunks), B * T * (C + H) * K)
+            if pooled:
+                _lstm_forward_split(y_out, h, c, xproj, x, kernel, recurrent_kernel, bias,
+                                    B, T, C, H, activation, recurrent_activation,
+                                    go_backwards, return_sequences, chunks)
+                _pool_release(1)
+                return
     if not fused:
         # xproj.reshape(B * T, 4H)[:] = x.reshape(B * T, C) @ kernel
         _gemm(NoTrans, NoTrans, <int>(B * T), <int>K, <int>C, 1, x, <int>C,
@@ -101,6 +170,8 @@ cdef void _lstm_forward(floating* y_out, floating* h, floating* c, floating* xpr
             s_out = s if return_sequences else 0
             for b in range(B):
                 memcpy(y_out + (b * T_out + s_out) * H, h + b * H, H * sizeof(floating))
+    if pooled == 0:
+        _pool_release(0)
 
 
 def lstm_forward(floating[:, :, ::1] y_out,  # OUT
@@ -509,3 +580,21 @@ def set_min_work_to_split(long long n):
 
 def get_min_work_to_split():
     return rnnengine_min_work
+
+
+def set_split_thresholds(long long min_step, long long wake_work):
+    """When a float32 call of at most 4 rows splits each step's units over two
+    threads (src/_split.pxd): from min_step recurrent-kernel weights (H x 4H),
+    and it wakes a sleeping helper from wake_work multiply-adds;
+    rnnengine.kernels._set_split_thresholds sets every module's."""
+    _set_split_thresholds(min_step, wake_work)
+
+
+def get_split_thresholds():
+    return rnnengine_split_min_step, rnnengine_split_wake_work
+
+
+def split_chunks(Py_ssize_t B, Py_ssize_t T, Py_ssize_t H):
+    """Chunks a float32 forward call of B rows, T steps and H units may be split
+    into (1: the serial kernel), under this module's settings; for tests."""
+    return _split_chunks(B, T, H, 4 * H)

@@ -35,6 +35,13 @@ from _blas cimport NoTrans, Trans, _fused_step, _gemm, _recurrent_product, _step
 from _gates cimport (RNNENGINE_BOUNDSCHECK, _batch_threads, _expect_shape,
                      _set_gate_threads, _set_min_work, activate_block, apply,
                      apply_grad_rows, save_preact, rnnengine_gate_threads, rnnengine_min_work)
+from _split cimport (SPLIT_STATE, SPLIT_ZBUF, SplitCall, _cache_aligned, _chunk_weights,
+                     _load_pool, _pool_acquire, _pool_release, _pool_run, _set_split_thresholds,
+                     _split_begin, _split_chunks, _split_end, _split_output, _split_product,
+                     _split_stage0, _unit_bound, rnnengine_split_min_step,
+                     rnnengine_split_wake_work)
+
+_load_pool()
 
 
 cdef inline void _simple_rnn_row(floating* h_b, const floating* xproj_bt,
@@ -51,6 +58,42 @@ cdef inline void _simple_rnn_row(floating* h_b, const floating* xproj_bt,
     memcpy(h_b, rec_b, H * sizeof(floating))
 
 
+cdef void _simple_rnn_chunk(void* ctx, int stage, int chunk) noexcept nogil:
+    # One ticket of a split call (src/_split.pxd): stage 0 the projection,
+    # stage 1 + s step s for this chunk's units.
+    cdef SplitCall* a = <SplitCall*>ctx
+    cdef Py_ssize_t u0 = _unit_bound(a.H, chunk, a.chunks)
+    cdef Py_ssize_t n = _unit_bound(a.H, chunk + 1, a.chunks) - u0
+    cdef Py_ssize_t s, t, b
+    cdef float zbuf[SPLIT_ZBUF]
+    cdef float* z = _cache_aligned(zbuf)  # (B, n): this chunk's own
+    if stage == 0:
+        _split_stage0(a, chunk, u0, n)
+        return
+    s = stage - 1
+    t = a.T - 1 - s if a.go_backwards else s
+    _split_product(a, z, a.hs[s % 2], chunk, n)
+    for b in range(a.B):
+        _simple_rnn_row(a.hs[1 - s % 2] + b * a.Hp + u0, a.xproj + (b * a.T + t) * a.H + u0,
+                        z + b * n, a.bias + u0, n, a.activation)
+    _split_output(a, a.hs[1 - s % 2], s, u0, n)
+
+
+cdef void _simple_rnn_forward_split(float* y_out, float* h, float* xproj, const float* x,
+                                    const float* kernel, const float* recurrent_kernel,
+                                    const float* bias, Py_ssize_t B, Py_ssize_t T,
+                                    Py_ssize_t C, Py_ssize_t H, int activation,
+                                    bint go_backwards, bint return_sequences,
+                                    int chunks) noexcept nogil:
+    cdef float state[SPLIT_STATE]
+    cdef SplitCall job[3]  # job[1] is used: its neighbours keep its cache lines read-only
+    _split_begin(&job[1], state, y_out, h, NULL, xproj, x, kernel, recurrent_kernel, bias,
+                 NULL, B, T, C, H, 1, activation, activation, go_backwards,
+                 return_sequences, chunks)
+    _pool_run(_simple_rnn_chunk, &job[1], T + 1, chunks)
+    _split_end(&job[1], h, NULL)
+
+
 cdef void _simple_rnn_forward(floating* y_out, floating* h, floating* xproj,
                               floating* rec, const floating* x,
                               const floating* kernel,
@@ -65,6 +108,17 @@ cdef void _simple_rnn_forward(floating* y_out, floating* h, floating* xproj,
     cdef Py_ssize_t s, t, b, s_out
     # float32 above SMALL_BATCH rows: one tiled pass a step (as in _lstm.pyx).
     cdef bint fused = _fused_step(x, B)
+    cdef int chunks = _split_chunks(B, T, H, H) if not fused else 1
+    cdef int pooled = -1  # 1: this call owns the two-thread split; 0: it runs alone
+    if floating is float:
+        if chunks > 1:
+            pooled = _pool_acquire(chunks, _chunk_weights(H, 1, chunks), B * T * (C + H) * H)
+            if pooled:
+                _simple_rnn_forward_split(y_out, h, xproj, x, kernel, recurrent_kernel, bias,
+                                          B, T, C, H, activation, go_backwards,
+                                          return_sequences, chunks)
+                _pool_release(1)
+                return
     if not fused:
         # xproj.reshape(B * T, H)[:] = x.reshape(B * T, C) @ kernel
         _gemm(NoTrans, NoTrans, <int>(B * T), <int>H, <int>C, 1, x, <int>C,
@@ -86,6 +140,8 @@ cdef void _simple_rnn_forward(floating* y_out, floating* h, floating* xproj,
             s_out = s if return_sequences else 0
             for b in range(B):
                 memcpy(y_out + (b * T_out + s_out) * H, h + b * H, H * sizeof(floating))
+    if pooled == 0:
+        _pool_release(0)
 
 
 def simple_rnn_forward(floating[:, :, ::1] y_out,  # OUT
@@ -410,3 +466,21 @@ def set_min_work_to_split(long long n):
 
 def get_min_work_to_split():
     return rnnengine_min_work
+
+
+def set_split_thresholds(long long min_step, long long wake_work):
+    """When a float32 call of at most 4 rows splits each step's units over two
+    threads (src/_split.pxd): from min_step recurrent-kernel weights (H x H),
+    and it wakes a sleeping helper from wake_work multiply-adds;
+    rnnengine.kernels._set_split_thresholds sets every module's."""
+    _set_split_thresholds(min_step, wake_work)
+
+
+def get_split_thresholds():
+    return rnnengine_split_min_step, rnnengine_split_wake_work
+
+
+def split_chunks(Py_ssize_t B, Py_ssize_t T, Py_ssize_t H):
+    """Chunks a float32 forward call of B rows, T steps and H units may be split
+    into (1: the serial kernel), under this module's settings; for tests."""
+    return _split_chunks(B, T, H, H)

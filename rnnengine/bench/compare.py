@@ -955,7 +955,7 @@ def main(argv=None, prog=None):
 
     # ---------------------------------------------------------------- concurrency
     conc = {}  # (wid, cell, setting) -> [results]
-    conc_settings = [("L1", None), ("T2", "1"), ("T2", None)]
+    conc_settings = [("L1", "1"), ("L1", None), ("T2", "1"), ("T2", None)]
     if do["concurrency"]:
         for rnd in range(opts.processes):
             for wid, setting in conc_settings:
@@ -1114,7 +1114,8 @@ def main(argv=None, prog=None):
               f"FLOPs = 2·B·T·(C+H)·K·H. '% of peak' = GFLOP/s / the machine's GEMM peak: the "
               f"all-cores peak for {', '.join(THROUGHPUT_WORKLOADS)} (rnnengine splits the batch "
               "over every core, PyTorch and ONNX Runtime use 2 threads), the 1-thread peak for "
-              "the batch-1 workloads. '× best peer' = median / best peer median "
+              "the batch-1 workloads (where an LSTM or GRU step of rnnengine's, as ONNX Runtime's "
+              "and PyTorch's, may use a second core). '× best peer' = median / best peer median "
               "(< 1 is faster). max abs diff vs the float64 NumPy reference "
               f"(⚠ above {TOL:g}).")
     md.append("- Peers: Keras `predict_on_batch`, Keras model in `tf.function`, the same with "
@@ -1190,11 +1191,14 @@ def main(argv=None, prog=None):
                   "at once (each its own input), alternating stretches of "
                   f"{opts.concurrency_time / 2:g} s, twice each, after a warm-up; throughput = "
                   "calls completed / seconds. Median process (by ratio) of "
-                  f"{opts.processes}. 'threads per call': what one call may split its batch "
-                  "over (`RNNENGINE_NUM_THREADS`; default = the CPU count; batch 1 never "
-                  f"splits). Target: ≥ {TARGET_SCALING}×. 'cores used': the process's CPU time / "
-                  "wall time in the one-thread and the two-thread stretches (2 threads given "
-                  "only ~1 core means the machine had no second core free).")
+                  f"{opts.processes}. 'threads per call': what one call may split its work "
+                  "over (`RNNENGINE_NUM_THREADS`; default = the CPU count): a large batch's rows, "
+                  "or at batch 1 an LSTM or GRU step's units over two threads (so L1 is shown "
+                  "both ways: batch-1 calls on 1 thread are what scale with Python threads; a "
+                  f"split one leaves a second thread no core). Target: ≥ {TARGET_SCALING}×. "
+                  "'cores used': the process's CPU time / wall time in the one-thread and the "
+                  "two-thread stretches (2 threads given only ~1 core means the machine had no "
+                  "second core free).")
         md.append("")
         md.append("| workload | cell | threads per call | 1 thread calls/s | 2 threads calls/s | "
                   "ratio | target | cores used (1 / 2 threads) | load avg |")
@@ -1204,8 +1208,7 @@ def main(argv=None, prog=None):
                 res = conc.get((wid, cell, setting), [])
                 ok = sorted((x for x in res if x.get("status") == "ok"), key=lambda x: x["ratio"])
                 tps = (f"{setting}" if setting else
-                       ("1 (batch 1)" if wid == "L1" else
-                        f"default ({ok[0]['num_threads'] if ok else '?'})"))
+                       f"default ({ok[0]['num_threads'] if ok else '?'})")
                 if not ok:
                     why = res[0].get("reason", "") if res else "not run"
                     md.append(f"| {wid} | {peers.CELL_TITLES[cell]} | {tps} | – | – | – | "

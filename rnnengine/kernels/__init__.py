@@ -291,6 +291,22 @@ def _set_min_work_to_split(n):
     return previous
 
 
+def _set_split_thresholds(min_step, wake_work):
+    """When a float32 call of at most 4 rows splits each step's units over two
+    threads (src/_split.pxd: the caller and one helper), in every kernel
+    module: from min_step recurrent-kernel weights (H x gate columns; default
+    2**15, 128 KB, about 1 us a step to stream: below it the per-step meeting
+    eats the gain), and waking a sleeping helper from wake_work multiply-adds
+    (default 2**20, about 10 us of work). Returns the previous pair; tests
+    lower both to reach the split path."""
+    previous = None
+    for module in _CYTHON_MODULES:
+        if hasattr(module, "set_split_thresholds"):
+            previous = module.get_split_thresholds()
+            module.set_split_thresholds(min_step, wake_work)
+    return previous
+
+
 def _limit_blas_threads():
     """Run SciPy's bundled OpenBLAS (behind scipy.linalg.cython_blas, which both
     backends call) on one thread; rnnengine splits large batches itself."""

@@ -1,0 +1,277 @@
+# cython: language_level=3
+# Splitting a batch-1 sequence over two cores (the caller and one helper
+# thread): each timestep's units are cut into chunks, and every chunk computes
+# its columns of the recurrent product and its units' gates, so two cores
+# each stream half of the recurrent kernel from L2. The job runner, shared by
+# every kernel module, is src/_step_pool.h (compiled into _cy_blas, reached
+# here through a capsule); it explains why a caller never waits for the
+# helper to arrive. float32 forward (inference) only: that is where batch-1
+# latency matters, and float64 keeps one code path.
+#
+# When: at most SMALL_BATCH rows (more take the batch split or the tiled
+# pass), at least rnnengine_split_min_step weights in the recurrent kernel
+# (H x G: 2**15, 128 KB of float32, about 1 us a step to stream: below it
+# the per-step meeting, ~0.1-0.2 us, eats the gain), two threads allowed by
+# set_num_threads, and not already inside a parallel region.
+from cpython.pycapsule cimport PyCapsule_GetPointer
+
+from libc.string cimport memcpy, memset
+
+from _blas cimport NoTrans, _gemm, _recurrent_product, rnnengine_sgemm_small
+from _gates cimport rnnengine_gate_threads
+
+ctypedef void (*rnn_chunk_fn)(void* ctx, int stage, int chunk) noexcept nogil
+ctypedef struct rnn_pool_api_t:  # src/_step_pool.h
+    int (*acquire)(int chunks, size_t scratch_bytes, int want_wake) noexcept nogil
+    void* (*scratch)(int chunk) noexcept nogil
+    void (*run)(rnn_chunk_fn fn, void* ctx, int stages, int chunks) noexcept nogil
+    void (*release)(int acquired) noexcept nogil
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    static int rnnengine_in_parallel(void) { return omp_in_parallel(); }
+    #else
+    static int rnnengine_in_parallel(void) { return 0; }
+    #endif
+    static void* rnnengine_pool = 0;
+    static long long rnnengine_split_min_step = 1LL << 15;
+    static long long rnnengine_split_wake_work = 1LL << 20;
+    """
+    int rnnengine_in_parallel() noexcept nogil
+    void* rnnengine_pool
+    long long rnnengine_split_min_step
+    long long rnnengine_split_wake_work
+
+
+cdef enum:
+    SPLIT_CHUNKS = 2  # the caller and one helper (more: bench/README.md)
+    SPLIT_MAX_BH = 4096  # B * H of the second state buffer, on the caller's stack
+    SPLIT_ALIGN = 16  # chunks start at a multiple of 16 units (64-byte columns)
+    SPLIT_MAX_ROWS = 4  # = SMALL_BATCH of _blas.pxd
+    SPLIT_MIN_STEPS = 4  # a call packs its weights once (~1 us): not worth it for fewer
+    # A chunk's own pre-activations (B, gates, n) on its thread's stack: n is
+    # at most H / 2 + SPLIT_ALIGN, so 4 gates take 2 * B * H + 4 * 4 * 16
+    # floats at most, plus 16 to align the start to a cache line.
+    SPLIT_ZBUF = 2 * SPLIT_MAX_BH + 4 * SPLIT_MAX_ROWS * SPLIT_ALIGN + 16
+    # The split's state (two h buffers and c, rows padded to SPLIT_ALIGN).
+    SPLIT_STATE = 3 * (SPLIT_MAX_BH + SPLIT_MAX_ROWS * SPLIT_ALIGN) + 16
+
+
+cdef inline float* _cache_aligned(float* buf) noexcept nogil:
+    """The first 64-byte boundary in buf (buf holds 16 floats more than used)."""
+    return <float*>((<size_t>buf + 63) & ~(<size_t>63))
+
+
+cdef inline Py_ssize_t _padded_units(Py_ssize_t H) noexcept nogil:
+    return (H + SPLIT_ALIGN - 1) // SPLIT_ALIGN * SPLIT_ALIGN
+
+
+cdef inline void _pad_rows(float* dst, const float* src, Py_ssize_t B, Py_ssize_t H,
+                           Py_ssize_t Hp) noexcept nogil:
+    """dst (B, Hp) = src (B, H), the padding zeroed (it is read as h columns
+    past H by nobody, but kept finite)."""
+    cdef Py_ssize_t b
+    for b in range(B):
+        memcpy(dst + b * Hp, src + b * H, H * sizeof(float))
+        if Hp > H:
+            memset(dst + b * Hp + H, 0, (Hp - H) * sizeof(float))
+
+
+cdef inline void _unpad_rows(float* dst, const float* src, Py_ssize_t B, Py_ssize_t H,
+                             Py_ssize_t Hp) noexcept nogil:
+    cdef Py_ssize_t b
+    for b in range(B):
+        memcpy(dst + b * H, src + b * Hp, H * sizeof(float))
+
+
+cdef inline void _input_product(float* out, const float* x, const float* kernel,
+                                Py_ssize_t M, Py_ssize_t C, Py_ssize_t G) noexcept nogil:
+    """out (M, G) = x (M, C) @ kernel (C, G): the tiled kernel where the build
+    has it (no BLAS call from the helper thread), else sgemm."""
+    if not rnnengine_sgemm_small(<int>M, <int>G, <int>C, x, <int>C, kernel, <int>G, out, <int>G):
+        _gemm(NoTrans, NoTrans, <int>M, <int>G, <int>C, <float>1, x, <int>C, kernel, <int>G,
+              <float>0, out, <int>G)
+
+
+cdef inline int _load_pool() except -1:
+    """At module import: the shared job runner (NULL where _cy_blas has none)."""
+    global rnnengine_pool
+    import importlib
+    try:
+        # importlib, not PyCapsule_Import: that one only getattr()s past the
+        # top-level package, and rnnengine.kernels is still importing.
+        capsule = importlib.import_module("rnnengine.kernels._cy_blas")._pool_api
+        rnnengine_pool = PyCapsule_GetPointer(capsule, b"rnnengine.kernels._cy_blas._pool_api")
+    except Exception:
+        rnnengine_pool = NULL
+    return 0
+
+
+cdef inline int _set_split_thresholds(long long min_step, long long wake_work) except -1:
+    global rnnengine_split_min_step, rnnengine_split_wake_work
+    if min_step < 0 or wake_work < 0:
+        raise ValueError(f"set_split_thresholds: expected values >= 0, got {min_step}, {wake_work}.")
+    rnnengine_split_min_step = min_step
+    rnnengine_split_wake_work = wake_work
+    return 0
+
+
+cdef inline int _split_chunks(Py_ssize_t B, Py_ssize_t T, Py_ssize_t H,
+                              Py_ssize_t G) noexcept nogil:
+    """Chunks a float32 call of B rows, T steps, H units and G gate columns may
+    be cut into; 1 means the serial kernel."""
+    if rnnengine_pool == NULL or rnnengine_gate_threads < 2:
+        return 1
+    if B > SPLIT_MAX_ROWS or B * H > SPLIT_MAX_BH or H < 2 * SPLIT_ALIGN or T < SPLIT_MIN_STEPS:
+        return 1
+    if H * G < rnnengine_split_min_step or rnnengine_in_parallel():
+        return 1
+    return SPLIT_CHUNKS
+
+
+cdef inline Py_ssize_t _unit_bound(Py_ssize_t H, int chunk, int chunks) noexcept nogil:
+    """First unit of chunk (H for chunk == chunks): equal shares, each starting
+    at a multiple of SPLIT_ALIGN."""
+    if chunk >= chunks:
+        return H
+    return (H * chunk // chunks) // SPLIT_ALIGN * SPLIT_ALIGN
+
+
+cdef inline Py_ssize_t _chunk_weights(Py_ssize_t H, Py_ssize_t gates, int chunks) noexcept nogil:
+    """Floats of one chunk's packed recurrent-kernel columns, at most."""
+    return gates * H * (H - _unit_bound(H, chunks - 1, chunks) if chunks > 1 else H)
+
+
+cdef inline int _pool_acquire(int chunks, Py_ssize_t scratch_floats, long long work) noexcept nogil:
+    """Own the pool for one split call (1), or run the serial kernel (0); pair
+    with _pool_release either way. A sleeping helper is woken only for work >=
+    rnnengine_split_wake_work multiply-adds (about 10 us)."""
+    return (<rnn_pool_api_t*>rnnengine_pool).acquire(
+        chunks, <size_t>scratch_floats * sizeof(float), work >= rnnengine_split_wake_work)
+
+
+cdef inline float* _pool_scratch(int chunk) noexcept nogil:
+    return <float*>(<rnn_pool_api_t*>rnnengine_pool).scratch(chunk)
+
+
+cdef inline void _pool_run(rnn_chunk_fn fn, void* ctx, Py_ssize_t stages, int chunks) noexcept nogil:
+    (<rnn_pool_api_t*>rnnengine_pool).run(fn, ctx, <int>stages, chunks)
+
+
+cdef inline void _pool_release(int acquired) noexcept nogil:
+    (<rnn_pool_api_t*>rnnengine_pool).release(acquired)
+
+
+cdef inline void _pack_columns(float* dst, const float* w, Py_ssize_t K, Py_ssize_t ldw,
+                               Py_ssize_t H, Py_ssize_t gates, Py_ssize_t u0,
+                               Py_ssize_t n) noexcept nogil:
+    """dst (gates, K, n) = w[:K, g * H + u0 : g * H + u0 + n] for each gate g:
+    one chunk's columns of a recurrent kernel, each gate's panel contiguous so
+    that a step streams it front to back (the kernel's own rows, cut to n
+    columns, would start mid cache line wherever NumPy put the array: 1.5x
+    slower, measured)."""
+    cdef Py_ssize_t g, k
+    for g in range(gates):
+        for k in range(K):
+            memcpy(dst + (g * K + k) * n, w + k * ldw + g * H + u0, n * sizeof(float))
+
+
+ctypedef struct SplitCall:
+    # One float32 forward call cut into chunks of units: stage 0 projects the
+    # input and packs each chunk's recurrent-kernel columns (_split_stage0),
+    # stage 1 + s runs timestep s (the cell's chunk function). The state lives
+    # in the split's own buffers, rows Hp (H rounded up to 16) apart from a
+    # cache-line boundary, so that no two chunks write to one cache line.
+    float* y_out
+    float* hs[2]  # (B, Hp): h_tm1 of even steps, then of odd steps
+    float* c  # (B, Hp): an LSTM's cell state, else unused
+    float* xproj  # (B, T, G)
+    const float* x
+    const float* kernel  # (C, G)
+    const float* recurrent_kernel  # (H, G)
+    const float* bias  # (G,)
+    const float* recurrent_bias  # (G,): a GRU's, else NULL
+    Py_ssize_t B, T, C, H, Hp, G, gates
+    int activation, recurrent_activation, chunks
+    bint go_backwards, return_sequences
+
+
+cdef inline void _split_begin(SplitCall* a, float* state, float* y_out, const float* h,
+                              const float* c, float* xproj, const float* x,
+                              const float* kernel, const float* recurrent_kernel,
+                              const float* bias, const float* recurrent_bias,
+                              Py_ssize_t B, Py_ssize_t T, Py_ssize_t C, Py_ssize_t H,
+                              Py_ssize_t gates, int activation, int recurrent_activation,
+                              bint go_backwards, bint return_sequences,
+                              int chunks) noexcept nogil:
+    """Fill a for one call; state holds SPLIT_STATE floats (the caller's stack)."""
+    cdef Py_ssize_t Hp = _padded_units(H)
+    a.hs[0] = _cache_aligned(state)
+    a.hs[1] = a.hs[0] + B * Hp
+    a.c = a.hs[1] + B * Hp
+    _pad_rows(a.hs[0], h, B, H, Hp)
+    if c != NULL:
+        _pad_rows(a.c, c, B, H, Hp)
+    a.y_out = y_out
+    a.xproj = xproj
+    a.x = x
+    a.kernel = kernel
+    a.recurrent_kernel = recurrent_kernel
+    a.bias = bias
+    a.recurrent_bias = recurrent_bias
+    a.B = B
+    a.T = T
+    a.C = C
+    a.H = H
+    a.Hp = Hp
+    a.G = gates * H
+    a.gates = gates
+    a.activation = activation
+    a.recurrent_activation = recurrent_activation
+    a.chunks = chunks
+    a.go_backwards = go_backwards
+    a.return_sequences = return_sequences
+
+
+cdef inline void _split_end(SplitCall* a, float* h, float* c) noexcept nogil:
+    """The final state back into the caller's h (and c)."""
+    _unpad_rows(h, a.hs[a.T % 2], a.B, a.H, a.Hp)
+    if c != NULL:
+        _unpad_rows(c, a.c, a.B, a.H, a.Hp)
+
+
+cdef inline void _split_stage0(SplitCall* a, int chunk, Py_ssize_t u0, Py_ssize_t n) noexcept nogil:
+    """xproj rows r0:r1 (of B * T) = x[r0:r1] @ kernel (rows, not columns, so
+    the two chunks share at most one cache line), and this chunk's columns of
+    the recurrent kernel packed into its scratch."""
+    cdef Py_ssize_t r0 = a.B * a.T * chunk // a.chunks
+    cdef Py_ssize_t r1 = a.B * a.T * (chunk + 1) // a.chunks
+    if r1 > r0:
+        _input_product(a.xproj + r0 * a.G, a.x + r0 * a.C, a.kernel, r1 - r0, a.C, a.G)
+    _pack_columns(_pool_scratch(chunk), a.recurrent_kernel, a.H, a.G, a.H, a.gates, u0, n)
+
+
+cdef inline void _split_product(SplitCall* a, float* z, const float* h_cur, int chunk,
+                                Py_ssize_t n) noexcept nogil:
+    """z (B, gates, n) = h_tm1 @ this chunk's packed columns, gate by gate."""
+    cdef const float* panel = _pool_scratch(chunk)
+    cdef Py_ssize_t b, g
+    for b in range(a.B):
+        for g in range(a.gates):
+            _recurrent_product(z + (b * a.gates + g) * n, h_cur + b * a.Hp,
+                               panel + g * a.H * n, 1, <int>a.H, <int>n, <int>n,
+                               <int>(a.gates * n))
+
+
+cdef inline void _split_output(SplitCall* a, const float* h_nxt, Py_ssize_t s, Py_ssize_t u0,
+                               Py_ssize_t n) noexcept nogil:
+    """y_out[:, s] (every step) or y_out[:, 0] (last step only) = h, this chunk's units."""
+    cdef Py_ssize_t b
+    if a.return_sequences:
+        for b in range(a.B):
+            memcpy(a.y_out + (b * a.T + s) * a.H + u0, h_nxt + b * a.Hp + u0, n * sizeof(float))
+    elif s == a.T - 1:
+        for b in range(a.B):
+            memcpy(a.y_out + b * a.H + u0, h_nxt + b * a.Hp + u0, n * sizeof(float))
