@@ -14,6 +14,18 @@ or an empty sequence raises ``ValueError``.
 import numpy as np
 
 
+def aligned_empty(shape, dtype, alignment=64):
+    """An uninitialized C-contiguous array whose data starts on an ``alignment``-byte
+    boundary. A layer's weights use it: NumPy puts large arrays 16 bytes past a
+    page (malloc's header), and a kernel that reads a slice of columns (the
+    batch-1 split, src/_split.pxd) then starts each row mid cache line."""
+    dtype = np.dtype(dtype)
+    n = int(np.prod(shape, dtype=np.int64))
+    raw = np.empty(n * dtype.itemsize + alignment, np.uint8)
+    start = -raw.ctypes.data % alignment
+    return raw[start:start + n * dtype.itemsize].view(dtype).reshape(shape)
+
+
 def cast(x, dtype):
     """``x`` as a C-contiguous array of ``dtype``; out-of-range values cast
     quietly (float -> float32: +-inf; NaN or huge float -> an integer index:

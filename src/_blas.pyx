@@ -95,6 +95,9 @@ cdef extern from "_step_pool.h":
     rnn_pool_api_t rnn_pool_api
     long long rnn_pool_helper_tickets() noexcept nogil
     long long rnn_pool_split_calls() noexcept nogil
+    void rnn_pool_set_adaptive(int on) noexcept nogil
+    int rnn_pool_tuning(int i, int* H, int* B, unsigned* calls, unsigned* n_alone,
+                        unsigned* n_split, double* ns_alone, double* ns_split) noexcept nogil
     const int RNNENGINE_HAVE_POOL
 
 # The batch-1 split's job runner (src/_split.pxd): one copy of its state, and
@@ -115,3 +118,24 @@ def pool_helper_tickets():
 def pool_split_calls():
     """Calls that ran split over two threads in this process (for tests)."""
     return rnn_pool_split_calls()
+
+
+def pool_set_adaptive(bint on):
+    """on (the default): the pool times split and lone calls of each kind and
+    takes the faster (src/_step_pool.h); off: every eligible call splits (tests)."""
+    rnn_pool_set_adaptive(on)
+
+
+def pool_tuning():
+    """The split's timing table: one dict per kind of call (H, B) with its
+    calls, timed calls alone and split, and their average µs per step."""
+    cdef int i, H, B
+    cdef unsigned calls, n_alone, n_split
+    cdef double ns_alone, ns_split
+    rows = []
+    for i in range(64):
+        if rnn_pool_tuning(i, &H, &B, &calls, &n_alone, &n_split, &ns_alone, &ns_split):
+            rows.append({"H": H, "B": B, "calls": calls, "timed_alone": n_alone,
+                         "timed_split": n_split, "us_per_step_alone": ns_alone / 1e3,
+                         "us_per_step_split": ns_split / 1e3})
+    return rows

@@ -39,7 +39,7 @@ from _blas cimport NoTrans, Trans, _gemm, _recurrent_product
 from _gates cimport (RNNENGINE_BOUNDSCHECK, _batch_threads, _expect_shape,
                      _set_gate_threads, _set_min_work, activate_block, apply,
                      apply_grad_rows, rnnengine_gate_threads, rnnengine_min_work)
-from _split cimport (SPLIT_STATE, SPLIT_ZBUF, SplitCall, _cache_aligned, _chunk_weights,
+from _split cimport (SPLIT_STATE, SPLIT_ZBUF, SplitCall, _cache_aligned, _chunk_scratch,
                      _load_pool, _pool_acquire, _pool_release, _pool_run, _set_split_thresholds,
                      _split_begin, _split_chunks, _split_end, _split_output, _split_product,
                      _split_stage0, _unit_bound, rnnengine_split_min_step,
@@ -98,7 +98,7 @@ cdef void _gru_chunk(void* ctx, int stage, int chunk) noexcept nogil:
         return
     s = stage - 1
     t = a.T - 1 - s if a.go_backwards else s
-    _split_product(a, z, a.hs[s % 2], chunk, n)
+    _split_product(a, z, a.hs[s % 2], chunk, u0, n)
     for b in range(a.B):
         _gru_units_reset_after(a.hs[1 - s % 2] + b * a.Hp + u0, a.hs[s % 2] + b * a.Hp + u0,
                                a.xproj + (b * a.T + t) * a.G + u0, z + b * 3 * n,
@@ -169,10 +169,12 @@ cdef void _gru_forward(floating* y_out, floating* h, floating* xproj, floating* 
     cdef Py_ssize_t T_out = T if return_sequences else 1
     cdef Py_ssize_t s, t, b, s_out
     cdef int chunks = _split_chunks(B, T, H, K) if reset_after else 1
-    cdef int pooled = -1  # 1: this call owns the two-thread split; 0: it runs alone
+    cdef int pooled = -1  # _pool_acquire's answer: 1 split, 0 or 2 alone
     if floating is float:
         if chunks > 1:
-            pooled = _pool_acquire(chunks, _chunk_weights(H, 3, chunks), B * T * (C + H) * K)
+            pooled = _pool_acquire(_gru_chunk, H, B, T, chunks,
+                                   _chunk_scratch(recurrent_kernel, H, 3, chunks),
+                                   B * T * (C + H) * K)
             if pooled:
                 _gru_forward_split(y_out, h, xproj, x, kernel, recurrent_kernel, input_bias,
                                    recurrent_bias, B, T, C, H, activation,
@@ -209,8 +211,8 @@ cdef void _gru_forward(floating* y_out, floating* h, floating* xproj, floating* 
             s_out = s if return_sequences else 0
             for b in range(B):
                 memcpy(y_out + (b * T_out + s_out) * H, h + b * H, H * sizeof(floating))
-    if pooled == 0:
-        _pool_release(0)
+    if pooled >= 0:
+        _pool_release(pooled)
 
 
 def gru_forward(floating[:, :, ::1] y_out,  # OUT

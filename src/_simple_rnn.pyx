@@ -35,7 +35,7 @@ from _blas cimport NoTrans, Trans, _fused_step, _gemm, _recurrent_product, _step
 from _gates cimport (RNNENGINE_BOUNDSCHECK, _batch_threads, _expect_shape,
                      _set_gate_threads, _set_min_work, activate_block, apply,
                      apply_grad_rows, save_preact, rnnengine_gate_threads, rnnengine_min_work)
-from _split cimport (SPLIT_STATE, SPLIT_ZBUF, SplitCall, _cache_aligned, _chunk_weights,
+from _split cimport (SPLIT_STATE, SPLIT_ZBUF, SplitCall, _cache_aligned, _chunk_scratch,
                      _load_pool, _pool_acquire, _pool_release, _pool_run, _set_split_thresholds,
                      _split_begin, _split_chunks, _split_end, _split_output, _split_product,
                      _split_stage0, _unit_bound, rnnengine_split_min_step,
@@ -72,7 +72,7 @@ cdef void _simple_rnn_chunk(void* ctx, int stage, int chunk) noexcept nogil:
         return
     s = stage - 1
     t = a.T - 1 - s if a.go_backwards else s
-    _split_product(a, z, a.hs[s % 2], chunk, n)
+    _split_product(a, z, a.hs[s % 2], chunk, u0, n)
     for b in range(a.B):
         _simple_rnn_row(a.hs[1 - s % 2] + b * a.Hp + u0, a.xproj + (b * a.T + t) * a.H + u0,
                         z + b * n, a.bias + u0, n, a.activation)
@@ -109,10 +109,12 @@ cdef void _simple_rnn_forward(floating* y_out, floating* h, floating* xproj,
     # float32 above SMALL_BATCH rows: one tiled pass a step (as in _lstm.pyx).
     cdef bint fused = _fused_step(x, B)
     cdef int chunks = _split_chunks(B, T, H, H) if not fused else 1
-    cdef int pooled = -1  # 1: this call owns the two-thread split; 0: it runs alone
+    cdef int pooled = -1  # _pool_acquire's answer: 1 split, 0 or 2 alone
     if floating is float:
         if chunks > 1:
-            pooled = _pool_acquire(chunks, _chunk_weights(H, 1, chunks), B * T * (C + H) * H)
+            pooled = _pool_acquire(_simple_rnn_chunk, H, B, T, chunks,
+                                   _chunk_scratch(recurrent_kernel, H, 1, chunks),
+                                   B * T * (C + H) * H)
             if pooled:
                 _simple_rnn_forward_split(y_out, h, xproj, x, kernel, recurrent_kernel, bias,
                                           B, T, C, H, activation, go_backwards,
@@ -140,8 +142,8 @@ cdef void _simple_rnn_forward(floating* y_out, floating* h, floating* xproj,
             s_out = s if return_sequences else 0
             for b in range(B):
                 memcpy(y_out + (b * T_out + s_out) * H, h + b * H, H * sizeof(floating))
-    if pooled == 0:
-        _pool_release(0)
+    if pooled >= 0:
+        _pool_release(pooled)
 
 
 def simple_rnn_forward(floating[:, :, ::1] y_out,  # OUT

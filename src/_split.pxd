@@ -5,14 +5,20 @@
 # each stream half of the recurrent kernel from L2. The job runner, shared by
 # every kernel module, is src/_step_pool.h (compiled into _cy_blas, reached
 # here through a capsule); it explains why a caller never waits for the
-# helper to arrive. float32 forward (inference) only: that is where batch-1
-# latency matters, and float64 keeps one code path.
+# helper to arrive, and how it decides, by timing both, whether a kind of
+# call runs faster split or alone. float32 forward (inference) only: that is
+# where batch-1 latency matters, and float64 keeps one code path.
+#
+# Measured here (bench/batch1_split.py, public API, 2 vCPUs): an LSTM-128 over
+# 50 steps 153 -> 104 us, a GRU-128 114 -> 74 us, LSTM-256 1.6-1.85x, when the
+# two vCPUs sit on separate cores; on one core's hyperthreads no gain.
 #
 # When: at most SMALL_BATCH rows (more take the batch split or the tiled
 # pass), at least rnnengine_split_min_step weights in the recurrent kernel
 # (H x G: 2**15, 128 KB of float32, about 1 us a step to stream: below it
-# the per-step meeting, ~0.1-0.2 us, eats the gain), two threads allowed by
-# set_num_threads, and not already inside a parallel region.
+# the per-step meeting, ~0.1-0.2 us, eats the gain), at least 4 steps (a call
+# may pack its weights first), two threads allowed by set_num_threads, and
+# not already inside a parallel region.
 from cpython.pycapsule cimport PyCapsule_GetPointer
 
 from libc.string cimport memcpy, memset
@@ -22,7 +28,8 @@ from _gates cimport rnnengine_gate_threads
 
 ctypedef void (*rnn_chunk_fn)(void* ctx, int stage, int chunk) noexcept nogil
 ctypedef struct rnn_pool_api_t:  # src/_step_pool.h
-    int (*acquire)(int chunks, size_t scratch_bytes, int want_wake) noexcept nogil
+    int (*acquire)(const void* fn, int H, int B, int steps, int chunks, size_t scratch_bytes,
+                   int want_wake) noexcept nogil
     void* (*scratch)(int chunk) noexcept nogil
     void (*run)(rnn_chunk_fn fn, void* ctx, int stages, int chunks) noexcept nogil
     void (*release)(int acquired) noexcept nogil
@@ -38,11 +45,13 @@ cdef extern from *:
     static void* rnnengine_pool = 0;
     static long long rnnengine_split_min_step = 1LL << 15;
     static long long rnnengine_split_wake_work = 1LL << 20;
+    #define rnnengine_prefetch(p) __builtin_prefetch((p), 0, 3)
     """
     int rnnengine_in_parallel() noexcept nogil
     void* rnnengine_pool
     long long rnnengine_split_min_step
     long long rnnengine_split_wake_work
+    void rnnengine_prefetch(const void* p) noexcept nogil
 
 
 cdef enum:
@@ -139,17 +148,36 @@ cdef inline Py_ssize_t _unit_bound(Py_ssize_t H, int chunk, int chunks) noexcept
     return (H * chunk // chunks) // SPLIT_ALIGN * SPLIT_ALIGN
 
 
-cdef inline Py_ssize_t _chunk_weights(Py_ssize_t H, Py_ssize_t gates, int chunks) noexcept nogil:
-    """Floats of one chunk's packed recurrent-kernel columns, at most."""
-    return gates * H * (H - _unit_bound(H, chunks - 1, chunks) if chunks > 1 else H)
+cdef inline bint _needs_pack(const float* recurrent_kernel, Py_ssize_t H) noexcept nogil:
+    """Whether a chunk's columns of the recurrent kernel start mid cache line:
+    the kernel's rows are not 64-byte aligned (a layer's own weights are,
+    rnnengine/_validation.aligned_empty; training's flat views may not be) or
+    H is not a multiple of 16. Such columns run 1.5x slower in place (a 64-float
+    row segment spans 5 lines, every load split; measured), so each call then
+    packs them first (_pack_columns), which costs about a step's time."""
+    return (<size_t>recurrent_kernel) % 64 != 0 or H % SPLIT_ALIGN != 0
 
 
-cdef inline int _pool_acquire(int chunks, Py_ssize_t scratch_floats, long long work) noexcept nogil:
-    """Own the pool for one split call (1), or run the serial kernel (0); pair
-    with _pool_release either way. A sleeping helper is woken only for work >=
-    rnnengine_split_wake_work multiply-adds (about 10 us)."""
+cdef inline Py_ssize_t _chunk_scratch(const float* recurrent_kernel, Py_ssize_t H,
+                                      Py_ssize_t gates, int chunks) noexcept nogil:
+    """Floats of scratch a chunk needs: its packed recurrent-kernel columns, or
+    none where they are read in place."""
+    if not _needs_pack(recurrent_kernel, H):
+        return 0
+    return gates * H * (H - _unit_bound(H, chunks - 1, chunks))
+
+
+cdef inline int _pool_acquire(rnn_chunk_fn fn, Py_ssize_t H, Py_ssize_t B, Py_ssize_t T,
+                              int chunks, Py_ssize_t scratch_floats,
+                              long long work) noexcept nogil:
+    """How a split-eligible call runs (src/_step_pool.h, rnn_pool_acquire): 1
+    split, 2 alone (timed: the pool measures which is faster for this kind of
+    call), 0 alone (another call owns the pool, or its helper sleeps and this
+    call is too short to wake it: under rnnengine_split_wake_work
+    multiply-adds, about 10 us). Pair with _pool_release(answer) either way."""
     return (<rnn_pool_api_t*>rnnengine_pool).acquire(
-        chunks, <size_t>scratch_floats * sizeof(float), work >= rnnengine_split_wake_work)
+        <const void*>fn, <int>H, <int>B, <int>T, chunks, <size_t>scratch_floats * sizeof(float),
+        work >= rnnengine_split_wake_work)
 
 
 cdef inline float* _pool_scratch(int chunk) noexcept nogil:
@@ -172,10 +200,16 @@ cdef inline void _pack_columns(float* dst, const float* w, Py_ssize_t K, Py_ssiz
     that a step streams it front to back (the kernel's own rows, cut to n
     columns, would start mid cache line wherever NumPy put the array: 1.5x
     slower, measured)."""
-    cdef Py_ssize_t g, k
+    cdef Py_ssize_t g, k, j
+    cdef float* d
+    cdef const float* src
     for g in range(gates):
         for k in range(K):
-            memcpy(dst + (g * K + k) * n, w + k * ldw + g * H + u0, n * sizeof(float))
+            # a loop, not memcpy: 4 * K calls of 256 bytes took ~10 us a call
+            d = dst + (g * K + k) * n
+            src = w + k * ldw + g * H + u0
+            for j in range(n):
+                d[j] = src[j]
 
 
 ctypedef struct SplitCall:
@@ -196,6 +230,7 @@ ctypedef struct SplitCall:
     Py_ssize_t B, T, C, H, Hp, G, gates
     int activation, recurrent_activation, chunks
     bint go_backwards, return_sequences
+    bint packed  # the chunks read their columns from packed panels (_needs_pack)
 
 
 cdef inline void _split_begin(SplitCall* a, float* state, float* y_out, const float* h,
@@ -233,6 +268,7 @@ cdef inline void _split_begin(SplitCall* a, float* state, float* y_out, const fl
     a.chunks = chunks
     a.go_backwards = go_backwards
     a.return_sequences = return_sequences
+    a.packed = _needs_pack(recurrent_kernel, H)
 
 
 cdef inline void _split_end(SplitCall* a, float* h, float* c) noexcept nogil:
@@ -244,25 +280,37 @@ cdef inline void _split_end(SplitCall* a, float* h, float* c) noexcept nogil:
 
 cdef inline void _split_stage0(SplitCall* a, int chunk, Py_ssize_t u0, Py_ssize_t n) noexcept nogil:
     """xproj rows r0:r1 (of B * T) = x[r0:r1] @ kernel (rows, not columns, so
-    the two chunks share at most one cache line), and this chunk's columns of
-    the recurrent kernel packed into its scratch."""
+    the two chunks share at most one cache line), and where the call packs,
+    this chunk's columns of the recurrent kernel into its scratch."""
     cdef Py_ssize_t r0 = a.B * a.T * chunk // a.chunks
     cdef Py_ssize_t r1 = a.B * a.T * (chunk + 1) // a.chunks
     if r1 > r0:
         _input_product(a.xproj + r0 * a.G, a.x + r0 * a.C, a.kernel, r1 - r0, a.C, a.G)
-    _pack_columns(_pool_scratch(chunk), a.recurrent_kernel, a.H, a.G, a.H, a.gates, u0, n)
+    if a.packed:
+        _pack_columns(_pool_scratch(chunk), a.recurrent_kernel, a.H, a.G, a.H, a.gates, u0, n)
 
 
 cdef inline void _split_product(SplitCall* a, float* z, const float* h_cur, int chunk,
-                                Py_ssize_t n) noexcept nogil:
-    """z (B, gates, n) = h_tm1 @ this chunk's packed columns, gate by gate."""
-    cdef const float* panel = _pool_scratch(chunk)
-    cdef Py_ssize_t b, g
+                                Py_ssize_t u0, Py_ssize_t n) noexcept nogil:
+    """z (B, gates, n) = h_tm1 @ this chunk's columns, gate by gate: from its
+    packed panel (each gate's (H, n) contiguous) or in place."""
+    cdef const float* w
+    cdef Py_ssize_t b, g, ldw, j
+    # h_tm1's other half was just written by the other core: ask for all its
+    # cache lines at once, rather than miss on them one by one in the k loop.
+    for b in range(a.B):
+        for j in range(0, a.H, 16):
+            rnnengine_prefetch(h_cur + b * a.Hp + j)
     for b in range(a.B):
         for g in range(a.gates):
-            _recurrent_product(z + (b * a.gates + g) * n, h_cur + b * a.Hp,
-                               panel + g * a.H * n, 1, <int>a.H, <int>n, <int>n,
-                               <int>(a.gates * n))
+            if a.packed:
+                w = <const float*>_pool_scratch(chunk) + g * a.H * n
+                ldw = n
+            else:
+                w = a.recurrent_kernel + g * a.H + u0
+                ldw = a.G
+            _recurrent_product(z + (b * a.gates + g) * n, h_cur + b * a.Hp, w, 1, <int>a.H,
+                               <int>n, <int>ldw, <int>(a.gates * n))
 
 
 cdef inline void _split_output(SplitCall* a, const float* h_nxt, Py_ssize_t s, Py_ssize_t u0,

@@ -26,8 +26,8 @@
  * back find it awake, then sleeps on a condition variable; a call wakes it
  * only if it has enough work to pay for the wake-up (want_wake).
  *
- * Without POSIX threads (or C11 atomics) rnn_pool_run runs every ticket on the
- * caller: the same results, one thread.
+ * Without POSIX threads (or C11 atomics) rnn_pool_acquire always answers 0:
+ * every call runs its serial kernel.
  */
 #ifndef RNNENGINE_STEP_POOL_H
 #define RNNENGINE_STEP_POOL_H
@@ -35,17 +35,10 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* One ticket's work: stage (0 .. stages-1) and chunk (0 .. chunks-1). */
 typedef void (*rnn_chunk_fn)(void* ctx, int stage, int chunk);
-
-static void rnn_pool_serial(rnn_chunk_fn fn, void* ctx, int stages, int chunks)
-{
-    int s, c;
-    for (s = 0; s < stages; s++)
-        for (c = 0; c < chunks; c++)
-            fn(ctx, s, c);
-}
 
 #if defined(__unix__) && !defined(__STDC_NO_ATOMICS__) && !defined(RNNENGINE_NO_POOL)
 #define RNNENGINE_HAVE_POOL 1
@@ -213,16 +206,67 @@ static int rnn_pool_start(void)
     return 1;
 }
 
-/* A split call: acquire, then run, then release (always, also after a 0).
- *
- * rnn_pool_acquire counts the call as in flight and returns 1 when the caller
- * now owns the pool: no other split call in flight, the helper thread exists,
- * and it is awake or (want_wake, a call long enough to pay for it) being
- * woken; each of the chunks has scratch_bytes of 64-byte aligned scratch
- * (rnn_pool_scratch) until release. 0: the caller runs its serial kernel. */
-static int rnn_pool_acquire(int chunks, size_t scratch_bytes, int want_wake)
+/* Whether splitting pays is measured, not assumed: on a VM whose two vCPUs
+ * the host sometimes places on one physical core's SMT siblings, two threads
+ * share one L2's bandwidth and a split call ran 15-20% slower than alone
+ * (measured here; on separate cores 1.5x faster). So the owner of the pool
+ * times its calls, split and alone, per kind of call (the kernel's chunk
+ * function, H and B), keeps a moving average of each's time per step, and
+ * takes the faster; every RNN_TUNE_EXPLORE-th call it tries the other, so a
+ * change of placement is noticed. adaptive = 0 (tests): always split. */
+#define RNN_TUNE_SLOTS 32
+#define RNN_TUNE_EXPLORE 16
+#define RNN_TUNE_FIRST 3   /* calls of each mode before choosing */
+
+typedef struct {
+    const void* fn;
+    int H, B;
+    unsigned calls;
+    unsigned n[2];       /* timed calls: [0] alone, [1] split */
+    double ns_step[2];   /* their moving average, ns per step */
+} rnn_tune_t;
+
+static rnn_tune_t rnn_tune[RNN_TUNE_SLOTS];  /* touched only by the pool's owner */
+static int rnn_tune_next = 0;
+static _Atomic int rnn_pool_adaptive = 1;
+static rnn_tune_t* rnn_tune_current = NULL;  /* the owner's slot, until release */
+static long long rnn_tune_start_ns = 0;
+static int rnn_tune_mode = 0;
+static int rnn_tune_steps = 0;
+
+static rnn_tune_t* rnn_tune_slot(const void* fn, int H, int B)
 {
-    int zero = 0;
+    int i;
+    rnn_tune_t* t;
+    for (i = 0; i < RNN_TUNE_SLOTS; i++) {
+        t = &rnn_tune[i];
+        if (t->fn == fn && t->H == H && t->B == B)
+            return t;
+    }
+    t = &rnn_tune[rnn_tune_next];  /* the oldest kind makes room */
+    rnn_tune_next = (rnn_tune_next + 1) % RNN_TUNE_SLOTS;
+    memset(t, 0, sizeof *t);
+    t->fn = fn;
+    t->H = H;
+    t->B = B;
+    return t;
+}
+
+/* A split-eligible call: acquire, run (split or alone, as told), release.
+ *
+ * rnn_pool_acquire counts the call as in flight. It returns 0 when another
+ * split-eligible call is in flight, the helper thread cannot start, or the
+ * helper sleeps and the call is too short to wake it (want_wake = 0): the
+ * caller runs its serial kernel and need not report. Otherwise the caller owns
+ * the pool until release, and the answer says how to run: 1 split (the
+ * helper is woken by rnn_pool_run; each of the chunks has scratch_bytes of
+ * 64-byte aligned scratch, rnn_pool_scratch), 2 alone (the serial kernel,
+ * timed). fn, H, B and steps name the kind of call and its length. */
+static int rnn_pool_acquire(const void* fn, int H, int B, int steps, int chunks,
+                            size_t scratch_bytes, int want_wake)
+{
+    int zero = 0, mode;
+    rnn_tune_t* t;
     if (atomic_fetch_add(&rnn_pool.in_flight, 1) != 0)
         return 0;
     if (!atomic_compare_exchange_strong(&rnn_pool.busy, &zero, 1))
@@ -231,29 +275,41 @@ static int rnn_pool_acquire(int chunks, size_t scratch_bytes, int want_wake)
         atomic_store(&rnn_pool.busy, 0);
         return 0;
     }
-    scratch_bytes = (scratch_bytes + 63) & ~(size_t)63;
-    if (scratch_bytes * (size_t)chunks > rnn_pool.scratch_capacity) {
-        /* grown by the owner only, before the helper can see the job; kept
-         * for later calls (one buffer per process, the largest asked for) */
-        void* p = NULL;
-        free(rnn_pool.scratch);
-        rnn_pool.scratch = NULL;
-        rnn_pool.scratch_capacity = 0;
-        if (posix_memalign(&p, 64, scratch_bytes * (size_t)chunks) != 0) {
-            atomic_store(&rnn_pool.busy, 0);
-            return 0;
+    t = rnn_tune_slot(fn, H, B);
+    t->calls++;
+    if (!atomic_load(&rnn_pool_adaptive) || t->n[1] < RNN_TUNE_FIRST)
+        mode = 1;
+    else if (t->n[0] < RNN_TUNE_FIRST)
+        mode = 0;
+    else {
+        mode = t->ns_step[1] < t->ns_step[0];
+        if (t->calls % RNN_TUNE_EXPLORE == 0)
+            mode = !mode;
+    }
+    if (mode == 1) {
+        scratch_bytes = (scratch_bytes + 63) & ~(size_t)63;
+        if (scratch_bytes * (size_t)chunks > rnn_pool.scratch_capacity) {
+            /* grown by the owner only, before the helper can see the job; kept
+             * for later calls (one buffer per process, the largest asked for) */
+            void* p = NULL;
+            free(rnn_pool.scratch);
+            rnn_pool.scratch = NULL;
+            rnn_pool.scratch_capacity = 0;
+            if (posix_memalign(&p, 64, scratch_bytes * (size_t)chunks) != 0) {
+                atomic_store(&rnn_pool.busy, 0);
+                return 0;
+            }
+            rnn_pool.scratch = (char*)p;
+            rnn_pool.scratch_capacity = scratch_bytes * (size_t)chunks;
         }
-        rnn_pool.scratch = (char*)p;
-        rnn_pool.scratch_capacity = scratch_bytes * (size_t)chunks;
+        rnn_pool.scratch_stride = scratch_bytes;
+        atomic_fetch_add_explicit(&rnn_pool.split_calls, 1, memory_order_relaxed);
     }
-    rnn_pool.scratch_stride = scratch_bytes;
-    atomic_fetch_add_explicit(&rnn_pool.split_calls, 1, memory_order_relaxed);
-    if (atomic_load(&rnn_pool.sleeping)) {
-        pthread_mutex_lock(&rnn_pool.lock);
-        pthread_cond_signal(&rnn_pool.cond);
-        pthread_mutex_unlock(&rnn_pool.lock);
-    }
-    return 1;
+    rnn_tune_current = t;
+    rnn_tune_mode = mode;
+    rnn_tune_steps = steps > 0 ? steps : 1;
+    rnn_tune_start_ns = rnn_pool_now_ns();
+    return mode == 1 ? 1 : 2;
 }
 
 static void* rnn_pool_scratch(int chunk)
@@ -274,17 +330,53 @@ static void rnn_pool_run(rnn_chunk_fn fn, void* ctx, int stages, int chunks)
     rnn_pool.total = (uint32_t)stages * (uint32_t)chunks;
     atomic_store(&rnn_pool.done, 0);
     atomic_store(&rnn_pool.state, (uint64_t)gen << 32);
+    /* After the publish, never before: a helper woken earlier would find no
+     * job and sleep again. (acquire only let a call with a sleeping helper
+     * through if the call is long enough to wake it.) */
+    if (atomic_load(&rnn_pool.sleeping)) {
+        pthread_mutex_lock(&rnn_pool.lock);
+        pthread_cond_signal(&rnn_pool.cond);
+        pthread_mutex_unlock(&rnn_pool.lock);
+    }
     rnn_pool_work(gen, 0);
     /* Every ticket is taken; wait for the helper's last ones. */
     while (atomic_load_explicit(&rnn_pool.done, memory_order_acquire) < (int)rnn_pool.total)
         RNN_POOL_PAUSE();
 }
 
+/* After any acquire, with its answer. */
 static void rnn_pool_release(int acquired)
 {
-    if (acquired)
+    if (acquired) {
+        rnn_tune_t* t = rnn_tune_current;
+        double ns = (double)(rnn_pool_now_ns() - rnn_tune_start_ns) / rnn_tune_steps;
+        int m = rnn_tune_mode;
+        /* the first timed call of each mode warms caches (and wakes the
+         * helper): it only seeds the average */
+        t->ns_step[m] = t->n[m] <= 1 ? ns : 0.875 * t->ns_step[m] + 0.125 * ns;
+        t->n[m]++;
+        rnn_tune_current = NULL;
         atomic_store(&rnn_pool.busy, 0);
+    }
     atomic_fetch_sub(&rnn_pool.in_flight, 1);
+}
+
+static void rnn_pool_set_adaptive(int on)
+{
+    atomic_store(&rnn_pool_adaptive, on);
+}
+
+/* Slot i of the timing table: 0 where it is empty (tests, bench). */
+static int rnn_pool_tuning(int i, int* H, int* B, unsigned* calls, unsigned* n_alone,
+                           unsigned* n_split, double* ns_alone, double* ns_split)
+{
+    rnn_tune_t* t;
+    if (i < 0 || i >= RNN_TUNE_SLOTS || !rnn_tune[i].fn)
+        return 0;
+    t = &rnn_tune[i];
+    *H = t->H; *B = t->B; *calls = t->calls; *n_alone = t->n[0]; *n_split = t->n[1];
+    *ns_alone = t->ns_step[0]; *ns_split = t->ns_step[1];
+    return 1;
 }
 
 static long long rnn_pool_helper_tickets(void)
@@ -299,24 +391,38 @@ static long long rnn_pool_split_calls(void)
 
 #else /* no threads: calls run their serial kernels */
 #define RNNENGINE_HAVE_POOL 0
-static int rnn_pool_acquire(int chunks, size_t scratch_bytes, int want_wake)
+static int rnn_pool_acquire(const void* fn, int H, int B, int steps, int chunks,
+                            size_t scratch_bytes, int want_wake)
 {
-    (void)chunks; (void)scratch_bytes; (void)want_wake;
+    (void)fn; (void)H; (void)B; (void)steps; (void)chunks; (void)scratch_bytes;
+    (void)want_wake;
     return 0;
 }
 static void* rnn_pool_scratch(int chunk) { (void)chunk; return 0; }
 static void rnn_pool_run(rnn_chunk_fn fn, void* ctx, int stages, int chunks)
 {
-    rnn_pool_serial(fn, ctx, stages, chunks);
+    int s, c;  /* never called: acquire says 0 */
+    for (s = 0; s < stages; s++)
+        for (c = 0; c < chunks; c++)
+            fn(ctx, s, c);
 }
 static void rnn_pool_release(int acquired) { (void)acquired; }
+static void rnn_pool_set_adaptive(int on) { (void)on; }
+static int rnn_pool_tuning(int i, int* H, int* B, unsigned* calls, unsigned* n_alone,
+                           unsigned* n_split, double* ns_alone, double* ns_split)
+{
+    (void)i; (void)H; (void)B; (void)calls; (void)n_alone; (void)n_split;
+    (void)ns_alone; (void)ns_split;
+    return 0;
+}
 static long long rnn_pool_helper_tickets(void) { return 0; }
 static long long rnn_pool_split_calls(void) { return 0; }
 #endif
 
 /* What _cy_blas exports to the kernel modules (one pool per process). */
 typedef struct {
-    int (*acquire)(int chunks, size_t scratch_bytes, int want_wake);
+    int (*acquire)(const void* fn, int H, int B, int steps, int chunks,
+                   size_t scratch_bytes, int want_wake);
     void* (*scratch)(int chunk);
     void (*run)(rnn_chunk_fn fn, void* ctx, int stages, int chunks);
     void (*release)(int acquired);

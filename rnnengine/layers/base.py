@@ -178,7 +178,9 @@ class Layer:
 
     def _add_weight(self, name, shape, initializer):
         self._weight_specs.append((name, tuple(shape)))
-        self._values.append(np.ascontiguousarray(initializer(tuple(shape), self.dtype), dtype=self.dtype))
+        value = _validation.aligned_empty(tuple(shape), self.dtype)
+        _validation.cast_into(value, initializer(tuple(shape), self.dtype))
+        self._values.append(value)
 
     def _finish_build(self, input_shape):
         self.input_shape = tuple(input_shape)
@@ -260,7 +262,7 @@ class Layer:
                     f"Layer \"{self.name}\" weight shape mismatch for \"{wname}\": expected shape "
                     f"{shape}, received {tuple(w.shape)}."
                 )
-            copy = np.empty(shape, self.dtype)
+            copy = _validation.aligned_empty(shape, self.dtype)
             _validation.cast_into(copy, w)  # float64 beyond float32's range: inf, quietly
             new.append(copy)
         return new

@@ -31,7 +31,9 @@ def split_everything():
     """Two threads, and every eligible call split whatever its weights' size."""
     previous_threads = config.set_num_threads(2)
     previous = kernels._set_split_thresholds(0, 0)
+    _cy_blas.pool_set_adaptive(False)
     yield
+    _cy_blas.pool_set_adaptive(True)
     kernels._set_split_thresholds(*previous)
     config.set_num_threads(previous_threads)
 
@@ -217,3 +219,26 @@ def test_split_works_in_a_forked_child_cython(rng, split_everything):
             os._exit(status)
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+
+
+def test_pool_times_both_ways_and_stays_correct_cython(rng, split_everything):
+    """Adaptive (the default): the pool runs some calls of a kind split and
+    some alone, times both, and every answer is the same."""
+    if not _cy_blas.pool_available():
+        pytest.skip("no POSIX threads in this build")
+    _cy_blas.pool_set_adaptive(True)
+    H = 80  # a kind of call no other test makes
+    x = rng.standard_normal((1, 12, 4)).astype(np.float32)
+    h0 = (rng.standard_normal((1, H)) * 0.5).astype(np.float32)
+    args = (x, h0, h0, *_weights(rng, "lstm", 4, H), "tanh", "sigmoid", False, True)
+    expected = _run("lstm", *args)
+    for _ in range(40):
+        got = _run("lstm", *args)
+        for a, b in zip(got, expected):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    rows = [r for r in _cy_blas.pool_tuning() if r["H"] == H and r["B"] == 1]
+    assert len(rows) == 1, rows
+    row = rows[0]
+    assert row["calls"] >= 40
+    assert row["timed_split"] >= 3 and row["timed_alone"] >= 3, row
+    assert row["us_per_step_alone"] > 0 and row["us_per_step_split"] > 0, row
