@@ -175,7 +175,7 @@ cdef void _gru_forward(floating* y_out, floating* h, floating* xproj, floating* 
             pooled = _pool_acquire(_gru_chunk, H, B, T, chunks,
                                    _chunk_scratch(recurrent_kernel, H, 3, chunks),
                                    B * T * (C + H) * K)
-            if pooled:
+            if pooled == 1:
                 _gru_forward_split(y_out, h, xproj, x, kernel, recurrent_kernel, input_bias,
                                    recurrent_bias, B, T, C, H, activation,
                                    recurrent_activation, go_backwards, return_sequences,

@@ -144,7 +144,7 @@ cdef void _lstm_forward(floating* y_out, floating* h, floating* c, floating* xpr
             pooled = _pool_acquire(_lstm_chunk, H, B, T, chunks,
                                    _chunk_scratch(recurrent_kernel, H, 4, chunks),
                                    B * T * (C + H) * K)
-            if pooled:
+            if pooled == 1:
                 _lstm_forward_split(y_out, h, c, xproj, x, kernel, recurrent_kernel, bias,
                                     B, T, C, H, activation, recurrent_activation,
                                     go_backwards, return_sequences, chunks)

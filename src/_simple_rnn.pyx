@@ -115,7 +115,7 @@ cdef void _simple_rnn_forward(floating* y_out, floating* h, floating* xproj,
             pooled = _pool_acquire(_simple_rnn_chunk, H, B, T, chunks,
                                    _chunk_scratch(recurrent_kernel, H, 1, chunks),
                                    B * T * (C + H) * H)
-            if pooled:
+            if pooled == 1:
                 _simple_rnn_forward_split(y_out, h, xproj, x, kernel, recurrent_kernel, bias,
                                           B, T, C, H, activation, go_backwards,
                                           return_sequences, chunks)

@@ -24,7 +24,9 @@
  *
  * The helper spins for RNN_POOL_SPIN_NS after its last ticket, so calls back to
  * back find it awake, then sleeps on a condition variable; a call wakes it
- * only if it has enough work to pay for the wake-up (want_wake).
+ * only if it has enough work to pay for the wake-up (want_wake). It also
+ * sleeps when calls keep running alone beside it (another Python thread's
+ * call owns the pool), rather than take their core.
  *
  * Without POSIX threads (or C11 atomics) rnn_pool_acquire always answers 0:
  * every call runs its serial kernel.
@@ -47,11 +49,11 @@ typedef void (*rnn_chunk_fn)(void* ctx, int stage, int chunk);
 #include <time.h>
 #include <unistd.h>
 
-#if defined(__x86_64__) || defined(__i386__)
+/* Spins re-read, without the pause instruction: the waits are short (the
+ * other half of a step is about a microsecond away), and in a VM a long run
+ * of pause instructions can trip the hypervisor's pause-loop exit, which
+ * deschedules the spinning vCPU just when its partner needs it. */
 #define RNN_POOL_PAUSE() __asm__ __volatile__("" ::: "memory")
-#else
-#define RNN_POOL_PAUSE() ((void)0)
-#endif
 
 #define RNN_POOL_SPIN_NS 200000LL  /* the helper stays awake 0.2 ms after work */
 
@@ -146,7 +148,9 @@ static void* rnn_pool_helper(void* arg)
             RNN_POOL_PAUSE();
             if (++spins % 256 == 0) {
                 /* Idle long enough, or calls keep running alone (another
-                 * holds the job slot): sleep rather than take their core. */
+                 * Python thread's, or the owner's timed alone): sleep rather
+                 * than spin beside them. A spinning hyperthread sibling made
+                 * a lone LSTM-128 step 35% slower on this VM (measured). */
                 alone = atomic_load(&rnn_pool.in_flight) > 0 ? alone + 1 : 0;
                 if (alone >= 8 || rnn_pool_now_ns() - idle_since > RNN_POOL_SPIN_NS)
                     break;
@@ -212,7 +216,7 @@ static int rnn_pool_start(void)
  * (measured here; on separate cores 1.5x faster). So the owner of the pool
  * times its calls, split and alone, per kind of call (the kernel's chunk
  * function, H and B), keeps a moving average of each's time per step, and
- * takes the faster; every RNN_TUNE_EXPLORE-th call it tries the other, so a
+ * takes the faster; every RNN_TUNE_EXPLORE calls it tries the other, so a
  * change of placement is noticed. adaptive = 0 (tests): always split. */
 #define RNN_TUNE_SLOTS 32
 #define RNN_TUNE_EXPLORE 16
@@ -232,6 +236,7 @@ static _Atomic int rnn_pool_adaptive = 1;
 static rnn_tune_t* rnn_tune_current = NULL;  /* the owner's slot, until release */
 static long long rnn_tune_start_ns = 0;
 static int rnn_tune_mode = 0;
+static int rnn_tune_record = 1;
 static int rnn_tune_steps = 0;
 
 static rnn_tune_t* rnn_tune_slot(const void* fn, int H, int B)
@@ -277,14 +282,20 @@ static int rnn_pool_acquire(const void* fn, int H, int B, int steps, int chunks,
     }
     t = rnn_tune_slot(fn, H, B);
     t->calls++;
+    rnn_tune_record = 1;
     if (!atomic_load(&rnn_pool_adaptive) || t->n[1] < RNN_TUNE_FIRST)
         mode = 1;
     else if (t->n[0] < RNN_TUNE_FIRST)
         mode = 0;
     else {
+        /* The faster, except two calls in a row every RNN_TUNE_EXPLORE: the
+         * first of those only changes the conditions (wakes the sleeping
+         * helper, or lets an awake one go to sleep) and is not recorded. */
+        unsigned phase = t->calls % RNN_TUNE_EXPLORE;
         mode = t->ns_step[1] < t->ns_step[0];
-        if (t->calls % RNN_TUNE_EXPLORE == 0)
+        if (phase <= 1)
             mode = !mode;
+        rnn_tune_record = phase != 0;
     }
     if (mode == 1) {
         scratch_bytes = (scratch_bytes + 63) & ~(size_t)63;
@@ -353,8 +364,10 @@ static void rnn_pool_release(int acquired)
         int m = rnn_tune_mode;
         /* the first timed call of each mode warms caches (and wakes the
          * helper): it only seeds the average */
-        t->ns_step[m] = t->n[m] <= 1 ? ns : 0.875 * t->ns_step[m] + 0.125 * ns;
-        t->n[m]++;
+        if (rnn_tune_record) {
+            t->ns_step[m] = t->n[m] <= 1 ? ns : 0.875 * t->ns_step[m] + 0.125 * ns;
+            t->n[m]++;
+        }
         rnn_tune_current = NULL;
         atomic_store(&rnn_pool.busy, 0);
     }
