@@ -37,10 +37,9 @@ from _gates cimport (RNNENGINE_BOUNDSCHECK, _batch_threads, _expect_shape,
                      _set_gate_threads, _set_min_work, activate_block, apply,
                      apply_grad_block, apply_grad_rows, save_preact,
                      rnnengine_gate_threads, rnnengine_min_work)
-from _split cimport (SPLIT_STATE, SPLIT_ZBUF, SplitCall, _cache_aligned, _chunk_scratch,
-                     _load_pool, _pool_acquire, _pool_release, _pool_run, _set_split_thresholds,
-                     _split_begin, _split_chunks, _split_end, _split_output, _split_product,
-                     _split_stage0, _unit_bound, rnnengine_split_min_step,
+from _split cimport (SPLIT_ZBUF, SplitCall, _cache_aligned, _chunk_scratch, _load_pool,
+                     _pool_acquire, _pool_release, _set_split_thresholds, _split_call,
+                     _split_chunks, _split_output, _split_step, rnnengine_split_min_step,
                      rnnengine_split_wake_work)
 
 _load_pool()
@@ -84,40 +83,18 @@ cdef inline void _lstm_row(floating* h_b, floating* c_b, const floating* xproj_b
 
 
 cdef void _lstm_chunk(void* ctx, int stage, int chunk) noexcept nogil:
-    # One ticket of a split call (src/_split.pxd): stage 0 the projection,
-    # stage 1 + s step s for this chunk's units.
+    # One ticket of a split call (src/_split.pxd): this chunk's units of a step.
     cdef SplitCall* a = <SplitCall*>ctx
-    cdef Py_ssize_t u0 = _unit_bound(a.H, chunk, a.chunks)
-    cdef Py_ssize_t n = _unit_bound(a.H, chunk + 1, a.chunks) - u0
-    cdef Py_ssize_t s, t, b
+    cdef Py_ssize_t u0, n, s, t, b
     cdef float zbuf[SPLIT_ZBUF]
     cdef float* z = _cache_aligned(zbuf)  # (B, 4, n): this chunk's own
-    if stage == 0:
-        _split_stage0(a, chunk, u0, n)
+    if not _split_step(a, z, stage, chunk, &u0, &n, &s, &t):
         return
-    s = stage - 1
-    t = a.T - 1 - s if a.go_backwards else s
-    _split_product(a, z, a.hs[s % 2], chunk, u0, n)
     for b in range(a.B):
         _lstm_units(a.hs[1 - s % 2] + b * a.Hp + u0, a.c + b * a.Hp + u0,
                     a.xproj + (b * a.T + t) * a.G + u0, z + b * 4 * n, a.bias + u0, n,
                     a.H, n, a.activation, a.recurrent_activation)
     _split_output(a, a.hs[1 - s % 2], s, u0, n)
-
-
-cdef void _lstm_forward_split(float* y_out, float* h, float* c, float* xproj,
-                              const float* x, const float* kernel,
-                              const float* recurrent_kernel, const float* bias,
-                              Py_ssize_t B, Py_ssize_t T, Py_ssize_t C, Py_ssize_t H,
-                              int activation, int recurrent_activation, bint go_backwards,
-                              bint return_sequences, int chunks) noexcept nogil:
-    cdef float state[SPLIT_STATE]
-    cdef SplitCall job[3]  # job[1] is used: its neighbours keep its cache lines read-only
-    _split_begin(&job[1], state, y_out, h, c, xproj, x, kernel, recurrent_kernel, bias, NULL,
-                 B, T, C, H, 4, activation, recurrent_activation, go_backwards,
-                 return_sequences, chunks)
-    _pool_run(_lstm_chunk, &job[1], T + 1, chunks)
-    _split_end(&job[1], h, c)
 
 
 cdef void _lstm_forward(floating* y_out, floating* h, floating* c, floating* xproj,
@@ -145,9 +122,9 @@ cdef void _lstm_forward(floating* y_out, floating* h, floating* c, floating* xpr
                                    _chunk_scratch(recurrent_kernel, H, 4, chunks),
                                    B * T * (C + H) * K)
             if pooled == 1:
-                _lstm_forward_split(y_out, h, c, xproj, x, kernel, recurrent_kernel, bias,
-                                    B, T, C, H, activation, recurrent_activation,
-                                    go_backwards, return_sequences, chunks)
+                _split_call(_lstm_chunk, y_out, h, c, xproj, x, kernel, recurrent_kernel, bias,
+                            NULL, B, T, C, H, 4, activation, recurrent_activation,
+                            go_backwards, return_sequences, chunks)
                 _pool_release(1)
                 return
     if not fused:

@@ -55,8 +55,8 @@ cdef extern from *:
 
 
 cdef enum:
-    SPLIT_CHUNKS = 2  # the caller and one helper (more: bench/README.md)
-    SPLIT_MAX_BH = 4096  # B * H of the second state buffer, on the caller's stack
+    SPLIT_CHUNKS = 2  # the caller and one helper
+    SPLIT_MAX_BH = 2048  # B * H at most: the state buffers live on the caller's stack (~25 KB)
     SPLIT_ALIGN = 16  # chunks start at a multiple of 16 units (64-byte columns)
     SPLIT_MAX_ROWS = 4  # = SMALL_BATCH of _blas.pxd
     SPLIT_MIN_STEPS = 4  # a call packs its weights once (~1 us): not worth it for fewer
@@ -311,6 +311,43 @@ cdef inline void _split_product(SplitCall* a, float* z, const float* h_cur, int 
                 ldw = a.G
             _recurrent_product(z + (b * a.gates + g) * n, h_cur + b * a.Hp, w, 1, <int>a.H,
                                <int>n, <int>ldw, <int>(a.gates * n))
+
+
+cdef inline bint _split_step(SplitCall* a, float* z, int stage, int chunk, Py_ssize_t* u0,
+                             Py_ssize_t* n, Py_ssize_t* s, Py_ssize_t* t) noexcept nogil:
+    """The shared part of a ticket: this chunk's units u0 : u0 + n. Stage 0
+    projects and packs (_split_stage0) and answers False. A step's stage sets
+    s (the step) and t (its input time), computes z (B, gates, n) = h_tm1 @
+    this chunk's columns and answers True: the cell then writes its units' new
+    state into hs[1 - s % 2] and calls _split_output."""
+    u0[0] = _unit_bound(a.H, chunk, a.chunks)
+    n[0] = _unit_bound(a.H, chunk + 1, a.chunks) - u0[0]
+    if stage == 0:
+        _split_stage0(a, chunk, u0[0], n[0])
+        return False
+    s[0] = stage - 1
+    t[0] = a.T - 1 - s[0] if a.go_backwards else s[0]
+    _split_product(a, z, a.hs[s[0] % 2], chunk, u0[0], n[0])
+    return True
+
+
+cdef inline void _split_call(rnn_chunk_fn fn, float* y_out, float* h, float* c, float* xproj,
+                             const float* x, const float* kernel,
+                             const float* recurrent_kernel, const float* bias,
+                             const float* recurrent_bias, Py_ssize_t B, Py_ssize_t T,
+                             Py_ssize_t C, Py_ssize_t H, Py_ssize_t gates, int activation,
+                             int recurrent_activation, bint go_backwards,
+                             bint return_sequences, int chunks) noexcept nogil:
+    """One forward call split: T + 1 stages of chunks tickets of fn (the cell's
+    chunk function) on the pool, after _pool_acquire answered 1. c and
+    recurrent_bias may be NULL (not an LSTM, not a GRU)."""
+    cdef float state[SPLIT_STATE]
+    cdef SplitCall job[3]  # job[1] is used: its neighbours keep its cache lines read-only
+    _split_begin(&job[1], state, y_out, h, c, xproj, x, kernel, recurrent_kernel, bias,
+                 recurrent_bias, B, T, C, H, gates, activation, recurrent_activation,
+                 go_backwards, return_sequences, chunks)
+    _pool_run(fn, &job[1], T + 1, chunks)
+    _split_end(&job[1], h, c)
 
 
 cdef inline void _split_output(SplitCall* a, const float* h_nxt, Py_ssize_t s, Py_ssize_t u0,

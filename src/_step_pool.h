@@ -149,8 +149,9 @@ static void* rnn_pool_helper(void* arg)
             if (++spins % 256 == 0) {
                 /* Idle long enough, or calls keep running alone (another
                  * Python thread's, or the owner's timed alone): sleep rather
-                 * than spin beside them. A spinning hyperthread sibling made
-                 * a lone LSTM-128 step 35% slower on this VM (measured). */
+                 * than spin beside them, where a vCPU may be a hyperthread
+                 * sibling of theirs, and so that a lone call is timed as it
+                 * would run without a helper. */
                 alone = atomic_load(&rnn_pool.in_flight) > 0 ? alone + 1 : 0;
                 if (alone >= 8 || rnn_pool_now_ns() - idle_since > RNN_POOL_SPIN_NS)
                     break;

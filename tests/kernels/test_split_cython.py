@@ -136,7 +136,9 @@ def test_split_decision_cython(cell, split_everything):
     assert module.split_chunks(5, 50, 128) == 1  # above 4 rows: the batch's own paths
     assert module.split_chunks(1, 3, 128) == 1  # too few steps to pay for packing
     assert module.split_chunks(1, 50, 31) == 1  # too few units for two chunks
-    assert module.split_chunks(4, 50, 1025) == 1  # state larger than the split's buffers
+    assert module.split_chunks(4, 50, 512) == 2
+    assert module.split_chunks(4, 50, 513) == 1  # state larger than the split's buffers
+    assert module.split_chunks(1, 50, 2049) == 1
     kernels._set_split_thresholds(128 * 128 * GATES[cell] + 1, 0)
     assert module.split_chunks(1, 50, 128) == 1  # below the weights threshold
     config.set_num_threads(1)
