@@ -45,7 +45,11 @@ cdef extern from *:
     static void* rnnengine_pool = 0;
     static long long rnnengine_split_min_step = 1LL << 15;
     static long long rnnengine_split_wake_work = 1LL << 20;
+    #if defined(__GNUC__) || defined(__clang__)
     #define rnnengine_prefetch(p) __builtin_prefetch((p), 0, 3)
+    #else
+    #define rnnengine_prefetch(p) ((void)(p))
+    #endif
     """
     int rnnengine_in_parallel() noexcept nogil
     void* rnnengine_pool
