@@ -45,6 +45,7 @@ typedef void (*rnn_chunk_fn)(void* ctx, int stage, int chunk);
 #if defined(__unix__) && !defined(__STDC_NO_ATOMICS__) && !defined(RNNENGINE_NO_POOL)
 #define RNNENGINE_HAVE_POOL 1
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <time.h>
 #include <unistd.h>
@@ -191,9 +192,10 @@ static void rnn_pool_after_fork_child(void)
 static int rnn_pool_start(void)
 {
     static _Atomic int atfork_done = 0;
-    int expected = 0;
+    int expected = 0, created;
     pthread_t thread;
     pthread_attr_t attr;
+    sigset_t all, old;
     if (atomic_load(&rnn_pool.started))
         return 1;
     if (!atomic_compare_exchange_strong(&rnn_pool.started, &expected, 1))
@@ -203,12 +205,15 @@ static int rnn_pool_start(void)
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&attr, 1 << 20);
-    if (pthread_create(&thread, &attr, rnn_pool_helper, NULL) != 0) {
-        pthread_attr_destroy(&attr);
-        return 0;  /* stays "started": calls run alone, as without a helper */
-    }
+    /* The helper blocks every signal (it inherits the mask it is created
+     * with): a process-directed signal such as SIGINT goes to a thread that
+     * can run Python's handler, never to one that spins in C. */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    created = pthread_create(&thread, &attr, rnn_pool_helper, NULL) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     pthread_attr_destroy(&attr);
-    return 1;
+    return created;  /* not created: stays "started", calls run alone */
 }
 
 /* Whether splitting pays is measured, not assumed: on a VM whose two vCPUs
