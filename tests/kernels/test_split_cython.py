@@ -244,3 +244,42 @@ def test_pool_times_both_ways_and_stays_correct_cython(rng, split_everything):
     assert row["calls"] >= 40
     assert row["timed_split"] >= 3 and row["timed_alone"] >= 3, row
     assert row["us_per_step_alone"] > 0 and row["us_per_step_split"] > 0, row
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("aligned", [True, False])
+def test_split_reads_aligned_weights_in_place_and_packs_others_cython(cell, aligned, rng,
+                                                                      split_everything):
+    """Both ways a chunk reads its columns: in place (64-byte aligned kernel,
+    H a multiple of 16: a layer's own weights) and packed (anything else)."""
+    from rnnengine._validation import aligned_empty
+    H, C = 64, 6
+    x = rng.standard_normal((2, 9, C)).astype(np.float32)
+    h0 = (rng.standard_normal((2, H)) * 0.5).astype(np.float32)
+    kernel, recurrent_kernel, bias = _weights(rng, cell, C, H)
+    buf = aligned_empty((recurrent_kernel.size + 16,), np.float32)
+    offset = 0 if aligned else 1  # one float past a cache line: every row mid line
+    rk = buf[offset:offset + recurrent_kernel.size].reshape(recurrent_kernel.shape)
+    rk[...] = recurrent_kernel
+    assert (rk.ctypes.data % 64 == 0) == aligned
+    args = (x, h0, h0, kernel, rk, bias, "tanh", "sigmoid", False, True)
+    calls = _cy_blas.pool_split_calls()
+    got = _run(cell, *args)
+    assert _cy_blas.pool_split_calls() == calls + 1 or not _cy_blas.pool_available()
+    for name, a, b in zip(("y", "h", "c"), got, _reference(cell, *args)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5, err_msg=name)
+
+
+def test_layer_weights_are_cache_line_aligned():
+    from rnnengine._validation import aligned_empty
+    from rnnengine.layers import LSTM, Input
+    from rnnengine.models import Sequential
+    for shape, dtype in (((3, 5), np.float32), ((7,), np.float64), ((0, 4), np.float32)):
+        a = aligned_empty(shape, dtype)
+        assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous
+        assert a.size == 0 or a.ctypes.data % 64 == 0
+    model = Sequential([Input(shape=(4, 3)), LSTM(20)])
+    layer = model.layers[-1]
+    assert all(w.ctypes.data % 64 == 0 for w in layer._values)
+    model.set_weights([w + 1 for w in model.get_weights()])
+    assert all(w.ctypes.data % 64 == 0 for w in layer._values)
