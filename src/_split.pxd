@@ -23,7 +23,7 @@ from cpython.pycapsule cimport PyCapsule_GetPointer
 
 from libc.string cimport memcpy, memset
 
-from _blas cimport NoTrans, _gemm, _recurrent_product, rnnengine_sgemm_small
+from _blas cimport _recurrent_product
 from _gates cimport rnnengine_gate_threads
 
 ctypedef void (*rnn_chunk_fn)(void* ctx, int stage, int chunk) noexcept nogil
@@ -97,15 +97,6 @@ cdef inline void _unpad_rows(float* dst, const float* src, Py_ssize_t B, Py_ssiz
     cdef Py_ssize_t b
     for b in range(B):
         memcpy(dst + b * H, src + b * Hp, H * sizeof(float))
-
-
-cdef inline void _input_product(float* out, const float* x, const float* kernel,
-                                Py_ssize_t M, Py_ssize_t C, Py_ssize_t G) noexcept nogil:
-    """out (M, G) = x (M, C) @ kernel (C, G): the tiled kernel where the build
-    has it (no BLAS call from the helper thread), else sgemm."""
-    if not rnnengine_sgemm_small(<int>M, <int>G, <int>C, x, <int>C, kernel, <int>G, out, <int>G):
-        _gemm(NoTrans, NoTrans, <int>M, <int>G, <int>C, <float>1, x, <int>C, kernel, <int>G,
-              <float>0, out, <int>G)
 
 
 cdef inline int _load_pool() except -1:
@@ -289,7 +280,10 @@ cdef inline void _split_stage0(SplitCall* a, int chunk, Py_ssize_t u0, Py_ssize_
     cdef Py_ssize_t r0 = a.B * a.T * chunk // a.chunks
     cdef Py_ssize_t r1 = a.B * a.T * (chunk + 1) // a.chunks
     if r1 > r0:
-        _input_product(a.xproj + r0 * a.G, a.x + r0 * a.C, a.kernel, r1 - r0, a.C, a.G)
+        # the same product as a step's h @ W: the tiled kernel where the build
+        # has it, so the helper thread makes no BLAS call
+        _recurrent_product(a.xproj + r0 * a.G, a.x + r0 * a.C, a.kernel, <int>(r1 - r0),
+                           <int>a.C, <int>a.G, <int>a.G, <int>a.G)
     if a.packed:
         _pack_columns(_pool_scratch(chunk), a.recurrent_kernel, a.H, a.G, a.H, a.gates, u0, n)
 
