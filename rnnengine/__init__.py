@@ -17,13 +17,15 @@ import importlib
 
 from . import config, constraints, kernels, layers, models, regularizers
 from .errors import ModelFormatError, RNNEngineError, UnsupportedKerasFeature
+from ._info import info
+from .config import deterministic, get_deterministic, set_deterministic
 from .io import from_keras, load_keras, load_keras_untrusted, load_weights
 
 __version__ = "0.1.0"
 
 __all__ = ["callbacks", "config", "constraints", "kernels", "layers", "losses", "metrics", "models", "optimizers",
            "regularizers", "training", "ModelFormatError", "RNNEngineError", "UnsupportedKerasFeature",
-           "from_keras", "load_keras", "load_keras_untrusted", "load_weights", "__version__"]
+           "deterministic", "get_deterministic", "set_deterministic", "info", "from_keras", "load_keras", "load_keras_untrusted", "load_weights", "__version__"]
 
 # Training's modules load on first use (see rnnengine/training/__init__.py).
 _LAZY = ("callbacks", "losses", "metrics", "optimizers", "training")

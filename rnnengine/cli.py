@@ -1,5 +1,5 @@
-"""The ``rnnengine`` command line: ``rnnengine demo``, ``rnnengine inspect PATH``,
-``rnnengine bench [options]``."""
+"""The ``rnnengine`` command line: ``rnnengine demo``, ``rnnengine info [--json]``,
+``rnnengine inspect PATH``, ``rnnengine bench [options]``."""
 import argparse
 import sys
 
@@ -14,6 +14,9 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="run the founding document's SimpleRNN -> Dense model on shipped "
                                 "Keras-trained weights and print accuracy and latency")
+    info = sub.add_parser("info", help="show the kernel build (ISA) chosen for this CPU, the backend, "
+                                       "threads, Numba's target and the BLAS libraries")
+    info.add_argument("--json", action="store_true", help="print the rnnengine.info() dict as JSON")
     inspect = sub.add_parser("inspect", help="show a Keras model file's layers, shapes, parameter counts, "
                                              "what rnnengine supports of it, and a quick latency figure")
     inspect.add_argument("path", help="a .keras, .h5 or .weights.h5 file")
@@ -25,6 +28,10 @@ def main(argv=None):
 
         demo_main()
         return 0
+    if args.command == "info":
+        from ._info import info_main
+
+        return info_main(as_json=args.json)
     from .io.inspect import inspect_main
 
     return inspect_main(args.path)

@@ -41,7 +41,7 @@ def _default_threads():
     return os.cpu_count() or 1
 
 
-_state = {"kernels": "auto", "threads": _default_threads()}
+_state = {"kernels": "auto", "threads": _default_threads(), "deterministic": False}
 
 
 def _check_backend(name):
@@ -92,3 +92,55 @@ def set_num_threads(n):
 def get_num_threads():
     """Threads one call may split a large batch over."""
     return _state["threads"]
+
+
+def set_deterministic(flag=True):
+    """Batch-invariant, thread-invariant numbers (the Cython kernels); returns the previous setting.
+
+    On: every product a row's result depends on runs through kernels with one
+    reduction order per output element (src/_rec_gemm.h), never a BLAS GEMM
+    whose blocking depends on the row count, so a row's output is the same
+    bits whatever batch it arrives in, whatever the thread count and whether
+    a batch-1 call splits its units over two threads: predict, streams and
+    training's forward pass; training's backward pass runs on one thread.
+    Bit-identity holds within one ISA build (rnnengine.info()["isa"]): the
+    builds differ by float32 rounding. Process-wide; see README, "Reproducible
+    numbers", for its cost. Off (the default): the same call with the same
+    thread count still gives the same bits every time.
+    """
+    if not isinstance(flag, (bool, int)):
+        raise TypeError(f"set_deterministic: expected a bool, got {flag!r}.")
+    previous = _state["deterministic"]
+    _state["deterministic"] = bool(flag)
+    from . import kernels
+
+    kernels._apply_deterministic()
+    return previous
+
+
+def get_deterministic():
+    """Whether deterministic (batch-invariant) mode is on."""
+    return _state["deterministic"]
+
+
+class deterministic:
+    """``with rnnengine.deterministic(): ...`` turns deterministic mode on (or
+    ``deterministic(False)`` off) for the block, process-wide, and restores the
+    previous setting after it."""
+
+    def __init__(self, flag=True):
+        self.flag = bool(flag)
+        self._previous = []
+
+    def __enter__(self):
+        self._previous.append(set_deterministic(self.flag))
+        return self
+
+    def __exit__(self, *exc):
+        set_deterministic(self._previous.pop())
+        return False
+
+
+_env_det = os.environ.get("RNNENGINE_DETERMINISTIC", "").strip().lower()
+if _env_det in ("1", "true", "yes", "on"):
+    _state["deterministic"] = True

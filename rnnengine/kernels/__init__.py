@@ -244,8 +244,17 @@ def _preload_cython_blas():
 
 _preload_cython_blas()
 
+from . import _isa
+
+# The Cython build for this CPU (runtime dispatch: kernels/_isa.py); a bad
+# RNNENGINE_ISA raises here, a missing build falls back to Numba below.
+ISA = _isa.choose_isa()
 try:
-    from . import _cy_dense, _cy_gru, _cy_lstm, _cy_plan, _cy_simple_rnn
+    if ISA is None:
+        raise ImportError(
+            f"no Cython kernel build for this CPU (built: {', '.join(_isa.built_isas()) or 'none'})")
+    globals().update(_isa.load(ISA))
+    from . import _cy_blas, _cy_dense, _cy_gru, _cy_lstm, _cy_plan, _cy_simple_rnn
 
     _CYTHON = {
         ("simple_rnn", "forward"): _cy_simple_rnn.simple_rnn_forward,
@@ -276,6 +285,12 @@ def _apply_num_threads():
     for module in _CYTHON_MODULES:
         if hasattr(module, "set_num_threads"):
             module.set_num_threads(config.get_num_threads())
+
+
+def _apply_deterministic():
+    for module in _CYTHON_MODULES:
+        if hasattr(module, "set_deterministic"):
+            module.set_deterministic(config.get_deterministic())
 
 
 def _set_min_work_to_split(n):
@@ -320,6 +335,7 @@ def _limit_blas_threads():
 
 
 _apply_num_threads()
+_apply_deterministic()
 _limit_blas_threads()
 
 

@@ -3,6 +3,7 @@ the step output copy. Contract of the kernels: ``kernels/__init__.py``."""
 import numpy as np
 from numba import njit
 
+from . import _numba_cache  # noqa: F401  (an installed package caches outside itself)
 from ..config import FASTMATH_FLAGS
 
 # Up to this many rows, the recurrent product is a plain loop (axpy over rows

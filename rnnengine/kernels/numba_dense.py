@@ -8,6 +8,7 @@ import math
 import numpy as np
 from numba import njit
 
+from . import _numba_cache  # noqa: F401  (an installed package caches outside itself)
 from ..config import FASTMATH_FLAGS
 from ._activations import LOG_SOFTMAX, SOFTMAX, apply
 

@@ -12,6 +12,7 @@ import math
 
 from numba import njit
 
+from . import _numba_cache  # noqa: F401  (an installed package caches outside itself)
 from ..config import FASTMATH_FLAGS
 from ._activations import LINEAR, LOG_SOFTMAX, SOFTMAX, apply_grad
 

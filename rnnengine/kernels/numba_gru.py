@@ -11,6 +11,7 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
+from . import _numba_cache  # noqa: F401  (an installed package caches outside itself)
 from ..config import FASTMATH_FLAGS, FASTMATH_FLAGS_KERAS_ORDER
 from ._activations import activate_block, apply, apply_grad_block
 from ._numba_common import recurrent_product, write_step

@@ -10,6 +10,7 @@ sigmoid) reaches an existing cache only through an edit here, or after deleting
 import numpy as np
 from numba import njit
 
+from . import _numba_cache  # noqa: F401  (an installed package caches outside itself)
 from ..config import FASTMATH_FLAGS
 from ._activations import activate_block, apply, apply_grad, apply_grad_block
 from ._numba_common import recurrent_product, write_step

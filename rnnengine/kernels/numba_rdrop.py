@@ -14,6 +14,7 @@ is not masked. The kernels take per-gate contiguous weight blocks:
 import numpy as np
 from numba import njit
 
+from . import _numba_cache  # noqa: F401  (an installed package caches outside itself)
 from ..config import FASTMATH_FLAGS
 from ._activations import apply, apply_grad, apply_grad_block
 
