@@ -17,6 +17,7 @@
 # scipy.linalg.cython_blas, reached through its capsules. Each kernel module
 # gets its own copy of these few lines; SciPy's OpenBLAS does the work.
 # https://github.com/scikit-learn/scikit-learn/blob/main/sklearn/utils/_cython_blas.pyx
+from cpython.pycapsule cimport PyCapsule_GetPointer
 from cython cimport floating
 from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
 
@@ -91,6 +92,70 @@ cdef extern from "_rec_gemm.h":
     int RNNENGINE_HAVE_REC_GEMM
 
 
+cdef extern from *:
+    """
+    /* Deterministic mode (rnnengine.set_deterministic): _cy_blas owns the
+     * flag; every kernel module points here at it once imported (_load_det). */
+    static int rnnengine_det_own = 0;
+    static int* rnnengine_det = &rnnengine_det_own;
+    """
+    int rnnengine_det_own
+    int* rnnengine_det
+
+
+cdef inline int _load_det() except -1:
+    """At module import: share _cy_blas's deterministic-mode flag."""
+    global rnnengine_det
+    import importlib
+    capsule = importlib.import_module("rnnengine.kernels._cy_blas")._det_flag
+    rnnengine_det = <int*>PyCapsule_GetPointer(capsule, b"rnnengine.kernels._cy_blas._det_flag")
+    return 0
+
+
+cdef inline bint _det() noexcept nogil:
+    """Deterministic mode: every product row- and column-invariant (_rowinv_product)."""
+    return rnnengine_det[0] != 0
+
+
+cdef inline void _rowinv_product(floating* out, const floating* a, const floating* w,
+                                 int M, int N, int K, int lda, int ldw,
+                                 int ldo) noexcept nogil:
+    """out[:M, :N] = a[:M, :K] @ w[:K, :N], each element summed in k order from
+    zero whatever M, N and its position: a row's result does not depend on the
+    rows beside it, nor a column's on the columns (unlike a BLAS GEMM, whose
+    blocking follows the shape). float32 takes the tiled kernel; float64 (and a
+    build without vector extensions) the plain loop, vectorized over columns."""
+    cdef Py_ssize_t i, j, k
+    cdef floating s
+    cdef floating* o
+    cdef const floating* wk
+    if M <= 0 or N <= 0:
+        return
+    if floating is float:
+        if rnnengine_sgemm_small(M, N, K, a, lda, w, ldw, out, ldo):
+            return
+    for i in range(M):
+        o = out + i * ldo
+        for j in range(N):
+            o[j] = 0
+        for k in range(K):
+            s = a[i * lda + k]
+            wk = w + k * ldw
+            for j in range(N):
+                o[j] += s * wk[j]
+
+
+cdef inline void _input_product(floating* xproj, const floating* x, const floating* kernel,
+                                Py_ssize_t rows, Py_ssize_t C, Py_ssize_t G) noexcept nogil:
+    """xproj (rows, G) = x (rows, C) @ kernel (C, G): one GEMM, or in
+    deterministic mode the row-invariant product."""
+    if _det():
+        _rowinv_product(xproj, x, kernel, <int>rows, <int>G, <int>C, <int>C, <int>G, <int>G)
+    else:
+        _gemm(NoTrans, NoTrans, <int>rows, <int>G, <int>C, 1, x, <int>C, kernel, <int>G, 0,
+              xproj, <int>G)
+
+
 # Up to this many rows the per-step recurrent product is a plain loop (an axpy
 # over rows of the weight matrix, which the compiler vectorizes): a BLAS GEMM
 # call costs about a microsecond of set-up, more than a batch-1 LSTM-128
@@ -111,6 +176,9 @@ cdef inline void _recurrent_product(floating* out, const floating* h,
     cdef const floating* w1
     cdef const floating* w2
     cdef const floating* w3
+    if _det():
+        _rowinv_product(out, h, weights, B, N, H, H, ldw, ldo)
+        return
     if B > SMALL_BATCH:
         if floating is float:
             if rnnengine_sgemm_small(B, N, H, h, H, weights, ldw, out, ldo):
@@ -150,8 +218,10 @@ cdef inline void _recurrent_product(floating* out, const floating* h,
 
 cdef inline bint _fused_step(const floating* x, Py_ssize_t B) noexcept nogil:
     """Whether a step of B rows in x's dtype takes _step_product: float32 above
-    SMALL_BATCH rows, in a build with the vector kernel (x only picks the dtype)."""
-    return floating is float and RNNENGINE_HAVE_REC_GEMM and B > SMALL_BATCH
+    SMALL_BATCH rows, in a build with the vector kernel (x only picks the dtype),
+    not in deterministic mode (where every row count takes the same unfused
+    route, as the batch-1 split does)."""
+    return floating is float and RNNENGINE_HAVE_REC_GEMM and B > SMALL_BATCH and not _det()
 
 
 cdef inline void _step_product(floating* rec, const floating* h, const floating* x,

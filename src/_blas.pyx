@@ -14,7 +14,7 @@
 from cpython.pycapsule cimport PyCapsule_New
 from cython cimport floating
 
-from _blas cimport NoTrans, Trans, _gemm, rnnengine_sgemm_small2
+from _blas cimport NoTrans, Trans, _gemm, _rowinv_product, rnnengine_det_own, rnnengine_sgemm_small2
 
 
 def gemm(bint trans_a, bint trans_b, double alpha,
@@ -139,3 +139,34 @@ def pool_tuning():
                          "timed_split": n_split, "us_per_step_alone": ns_alone / 1e3,
                          "us_per_step_split": ns_split / 1e3})
     return rows
+
+
+# Deterministic mode's flag, which every kernel module reads (_blas.pxd, _load_det).
+_det_flag = PyCapsule_New(<void*>&rnnengine_det_own, b"rnnengine.kernels._cy_blas._det_flag", NULL)
+
+
+def set_deterministic(bint flag):
+    """Deterministic mode on or off for every kernel module (rnnengine.set_deterministic)."""
+    global rnnengine_det_own
+    rnnengine_det_own = 1 if flag else 0
+
+
+def get_deterministic():
+    return bool(rnnengine_det_own)
+
+
+def rowinv_product(floating[:, ::1] out,  # OUT: (m, n)
+                   const floating[:, ::1] a,  # IN: (m, k)
+                   const floating[:, ::1] w,  # IN: (k, n)
+                   ):
+    """out = a @ w with deterministic mode's row-invariant product, for tests."""
+    if a.shape[0] != out.shape[0] or w.shape[1] != out.shape[1] or a.shape[1] != w.shape[0]:
+        raise ValueError("rowinv_product: shapes do not match")
+    if out.shape[0] == 0 or out.shape[1] == 0:
+        return
+    if a.shape[1] == 0:
+        out[:, :] = 0
+        return
+    with nogil:
+        _rowinv_product(&out[0, 0], &a[0, 0], &w[0, 0], <int>out.shape[0], <int>out.shape[1],
+                        <int>a.shape[1], <int>a.shape[1], <int>w.shape[1], <int>out.shape[1])

@@ -7,8 +7,10 @@
 from cpython.pycapsule cimport PyCapsule_New
 from cython cimport floating
 
-from _blas cimport NoTrans, _gemm
+from _blas cimport _input_product, _load_det
 from _gates cimport _exp, _log, activate_block, apply_grad_block
+
+_load_det()
 
 cdef enum:
     SOFTMAX = 100
@@ -57,7 +59,7 @@ cdef void _dense_forward(floating* y, const floating* x, const floating* kernel,
                          int activation, bint use_bias) noexcept nogil:
     # y (N, F) = activation(x (N, C) @ kernel (C, F) + bias (F,))
     cdef Py_ssize_t n, j
-    _gemm(NoTrans, NoTrans, <int>N, <int>F, <int>C, 1, x, <int>C, kernel, <int>F, 0, y, <int>F)
+    _input_product(y, x, kernel, N, C, F)  # a GEMM; row-invariant in deterministic mode
     if use_bias:
         for n in range(N):
             for j in range(F):

@@ -35,16 +35,17 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memcpy
 
-from _blas cimport NoTrans, Trans, _gemm, _recurrent_product
+from _blas cimport NoTrans, Trans, _det, _gemm, _input_product, _load_det, _recurrent_product
 from _gates cimport (RNNENGINE_BOUNDSCHECK, _batch_threads, _expect_shape,
                      _set_gate_threads, _set_min_work, activate_block, apply,
                      apply_grad_rows, rnnengine_gate_threads, rnnengine_min_work)
 from _split cimport (SPLIT_ZBUF, SplitCall, _cache_aligned, _chunk_scratch, _load_pool,
-                     _pool_acquire, _pool_release, _set_split_thresholds, _split_call,
+                     _pool_acquire, _pool_release, _set_split_thresholds, _split_alone_input_product, _split_call,
                      _split_chunks, _split_output, _split_step, rnnengine_split_min_step,
                      rnnengine_split_wake_work)
 
 _load_pool()
+_load_det()
 
 
 cdef inline void _gru_units_reset_after(floating* h_out, const floating* h_tm1,
@@ -160,8 +161,10 @@ cdef void _gru_forward(floating* y_out, floating* h, floating* xproj, floating* 
                 _pool_release(1)
                 return
     # xproj.reshape(B * T, 3H)[:] = x.reshape(B * T, C) @ kernel
-    _gemm(NoTrans, NoTrans, <int>(B * T), <int>K, <int>C, 1, x, <int>C,
-          kernel, <int>K, 0, xproj, <int>K)
+    if floating is float and chunks > 1:  # eligible to split, running alone: the split's bits
+        _split_alone_input_product(xproj, x, kernel, B * T, C, K, chunks)
+    else:
+        _input_product(xproj, x, kernel, B * T, C, K)
     for s in range(T):
         t = T - 1 - s if go_backwards else s
         if reset_after:
@@ -275,8 +278,7 @@ cdef void _gru_forward_train(floating* y_out, floating* h, floating* h_tm1_seq,
     cdef floating* hh
     # preact.reshape(B * T, 3H)[:] = x.reshape(B * T, C) @ kernel; each step
     # then adds the biases and recurrent terms in place.
-    _gemm(NoTrans, NoTrans, <int>(B * T), <int>K, <int>C, 1, x, <int>C,
-          kernel, <int>K, 0, preact, <int>K)
+    _input_product(preact, x, kernel, B * T, C, K)
     for s in range(T):
         t = T - 1 - s if go_backwards else s
         if reset_after:
@@ -619,7 +621,8 @@ def gru_backward(floating[:, :, ::1] dx,  # OUT
         _expect_shape("recurrent_kernel_h", recurrent_kernel_h.shape, 2, H, H)
     cdef Py_ssize_t G = 3 * H
     cdef Py_ssize_t T_out = T if return_sequences else 1
-    cdef int n = _batch_threads(B, B * T * (C + H) * G)
+    # deterministic mode: one thread, so no gradient depends on the thread count
+    cdef int n = 1 if _det() else _batch_threads(B, B * T * (C + H) * G)
     cdef int n_cols = n if n < G else <int>G
     cdef Py_ssize_t i, b0, nb
     cdef floating* dx_p = &dx[0, 0, 0]

@@ -22,23 +22,34 @@
  * The sums run in k order per element with fused multiply-adds, as a BLAS
  * kernel's do; results differ from BLAS's by float32 rounding only.
  *
+ * The sums run in the same order in the column tail (the last N % VW
+ * columns), so an element's value does not depend on which tile or tail it
+ * falls in, nor on M: the kernel is row- and column-invariant.
+ *
  * rnnengine_sgemm_small(2) return 0 and touch nothing where this build has no
- * such kernel (no AVX2+FMA, or a compiler without vector extensions); the
- * caller then falls back to sgemm.
+ * such kernel (a compiler without vector extensions); the caller then falls
+ * back to sgemm.
  */
 #ifndef RNNENGINE_REC_GEMM_H
 #define RNNENGINE_REC_GEMM_H
 
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__AVX2__) && defined(__FMA__)
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__SSE2__) || defined(__AVX__))
 #define RNNENGINE_HAVE_REC_GEMM 1
 
+/* Every ISA build has it (setup.py: baseline SSE4.2, AVX2 + FMA, AVX-512),
+ * so that each computes one element the same way at any row count and any
+ * column position (deterministic mode, and the batch-1 split's columns). */
 #if defined(__AVX512F__)
 #define RNN_VW 16      /* floats per vector: one zmm */
 #define RNN_MR 12      /* 12 rows x 2 vectors = 24 of 32 registers */
 #define RNN_MR_WIDE 6  /* up to 6 rows: strips of 4 vectors (24 registers) */
-#else
+#elif defined(__AVX__)
 #define RNN_VW 8       /* one ymm */
 #define RNN_MR 6       /* 6 x 2 = 12 of 16 registers */
+#define RNN_MR_WIDE 3
+#else
+#define RNN_VW 4       /* one xmm (no FMA: a product, then a sum, each rounded) */
+#define RNN_MR 6
 #define RNN_MR_WIDE 3
 #endif
 

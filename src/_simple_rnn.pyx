@@ -31,16 +31,18 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memcpy
 
-from _blas cimport NoTrans, Trans, _fused_step, _gemm, _recurrent_product, _step_product
+from _blas cimport (NoTrans, Trans, _det, _fused_step, _gemm, _input_product, _load_det,
+                   _recurrent_product, _step_product)
 from _gates cimport (RNNENGINE_BOUNDSCHECK, _batch_threads, _expect_shape,
                      _set_gate_threads, _set_min_work, activate_block, apply,
                      apply_grad_rows, save_preact, rnnengine_gate_threads, rnnengine_min_work)
 from _split cimport (SPLIT_ZBUF, SplitCall, _cache_aligned, _chunk_scratch, _load_pool,
-                     _pool_acquire, _pool_release, _set_split_thresholds, _split_call,
+                     _pool_acquire, _pool_release, _set_split_thresholds, _split_alone_input_product, _split_call,
                      _split_chunks, _split_output, _split_step, rnnengine_split_min_step,
                      rnnengine_split_wake_work)
 
 _load_pool()
+_load_det()
 
 
 cdef inline void _simple_rnn_row(floating* h_b, const floating* xproj_bt,
@@ -98,10 +100,11 @@ cdef void _simple_rnn_forward(floating* y_out, floating* h, floating* xproj,
                             go_backwards, return_sequences, chunks)
                 _pool_release(1)
                 return
-    if not fused:
+    if floating is float and chunks > 1:  # eligible to split, running alone: the split's bits
+        _split_alone_input_product(xproj, x, kernel, B * T, C, H, chunks)
+    elif not fused:
         # xproj.reshape(B * T, H)[:] = x.reshape(B * T, C) @ kernel
-        _gemm(NoTrans, NoTrans, <int>(B * T), <int>H, <int>C, 1, x, <int>C,
-              kernel, <int>H, 0, xproj, <int>H)
+        _input_product(xproj, x, kernel, B * T, C, H)
     for s in range(T):
         t = T - 1 - s if go_backwards else s
         if fused:
@@ -189,8 +192,7 @@ cdef void _simple_rnn_forward_train(floating* y_out, floating* h, floating* h_tm
     # = x.reshape(B * T, C) @ kernel, and each step adds bias + rec in place.
     cdef bint fused = _fused_step(x, B)
     if not fused:
-        _gemm(NoTrans, NoTrans, <int>(B * T), <int>H, <int>C, 1, x, <int>C,
-              kernel, <int>H, 0, preact, <int>H)
+        _input_product(preact, x, kernel, B * T, C, H)
     for s in range(T):
         t = T - 1 - s if go_backwards else s
         if fused:
@@ -375,7 +377,8 @@ def simple_rnn_backward(floating[:, :, ::1] dx,  # OUT
         _expect_shape("kernel", kernel.shape, 2, C, H)
         _expect_shape("recurrent_kernel", recurrent_kernel.shape, 2, H, H)
     cdef Py_ssize_t T_out = T if return_sequences else 1
-    cdef int n = _batch_threads(B, B * T * (C + H) * H)
+    # deterministic mode: one thread, so no gradient depends on the thread count
+    cdef int n = 1 if _det() else _batch_threads(B, B * T * (C + H) * H)
     cdef int n_cols = n if n < H else <int>H
     cdef Py_ssize_t i, b0, nb
     cdef floating* dx_p = &dx[0, 0, 0]

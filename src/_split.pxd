@@ -273,17 +273,35 @@ cdef inline void _split_end(SplitCall* a, float* h, float* c) noexcept nogil:
         _unpad_rows(c, a.c, a.B, a.H, a.Hp)
 
 
+cdef inline void _split_input_product(float* xproj, const float* x, const float* kernel,
+                                      Py_ssize_t rows, Py_ssize_t C, Py_ssize_t G, int chunk,
+                                      int chunks) noexcept nogil:
+    """xproj rows r0:r1 (chunk's share of rows) = x[r0:r1] @ kernel: the same
+    product as a step's h @ W (the tiled kernel where the build has it, so the
+    helper thread makes no BLAS call). A split-eligible call that runs alone
+    computes its projection chunk by chunk through here too, so that whether it
+    splits (decided by timing, src/_step_pool.h) never changes its bits."""
+    cdef Py_ssize_t r0 = rows * chunk // chunks
+    cdef Py_ssize_t r1 = rows * (chunk + 1) // chunks
+    if r1 > r0:
+        _recurrent_product(xproj + r0 * G, x + r0 * C, kernel, <int>(r1 - r0),
+                           <int>C, <int>G, <int>G, <int>G)
+
+
+cdef inline void _split_alone_input_product(float* xproj, const float* x, const float* kernel,
+                                            Py_ssize_t rows, Py_ssize_t C, Py_ssize_t G,
+                                            int chunks) noexcept nogil:
+    """The whole projection as a split call computes it (every chunk's rows)."""
+    cdef int chunk
+    for chunk in range(chunks):
+        _split_input_product(xproj, x, kernel, rows, C, G, chunk, chunks)
+
+
 cdef inline void _split_stage0(SplitCall* a, int chunk, Py_ssize_t u0, Py_ssize_t n) noexcept nogil:
     """xproj rows r0:r1 (of B * T) = x[r0:r1] @ kernel (rows, not columns, so
     the two chunks share at most one cache line), and where the call packs,
     this chunk's columns of the recurrent kernel into its scratch."""
-    cdef Py_ssize_t r0 = a.B * a.T * chunk // a.chunks
-    cdef Py_ssize_t r1 = a.B * a.T * (chunk + 1) // a.chunks
-    if r1 > r0:
-        # the same product as a step's h @ W: the tiled kernel where the build
-        # has it, so the helper thread makes no BLAS call
-        _recurrent_product(a.xproj + r0 * a.G, a.x + r0 * a.C, a.kernel, <int>(r1 - r0),
-                           <int>a.C, <int>a.G, <int>a.G, <int>a.G)
+    _split_input_product(a.xproj, a.x, a.kernel, a.B * a.T, a.C, a.G, chunk, a.chunks)
     if a.packed:
         _pack_columns(_pool_scratch(chunk), a.recurrent_kernel, a.H, a.G, a.H, a.gates, u0, n)
 

@@ -270,7 +270,7 @@ try:
         ("activation", "forward"): _cy_dense.activation_inplace,
     }
     CYTHON_IMPORT_ERROR = None
-    _CYTHON_MODULES = (_cy_dense, _cy_gru, _cy_lstm, _cy_simple_rnn, _cy_plan)
+    _CYTHON_MODULES = (_cy_blas, _cy_dense, _cy_gru, _cy_lstm, _cy_simple_rnn, _cy_plan)
     bump_epoch = _cy_plan.bump_epoch
 except ImportError as exc:  # source tree without a build: Numba still works
     _CYTHON = {}

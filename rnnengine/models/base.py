@@ -124,7 +124,10 @@ class BaseModel:
         """
         fast = getattr(self._local, "fast", None)
         if fast is not None:  # the shape this thread ran last, still current: one C call
-            y = fast.predict(x, out, batch_size)
+            # batch_size None is Keras's 32, not the whole batch: a plan built by
+            # predict_on_batch for 33 rows must not run a predict's 32 + 1 as one
+            # call (other bits for the last row than the general path's).
+            y = fast.predict(x, out, _KERAS_PREDICT_BATCH_SIZE if batch_size is None else batch_size)
             if y is not None:
                 return y
         return self._predict(self._validate_inputs(x), batch_size, out)
