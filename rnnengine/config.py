@@ -58,7 +58,11 @@ def set_kernels(name):
     Returns the previous setting, so a caller can restore it.
     """
     previous = _state["kernels"]
-    _state["kernels"] = _check_backend(name)
+    name = _check_backend(name)
+    if name == "numba" and _state.get("deterministic"):
+        raise RuntimeError("set_kernels('numba'): deterministic mode is on, and only the Cython "
+                           "kernels are batch-invariant; turn it off first (set_deterministic(False)).")
+    _state["kernels"] = name
     if "rnnengine.kernels" in sys.modules:  # fused plans bound to the old backend re-check
         sys.modules["rnnengine.kernels"].bump_epoch()
     return previous
@@ -110,9 +114,14 @@ def set_deterministic(flag=True):
     """
     if not isinstance(flag, (bool, int)):
         raise TypeError(f"set_deterministic: expected a bool, got {flag!r}.")
+    from . import kernels
+
+    if flag and (_state["kernels"] == "numba" or not kernels.cython_available()):
+        why = ("the Numba backend is selected (set_kernels('cython') or 'auto')"
+               if kernels.cython_available() else f"the Cython kernels are not built ({kernels.CYTHON_IMPORT_ERROR})")
+        raise RuntimeError(f"set_deterministic(True): only the Cython kernels are batch-invariant, and {why}.")
     previous = _state["deterministic"]
     _state["deterministic"] = bool(flag)
-    from . import kernels
 
     kernels._apply_deterministic()
     return previous

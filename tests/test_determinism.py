@@ -140,3 +140,18 @@ def test_batch1_predicts_of_split_eligible_models_give_one_bit_pattern(units, ce
     patterns = {model.predict_on_batch(x).tobytes() for _ in range(300)}
     patterns |= {model.predict(x).tobytes() for _ in range(20)}
     assert len(patterns) == 1
+
+
+def test_deterministic_mode_refuses_the_numba_backend():
+    previous = rnnengine.config.set_kernels("numba")
+    try:
+        with pytest.raises(RuntimeError, match="only the Cython kernels are batch-invariant"):
+            rnnengine.set_deterministic(True)
+        assert not rnnengine.get_deterministic()
+        rnnengine.config.set_kernels("auto")
+        with rnnengine.deterministic():
+            with pytest.raises(RuntimeError, match="deterministic mode is on"):
+                rnnengine.config.set_kernels("numba")
+            assert rnnengine.config.get_kernels() == "auto"
+    finally:
+        rnnengine.config.set_kernels(previous)

@@ -75,6 +75,7 @@ else:
 TOL = 1e-4
 ENV_KEYS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
             "MKL_NUM_THREADS", "NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER", "RNNENGINE_KERNELS",
+            "RNNENGINE_ISA", "RNNENGINE_DETERMINISTIC", "RNNENGINE_NUM_THREADS", "NUMBA_CPU_NAME",
             "TF_ENABLE_ONEDNN_OPTS", "KMP_BLOCKTIME", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 DIST_NAMES = ("numpy", "scipy", "numba", "tensorflow", "tensorflow-cpu", "keras", "torch",
               "onnxruntime", "onnx", "threadpoolctl", "Cython", "rnnengine")
@@ -221,6 +222,9 @@ def worker(opts):
                                             "numba", "rnnengine") if m in sys.modules)
         if "rnnengine" in sys.modules:
             res["rnnengine_path"] = os.path.dirname(sys.modules["rnnengine"].__file__)
+            kernels_mod = sys.modules.get("rnnengine.kernels")
+            res["rnnengine_isa"] = getattr(kernels_mod, "ISA", None)
+            res["rnnengine_deterministic"] = sys.modules["rnnengine"].config.get_deterministic()
     except Exception as exc:  # reported in the table, never fatal to the suite
         import traceback
         res.update(status="error", reason=f"{type(exc).__name__}: {exc}",
@@ -1065,6 +1069,12 @@ def main(argv=None, prog=None):
         (["env"] + [f"{k}={shlex.quote(env_seen[k])}" for k in env_seen] if env_seen else [])
         + ["rnnengine", "bench"] + [shlex.quote(a) for a in cli_args]) + "`")
     md.append("")
+    isas = sorted({(str(x.get("rnnengine_isa")), bool(x.get("rnnengine_deterministic")))
+                   for res in runs.values() for x in res
+                   if x.get("status") == "ok" and "rnnengine_isa" in x})
+    if isas:
+        md.append("- rnnengine kernel build (ISA, kernels/_isa.py) and mode: " + ", ".join(
+            f"{isa}{' deterministic' if det else ''}" for isa, det in isas))
     md.append(f"- CPU: {cpu['model']}; {cpu['cpu_count']} logical CPUs "
               f"({cpu['affinity']} usable); SIMD: {', '.join(cpu['simd']) or 'none listed'}")
     if peak and peak.get("status") == "ok":

@@ -16,7 +16,8 @@ ZEN3 = dict(ALL, avx512f=False, avx512bw=False, avx512cd=False, avx512dq=False, 
 NEHALEM = {f: f in ("sse4.2", "popcnt") for f in ALL}
 
 
-def test_widest_supported_and_built_level_is_chosen():
+def test_widest_supported_and_built_level_is_chosen(monkeypatch):
+    monkeypatch.delenv("RNNENGINE_ISA", raising=False)
     built = ["baseline", "avx2", "avx512"]
     assert _isa.choose_isa(None, ALL, built) == "avx512"
     assert _isa.choose_isa(None, ZEN3, built) == "avx2"
