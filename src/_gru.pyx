@@ -40,8 +40,8 @@ from _gates cimport (RNNENGINE_BOUNDSCHECK, _batch_threads, _expect_shape,
                      _set_gate_threads, _set_min_work, activate_block, apply,
                      apply_grad_rows, rnnengine_gate_threads, rnnengine_min_work)
 from _split cimport (SPLIT_ZBUF, SplitCall, _cache_aligned, _chunk_scratch, _load_pool,
-                     _pool_acquire, _pool_release, _set_split_thresholds, _split_alone_input_product, _split_call,
-                     _split_chunks, _split_output, _split_step, rnnengine_split_min_step,
+                     _pool_acquire, _pool_release, _set_split_thresholds,
+                     _split_alone_input_product, _split_call, _split_chunks, _split_output, _split_step, rnnengine_split_min_step,
                      rnnengine_split_wake_work)
 
 _load_pool()

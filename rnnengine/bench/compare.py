@@ -547,7 +547,7 @@ def build_table(combos, runs, runners, peak=None):
 
 def build_summary(combos, runs, runners):
     """rnnengine's public API against the best peer, one row per (workload, cell)."""
-    ours = [r for r in ("rnnengine-cython", "rnnengine-numba") if r in runners]
+    ours = [r for r in ("rnnengine-cython", "rnnengine-numba", *peers.VARIANT_RUNNERS) if r in runners]
     if not ours:
         return None
     head = ["workload", "cell", "best peer", "its median µs"]
@@ -901,6 +901,7 @@ def main(argv=None, prog=None):
         wargv += ["--result", res_path]
         if r == "onnxruntime":
             wargv += ["--onnx", _onnx_path(tmp, wid, cell)]
+        env_extra = dict(peers.VARIANT_RUNNERS.get(r, {}), **(env_extra or {}))
         rc, tail = _run_child(wargv, timeout=child_timeout, cwd=tmp, env_extra=env_extra)
         res = _read_result(res_path, rc, tail)
         res["round"] = rnd

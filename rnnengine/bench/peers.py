@@ -44,7 +44,14 @@ CELL_TITLES = {"simple_rnn": "SimpleRNN", "lstm": "LSTM", "gru": "GRU"}
 # Peers are what rnnengine is compared with ("ratio to the best peer").
 PEER_RUNNERS = ("keras-predict", "keras-tf-function", "keras-xla", "torch", "onnxruntime")
 RNNENGINE_RUNNERS = ("rnnengine-numba", "rnnengine-cython", "kernel-numba", "kernel-cython")
-ALL_RUNNERS = PEER_RUNNERS + RNNENGINE_RUNNERS
+# rnnengine-cython again with another kernel build forced, or in deterministic
+# mode: the same runner in a process started with these variables.
+VARIANT_RUNNERS = {
+    "rnnengine-cython-avx2": {"RNNENGINE_ISA": "avx2"},
+    "rnnengine-cython-baseline": {"RNNENGINE_ISA": "baseline"},
+    "rnnengine-cython-det": {"RNNENGINE_DETERMINISTIC": "1"},
+}
+ALL_RUNNERS = PEER_RUNNERS + RNNENGINE_RUNNERS + tuple(VARIANT_RUNNERS)
 
 TORCH_THREADS = 2
 ORT_THREADS = 2
@@ -509,8 +516,10 @@ def build_runner(name, cell, wl, weights, onnx_path=None):
         return build_torch(cell, wl, weights)
     if name == "onnxruntime":
         return build_onnxruntime(cell, wl, weights, onnx_path)
-    if name in ("rnnengine-numba", "rnnengine-cython"):
-        return build_rnnengine(cell, wl, weights, name.split("-")[1])
+    if name in ("rnnengine-numba", "rnnengine-cython") or name in VARIANT_RUNNERS:
+        runner = build_rnnengine(cell, wl, weights, name.split("-")[1])
+        runner.name = name
+        return runner
     if name in ("kernel-numba", "kernel-cython"):
         return build_kernel(cell, wl, weights, name.split("-")[1])
     raise ValueError(f"unknown runner {name!r}; expected one of {ALL_RUNNERS}")
