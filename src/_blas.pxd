@@ -167,7 +167,17 @@ cdef enum:
 cdef inline void _recurrent_product(floating* out, const floating* h,
                                     const floating* weights, int B, int H, int N,
                                     int ldw, int ldo) noexcept nogil:
-    """out[:, :N] = h (B, H) @ weights[:, :N]; weights' rows are ldw apart, out's ldo."""
+    """out[:, :N] = h (B, H) @ weights[:, :N]; weights' rows are ldw apart, out's ldo.
+
+    float32 at every row count (and float64 in deterministic mode): the
+    row-invariant tiled kernel. At batch 1 it keeps a strip of sums in
+    registers over the whole k loop, where the four-row loop below reads and
+    writes out once per four k: L1's LSTM 183 -> 159 us on one thread, 139 ->
+    114 us split over two (bench/results/2026-12-04-isa.md's machine). And it
+    makes a row's recurrent product the same bits at any batch size, and a
+    column's at any column offset, so a batch-1 split (units cut in two)
+    computes what the unsplit call does. float64: the loop up to SMALL_BATCH
+    rows, else one GEMM."""
     cdef Py_ssize_t b, k, j
     cdef floating h0, h1, h2, h3
     cdef floating* o
@@ -176,13 +186,10 @@ cdef inline void _recurrent_product(floating* out, const floating* h,
     cdef const floating* w1
     cdef const floating* w2
     cdef const floating* w3
-    if _det():
+    if floating is float or _det():
         _rowinv_product(out, h, weights, B, N, H, H, ldw, ldo)
         return
     if B > SMALL_BATCH:
-        if floating is float:
-            if rnnengine_sgemm_small(B, N, H, h, H, weights, ldw, out, ldo):
-                return
         _gemm(NoTrans, NoTrans, B, N, H, 1, h, H, weights, ldw, 0, out, ldo)
         return
     # Four weight rows per pass over out: out is read and written a quarter as

@@ -1,7 +1,8 @@
 /* The per-step recurrent product out = h @ W for float32 batches above
- * SMALL_BATCH (src/_blas.pxd): a register-tiled micro-kernel in plain C with
- * GCC/Clang vector extensions, no intrinsics, compiled for the build's CPU
- * (setup.py's -march=native).
+ * SMALL_BATCH (src/_blas.pxd), and every product in deterministic mode: a
+ * register-tiled micro-kernel in plain C with GCC/Clang vector extensions, no
+ * intrinsics, compiled once per ISA build (setup.py: SSE4.2, AVX2 + FMA,
+ * AVX-512), so its vector width is the build's.
  *
  * Why not BLAS: a step of T2's LSTM is h (16, 256) @ W (256, 1024) per
  * thread. OpenBLAS packs all of W into its panel layout on every call, and at
