@@ -71,7 +71,8 @@ def choose_isa(requested=None, features=None, built=None):
         if requested not in (*ISAS, NATIVE):
             raise ValueError(f"RNNENGINE_ISA={requested!r}: expected one of "
                              f"{', '.join((*ISAS, NATIVE))} ({_describe(features)}).")
-        if requested != NATIVE and requested not in supported:
+        # (features unknown: no _cpu module, i.e. no build at all, or not x86-64)
+        if requested != NATIVE and features and requested not in supported:
             need = [f for f in REQUIRES[requested] if not features.get(f, False)]
             raise RuntimeError(f"RNNENGINE_ISA={requested}: this CPU lacks {', '.join(need)} "
                                f"({_describe(features)}).")

@@ -37,6 +37,9 @@ def test_forcing_a_level_the_cpu_lacks_or_an_unknown_one_raises_with_the_feature
         _isa.choose_isa("sse9", ALL, built)
     with pytest.raises(RuntimeError, match="no avx2 build"):
         _isa.choose_isa("avx2", ALL, ["baseline"])
+    # features unknown (no build at all, or not x86-64): the missing build is the error
+    with pytest.raises(RuntimeError, match="no avx2 build.*built: none"):
+        _isa.choose_isa("avx2", {}, [])
 
 
 def test_this_process_runs_the_chosen_build():
