@@ -224,11 +224,12 @@ cdef inline void _recurrent_product(floating* out, const floating* h,
 
 
 cdef inline bint _fused_step(const floating* x, Py_ssize_t B) noexcept nogil:
-    """Whether a step of B rows in x's dtype takes _step_product: float32 above
-    SMALL_BATCH rows, in a build with the vector kernel (x only picks the dtype),
-    not in deterministic mode (where every row count takes the same unfused
-    route, as the batch-1 split does)."""
-    return floating is float and RNNENGINE_HAVE_REC_GEMM and B > SMALL_BATCH and not _det()
+    """Whether a step of B rows in x's dtype takes _step_product: float32 at
+    every row count, in a build with the vector kernel (x only picks the dtype).
+    The batch-1 split fuses its chunks' steps the same way (src/_split.pxd), so
+    a row's pre-activation is the same sums in the same order at any batch
+    size, split or not (deterministic mode needs nothing more here)."""
+    return floating is float and RNNENGINE_HAVE_REC_GEMM
 
 
 cdef inline void _step_product(floating* rec, const floating* h, const floating* x,

@@ -8,12 +8,13 @@
 # into pointers and releases the GIL; the work is in the `noexcept nogil`
 # pointer kernel, which never allocates and never raises.
 #
-# Design: for float32 batches above SMALL_BATCH rows, each step is one
+# Design: for float32 batches of any size, each step is one
 # register-tiled pass rec = bias + x_t @ kernel + h_tm1 @ recurrent_kernel
 # (src/_rec_gemm.h, _step_product in _blas.pxd) and one fused elementwise
 # pass: no (B, T, 4H) projection is written and read back, and the tiled
 # kernel reads the weights in place where sgemm would repack them every step.
-# Otherwise (float64, batch <= SMALL_BATCH, or a build without the vector
+# (A batch-1 split fuses each chunk's columns the same way: src/_split.pxd.)
+# Otherwise (float64, or a build without the vector
 # kernel) one GEMM projects every timestep (x viewed as (B*T, C)), then each
 # step is one product h_tm1 @ recurrent_kernel (_recurrent_product) and the
 # elementwise pass, as in the Numba kernel. Threads: _gates.pxd.
@@ -94,8 +95,8 @@ cdef void _lstm_chunk(void* ctx, int stage, int chunk) noexcept nogil:
         return
     for b in range(a.B):
         _lstm_units(a.hs[1 - s % 2] + b * a.Hp + u0, a.c + b * a.Hp + u0,
-                    a.xproj + (b * a.T + t) * a.G + u0, z + b * 4 * n, a.bias + u0, n,
-                    a.H, n, a.activation, a.recurrent_activation)
+                    a.xproj + (b * a.T + t) * a.G + u0 if a.xproj != NULL else NULL,
+                    z + b * 4 * n, a.bias + u0, n, a.H, n, a.activation, a.recurrent_activation)
     _split_output(a, a.hs[1 - s % 2], s, u0, n)
 
 
@@ -111,12 +112,12 @@ cdef void _lstm_forward(floating* y_out, floating* h, floating* c, floating* xpr
     cdef Py_ssize_t K = 4 * H
     cdef Py_ssize_t T_out = T if return_sequences else 1
     cdef Py_ssize_t s, t, b, s_out
-    # float32 above SMALL_BATCH rows: each step is one register-tiled pass
+    # float32: each step is one register-tiled pass
     # rec = bias + x_t @ kernel + h_tm1 @ recurrent_kernel (src/_rec_gemm.h),
     # so the (B, T, 4H) projection is never written and read back (13 MB for
     # T2; as a GEMM of K = C rows it also ran at half the tiled pass's speed).
     cdef bint fused = _fused_step(x, B)
-    cdef int chunks = _split_chunks(B, T, H, K) if not fused else 1
+    cdef int chunks = _split_chunks(B, T, H, K)
     cdef int pooled = -1  # _pool_acquire's answer: 1 split, 0 or 2 alone
     if floating is float:
         if chunks > 1:
@@ -124,12 +125,13 @@ cdef void _lstm_forward(floating* y_out, floating* h, floating* c, floating* xpr
                                    _chunk_scratch(recurrent_kernel, H, 4, chunks),
                                    B * T * (C + H) * K)
             if pooled == 1:
-                _split_call(_lstm_chunk, y_out, h, c, xproj, x, kernel, recurrent_kernel, bias,
-                            NULL, B, T, C, H, 4, activation, recurrent_activation,
+                _split_call(_lstm_chunk, y_out, h, c, NULL if fused else xproj, x, kernel,
+                            recurrent_kernel, bias, NULL, B, T, C, H, 4, activation,
+                            recurrent_activation,
                             go_backwards, return_sequences, chunks)
                 _pool_release(1)
                 return
-    if floating is float and chunks > 1:  # eligible to split, running alone: the split's bits
+    if floating is float and chunks > 1 and not fused:  # may split, runs alone: the split's bits
         _split_alone_input_product(xproj, x, kernel, B * T, C, K, chunks)
     elif not fused:
         # xproj.reshape(B * T, 4H)[:] = x.reshape(B * T, C) @ kernel
@@ -226,7 +228,7 @@ cdef void _lstm_forward_train(floating* y_out, floating* h, floating* c,
     cdef floating* hb
     cdef floating* cb
     # The pre-activations as _lstm_forward computes them, so that this pass
-    # gives its results bit for bit: fused (float32 above SMALL_BATCH), each
+    # gives its results bit for bit: fused (float32), each
     # step's one tiled pass; otherwise preact.reshape(B * T, 4H)[:] =
     # x.reshape(B * T, C) @ kernel, and each step adds bias + rec in place.
     cdef bint fused = _fused_step(x, B)

@@ -8,12 +8,13 @@
 # into pointers and releases the GIL; the work is in the `noexcept nogil`
 # pointer kernel, which never allocates and never raises.
 #
-# Design: for float32 batches above SMALL_BATCH rows, each step is one
+# Design: for float32 batches of any size, each step is one
 # register-tiled pass rec = bias + x_t @ kernel + h_tm1 @ recurrent_kernel
 # (src/_rec_gemm.h, _step_product in _blas.pxd) and one fused elementwise
 # pass: no (B, T, H) projection is written and read back, and the tiled
 # kernel reads the weights in place where sgemm would repack them every step.
-# Otherwise (float64, batch <= SMALL_BATCH, or a build without the vector
+# (A batch-1 split fuses each chunk's columns the same way: src/_split.pxd.)
+# Otherwise (float64, or a build without the vector
 # kernel) one GEMM projects every timestep (x viewed as (B*T, C)), then each
 # step is one product h_tm1 @ recurrent_kernel (_recurrent_product) and the
 # elementwise pass, as in the Numba kernel. Threads: _gates.pxd.
@@ -68,7 +69,8 @@ cdef void _simple_rnn_chunk(void* ctx, int stage, int chunk) noexcept nogil:
     if not _split_step(a, z, stage, chunk, &u0, &n, &s, &t):
         return
     for b in range(a.B):
-        _simple_rnn_row(a.hs[1 - s % 2] + b * a.Hp + u0, a.xproj + (b * a.T + t) * a.H + u0,
+        _simple_rnn_row(a.hs[1 - s % 2] + b * a.Hp + u0,
+                        a.xproj + (b * a.T + t) * a.H + u0 if a.xproj != NULL else NULL,
                         z + b * n, a.bias + u0, n, a.activation)
     _split_output(a, a.hs[1 - s % 2], s, u0, n)
 
@@ -85,9 +87,9 @@ cdef void _simple_rnn_forward(floating* y_out, floating* h, floating* xproj,
     # kernel is (C, H); recurrent_kernel is (H, H); bias is (H,)
     cdef Py_ssize_t T_out = T if return_sequences else 1
     cdef Py_ssize_t s, t, b, s_out
-    # float32 above SMALL_BATCH rows: one tiled pass a step (as in _lstm.pyx).
+    # float32: one tiled pass a step (as in _lstm.pyx).
     cdef bint fused = _fused_step(x, B)
-    cdef int chunks = _split_chunks(B, T, H, H) if not fused else 1
+    cdef int chunks = _split_chunks(B, T, H, H)
     cdef int pooled = -1  # _pool_acquire's answer: 1 split, 0 or 2 alone
     if floating is float:
         if chunks > 1:
@@ -95,12 +97,12 @@ cdef void _simple_rnn_forward(floating* y_out, floating* h, floating* xproj,
                                    _chunk_scratch(recurrent_kernel, H, 1, chunks),
                                    B * T * (C + H) * H)
             if pooled == 1:
-                _split_call(_simple_rnn_chunk, y_out, h, NULL, xproj, x, kernel,
+                _split_call(_simple_rnn_chunk, y_out, h, NULL, NULL if fused else xproj, x, kernel,
                             recurrent_kernel, bias, NULL, B, T, C, H, 1, activation, activation,
                             go_backwards, return_sequences, chunks)
                 _pool_release(1)
                 return
-    if floating is float and chunks > 1:  # eligible to split, running alone: the split's bits
+    if floating is float and chunks > 1 and not fused:  # may split, runs alone: the split's bits
         _split_alone_input_product(xproj, x, kernel, B * T, C, H, chunks)
     elif not fused:
         # xproj.reshape(B * T, H)[:] = x.reshape(B * T, C) @ kernel

@@ -23,7 +23,7 @@ from cpython.pycapsule cimport PyCapsule_GetPointer
 
 from libc.string cimport memcpy, memset
 
-from _blas cimport _recurrent_product
+from _blas cimport _recurrent_product, rnnengine_sgemm_small2
 from _gates cimport rnnengine_gate_threads
 
 ctypedef void (*rnn_chunk_fn)(void* ctx, int stage, int chunk) noexcept nogil
@@ -216,7 +216,7 @@ ctypedef struct SplitCall:
     float* y_out
     float* hs[2]  # (B, Hp): h_tm1 of even steps, then of odd steps
     float* c  # (B, Hp): an LSTM's cell state, else unused
-    float* xproj  # (B, T, G)
+    float* xproj  # (B, T, G); NULL: fused steps (bias + x_t @ kernel + h @ W per chunk)
     const float* x
     const float* kernel  # (C, G)
     const float* recurrent_kernel  # (H, G)
@@ -301,15 +301,19 @@ cdef inline void _split_stage0(SplitCall* a, int chunk, Py_ssize_t u0, Py_ssize_
     """xproj rows r0:r1 (of B * T) = x[r0:r1] @ kernel (rows, not columns, so
     the two chunks share at most one cache line), and where the call packs,
     this chunk's columns of the recurrent kernel into its scratch."""
-    _split_input_product(a.xproj, a.x, a.kernel, a.B * a.T, a.C, a.G, chunk, a.chunks)
+    if a.xproj != NULL:
+        _split_input_product(a.xproj, a.x, a.kernel, a.B * a.T, a.C, a.G, chunk, a.chunks)
     if a.packed:
         _pack_columns(_pool_scratch(chunk), a.recurrent_kernel, a.H, a.G, a.H, a.gates, u0, n)
 
 
 cdef inline void _split_product(SplitCall* a, float* z, const float* h_cur, int chunk,
-                                Py_ssize_t u0, Py_ssize_t n) noexcept nogil:
+                                Py_ssize_t u0, Py_ssize_t n, Py_ssize_t t) noexcept nogil:
     """z (B, gates, n) = h_tm1 @ this chunk's columns, gate by gate: from its
-    packed panel (each gate's (H, n) contiguous) or in place."""
+    packed panel (each gate's (H, n) contiguous) or in place. A fused call
+    (xproj NULL) adds bias + x_t @ kernel's columns in the same tiled pass, as
+    the unsplit step does (_step_product): the same sums in the same order,
+    so a split call's bits are the unsplit call's."""
     cdef const float* w
     cdef Py_ssize_t b, g, ldw, j
     # h_tm1's other half was just written by the other core: ask for all its
@@ -325,8 +329,15 @@ cdef inline void _split_product(SplitCall* a, float* z, const float* h_cur, int 
             else:
                 w = a.recurrent_kernel + g * a.H + u0
                 ldw = a.G
-            _recurrent_product(z + (b * a.gates + g) * n, h_cur + b * a.Hp, w, 1, <int>a.H,
-                               <int>n, <int>ldw, <int>(a.gates * n))
+            if a.xproj == NULL:
+                rnnengine_sgemm_small2(1, <int>n, a.bias + g * a.H + u0,
+                                       <int>a.C, a.x + (b * a.T + t) * a.C, <int>a.C,
+                                       a.kernel + g * a.H + u0, <int>a.G,
+                                       <int>a.H, h_cur + b * a.Hp, <int>a.Hp, w, <int>ldw,
+                                       z + (b * a.gates + g) * n, <int>(a.gates * n))
+            else:
+                _recurrent_product(z + (b * a.gates + g) * n, h_cur + b * a.Hp, w, 1, <int>a.H,
+                                   <int>n, <int>ldw, <int>(a.gates * n))
 
 
 cdef inline bint _split_step(SplitCall* a, float* z, int stage, int chunk, Py_ssize_t* u0,
@@ -343,7 +354,7 @@ cdef inline bint _split_step(SplitCall* a, float* z, int stage, int chunk, Py_ss
         return False
     s[0] = stage - 1
     t[0] = a.T - 1 - s[0] if a.go_backwards else s[0]
-    _split_product(a, z, a.hs[s[0] % 2], chunk, u0[0], n[0])
+    _split_product(a, z, a.hs[s[0] % 2], chunk, u0[0], n[0], t[0])
     return True
 
 
