@@ -78,8 +78,9 @@ cdef inline void _gemm(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k,
 
 
 cdef extern from "_rec_gemm.h":
-    # float32 h @ W above SMALL_BATCH rows: a register-tiled kernel that reads
-    # W in place (why not sgemm: src/_rec_gemm.h); 0 where the build has none.
+    # float32 h @ W (every recurrent product, _rowinv_product): a register-tiled
+    # kernel that reads W in place (why not sgemm: src/_rec_gemm.h); 0 where
+    # the build has none.
     int rnnengine_sgemm_small(int M, int N, int K, const float* h, int ldh,
                               const float* w, int ldw, float* out, int ldo) noexcept nogil
     # out = bias + a1 @ w1 + a2 @ w2 in one pass (a step's x_t @ kernel and
@@ -88,7 +89,7 @@ cdef extern from "_rec_gemm.h":
                                int K1, const float* a1, int lda1, const float* w1, int ldw1,
                                int K2, const float* a2, int lda2, const float* w2, int ldw2,
                                float* out, int ldo) noexcept nogil
-    # 1 where this build has the vector kernel (AVX2+FMA or wider, GCC/Clang).
+    # 1 where this build has the vector kernel (GCC/Clang, any ISA build).
     int RNNENGINE_HAVE_REC_GEMM
 
 

@@ -151,10 +151,6 @@ def set_deterministic(bint flag):
     rnnengine_det_own = 1 if flag else 0
 
 
-def get_deterministic():
-    return bool(rnnengine_det_own)
-
-
 def rowinv_product(floating[:, ::1] out,  # OUT: (m, n)
                    const floating[:, ::1] a,  # IN: (m, k)
                    const floating[:, ::1] w,  # IN: (k, n)

@@ -40,8 +40,8 @@ from _gates cimport (RNNENGINE_BOUNDSCHECK, _batch_threads, _expect_shape,
                      _set_gate_threads, _set_min_work, activate_block, apply,
                      apply_grad_rows, rnnengine_gate_threads, rnnengine_min_work)
 from _split cimport (SPLIT_ZBUF, SplitCall, _cache_aligned, _chunk_scratch, _load_pool,
-                     _pool_acquire, _pool_release, _set_split_thresholds,
-                     _split_alone_input_product, _split_call, _split_chunks, _split_output, _split_step, rnnengine_split_min_step,
+                     _pool_acquire, _pool_release, _set_split_thresholds, _split_call,
+                     _split_chunks, _split_output, _split_step, rnnengine_split_min_step,
                      rnnengine_split_wake_work)
 
 _load_pool()
@@ -161,8 +161,8 @@ cdef void _gru_forward(floating* y_out, floating* h, floating* xproj, floating* 
                 _pool_release(1)
                 return
     # xproj.reshape(B * T, 3H)[:] = x.reshape(B * T, C) @ kernel
-    if floating is float and chunks > 1:  # eligible to split, running alone: the split's bits
-        _split_alone_input_product(xproj, x, kernel, B * T, C, K, chunks)
+    if floating is float and chunks > 1:  # may split, runs alone: the split's bits
+        _recurrent_product(xproj, x, kernel, <int>(B * T), <int>C, <int>K, <int>K, <int>K)
     else:
         _input_product(xproj, x, kernel, B * T, C, K)
     for s in range(T):

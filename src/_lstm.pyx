@@ -40,8 +40,8 @@ from _gates cimport (RNNENGINE_BOUNDSCHECK, _batch_threads, _expect_shape,
                      apply_grad_block, apply_grad_rows, save_preact,
                      rnnengine_gate_threads, rnnengine_min_work)
 from _split cimport (SPLIT_ZBUF, SplitCall, _cache_aligned, _chunk_scratch, _load_pool,
-                     _pool_acquire, _pool_release, _set_split_thresholds,
-                     _split_alone_input_product, _split_call, _split_chunks, _split_output, _split_step, rnnengine_split_min_step,
+                     _pool_acquire, _pool_release, _set_split_thresholds, _split_call,
+                     _split_chunks, _split_output, _split_step, rnnengine_split_min_step,
                      rnnengine_split_wake_work)
 
 _load_pool()
@@ -132,7 +132,7 @@ cdef void _lstm_forward(floating* y_out, floating* h, floating* c, floating* xpr
                 _pool_release(1)
                 return
     if floating is float and chunks > 1 and not fused:  # may split, runs alone: the split's bits
-        _split_alone_input_product(xproj, x, kernel, B * T, C, K, chunks)
+        _recurrent_product(xproj, x, kernel, <int>(B * T), <int>C, <int>K, <int>K, <int>K)
     elif not fused:
         # xproj.reshape(B * T, 4H)[:] = x.reshape(B * T, C) @ kernel
         _input_product(xproj, x, kernel, B * T, C, K)

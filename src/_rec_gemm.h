@@ -29,7 +29,7 @@
  *
  * rnnengine_sgemm_small(2) return 0 and touch nothing where this build has no
  * such kernel (a compiler without vector extensions); the caller then falls
- * back to sgemm.
+ * back to a plain loop (_rowinv_product in src/_blas.pxd).
  */
 #ifndef RNNENGINE_REC_GEMM_H
 #define RNNENGINE_REC_GEMM_H

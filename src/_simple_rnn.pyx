@@ -38,8 +38,8 @@ from _gates cimport (RNNENGINE_BOUNDSCHECK, _batch_threads, _expect_shape,
                      _set_gate_threads, _set_min_work, activate_block, apply,
                      apply_grad_rows, save_preact, rnnengine_gate_threads, rnnengine_min_work)
 from _split cimport (SPLIT_ZBUF, SplitCall, _cache_aligned, _chunk_scratch, _load_pool,
-                     _pool_acquire, _pool_release, _set_split_thresholds,
-                     _split_alone_input_product, _split_call, _split_chunks, _split_output, _split_step, rnnengine_split_min_step,
+                     _pool_acquire, _pool_release, _set_split_thresholds, _split_call,
+                     _split_chunks, _split_output, _split_step, rnnengine_split_min_step,
                      rnnengine_split_wake_work)
 
 _load_pool()
@@ -103,7 +103,7 @@ cdef void _simple_rnn_forward(floating* y_out, floating* h, floating* xproj,
                 _pool_release(1)
                 return
     if floating is float and chunks > 1 and not fused:  # may split, runs alone: the split's bits
-        _split_alone_input_product(xproj, x, kernel, B * T, C, H, chunks)
+        _recurrent_product(xproj, x, kernel, <int>(B * T), <int>C, <int>H, <int>H, <int>H)
     elif not fused:
         # xproj.reshape(B * T, H)[:] = x.reshape(B * T, C) @ kernel
         _input_product(xproj, x, kernel, B * T, C, H)

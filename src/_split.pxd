@@ -278,23 +278,15 @@ cdef inline void _split_input_product(float* xproj, const float* x, const float*
                                       int chunks) noexcept nogil:
     """xproj rows r0:r1 (chunk's share of rows) = x[r0:r1] @ kernel: the same
     product as a step's h @ W (the tiled kernel where the build has it, so the
-    helper thread makes no BLAS call). A split-eligible call that runs alone
-    computes its projection chunk by chunk through here too, so that whether it
-    splits (decided by timing, src/_step_pool.h) never changes its bits."""
+    helper thread makes no BLAS call). It is row-invariant, so a split-eligible
+    call that runs alone gets the same bits from one _recurrent_product over
+    all its rows: whether it splits (decided by timing, src/_step_pool.h) never
+    changes them."""
     cdef Py_ssize_t r0 = rows * chunk // chunks
     cdef Py_ssize_t r1 = rows * (chunk + 1) // chunks
     if r1 > r0:
         _recurrent_product(xproj + r0 * G, x + r0 * C, kernel, <int>(r1 - r0),
                            <int>C, <int>G, <int>G, <int>G)
-
-
-cdef inline void _split_alone_input_product(float* xproj, const float* x, const float* kernel,
-                                            Py_ssize_t rows, Py_ssize_t C, Py_ssize_t G,
-                                            int chunks) noexcept nogil:
-    """The whole projection as a split call computes it (every chunk's rows)."""
-    cdef int chunk
-    for chunk in range(chunks):
-        _split_input_product(xproj, x, kernel, rows, C, G, chunk, chunks)
 
 
 cdef inline void _split_stage0(SplitCall* a, int chunk, Py_ssize_t u0, Py_ssize_t n) noexcept nogil:
