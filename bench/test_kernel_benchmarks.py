@@ -10,6 +10,7 @@ import pytest
 
 from rnnengine import kernels
 from rnnengine.kernels import activation_codes as codes
+from rnnengine.kernels import contract
 
 WORKLOADS = {"L1": (1, 50, 32, 128), "L2": (1, 20, 8, 32), "S1": (1, 1, 32, 128),
              "T1": (256, 100, 64, 256), "T2": (32, 100, 64, 256)}
@@ -24,18 +25,13 @@ def _call(cell, backend, B, T, C, H):
     kernel = (rng.standard_normal((C, K * H)) * 0.1).astype(f)
     recurrent_kernel = (rng.standard_normal((H, K * H)) * 0.1).astype(f)
     bias = np.zeros(K * H, f)
-    y, h, c = np.zeros((B, 1, H), f), np.zeros((B, H), f), np.zeros((B, H), f)
-    xproj, rec = np.zeros((B, T, K * H), f), np.zeros((B, K * H), f)
+    states = [np.zeros((B, H), f) for _ in contract.STATES[cell]]
+    weights = (kernel, recurrent_kernel, bias)
+    if cell == "gru":
+        weights = (kernel, recurrent_kernel, np.ascontiguousarray(recurrent_kernel[:, 2 * H:]), bias, bias)
+    args = contract.forward_args(cell, x, states, weights, codes.TANH, codes.SIGMOID)
     fn = kernels.get_kernel(cell, "forward", backend, B)
-    if cell == "simple_rnn":
-        return lambda: fn(y, h, xproj, rec, x, kernel, recurrent_kernel, bias, B, T, C, H, codes.TANH, 0, 0)
-    if cell == "lstm":
-        return lambda: fn(y, h, c, xproj, rec, x, kernel, recurrent_kernel, bias, B, T, C, H, codes.TANH,
-                          codes.SIGMOID, 0, 0)
-    rh, rec_h = np.zeros((B, H), f), np.zeros((B, H), f)
-    kernel_h = np.ascontiguousarray(recurrent_kernel[:, 2 * H:])
-    return lambda: fn(y, h, xproj, rec, rec_h, rh, x, kernel, recurrent_kernel, kernel_h, bias, bias, B, T, C,
-                      H, codes.TANH, codes.SIGMOID, 0, 0, 1)
+    return lambda: fn(*args)
 
 
 @pytest.mark.parametrize("backend", ["numba", "cython"])

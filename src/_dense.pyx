@@ -5,6 +5,8 @@
 # whole inference stack without Numba, and a fresh process pays no JIT or
 # Numba cache load on its first prediction.
 from cpython.pycapsule cimport PyCapsule_New
+
+from _call cimport dense_d, dense_f
 from cython cimport floating
 
 from _blas cimport _input_product, _load_det
@@ -80,8 +82,10 @@ def dense_forward(floating[:, ::1] y_out,  # OUT
 def _pointer_kernels():
     """(float32, float64) pointers to _dense_forward as PyCapsules, for the fused
     call plans in rnnengine.kernels._cy_plan (src/_plan.pyx)."""
-    return (PyCapsule_New(<void*>_dense_forward[float], NULL, NULL),
-            PyCapsule_New(<void*>_dense_forward[double], NULL, NULL))
+    # Typed through src/_call.pxd first: a signature that drifts fails to compile here.
+    cdef dense_f f32 = _dense_forward[float]
+    cdef dense_d f64 = _dense_forward[double]
+    return (PyCapsule_New(<void*>f32, NULL, NULL), PyCapsule_New(<void*>f64, NULL, NULL))
 
 
 def activation_grad(floating[::1] out,  # OUT

@@ -31,6 +31,8 @@
 # split over threads by output columns so that no two threads add into the
 # same element.
 from cpython.pycapsule cimport PyCapsule_New
+
+from _call cimport gru_d, gru_f
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memcpy
@@ -39,6 +41,7 @@ from _blas cimport NoTrans, Trans, _det, _gemm, _input_product, _load_det, _recu
 from _gates cimport (RNNENGINE_BOUNDSCHECK, _batch_threads, _expect_shape,
                      _set_gate_threads, _set_min_work, activate_block, apply,
                      apply_grad_rows, rnnengine_gate_threads, rnnengine_min_work)
+from _mask cimport _row_runs, _run_end, _step_runs, _write_output
 from _split cimport (SPLIT_ZBUF, SplitCall, _cache_aligned, _chunk_scratch, _load_pool,
                      _pool_acquire, _pool_release, _set_split_thresholds, _split_call,
                      _split_chunks, _split_output, _split_step, rnnengine_split_min_step,
@@ -134,20 +137,38 @@ cdef inline void _gru_row_reset_before(floating* h_b, const floating* xproj_bt,
 
 cdef void _gru_forward(floating* y_out, floating* h, floating* xproj, floating* rec,
                        floating* rec_h, floating* rh, const floating* x,
+                       const unsigned char* keep,
                        const floating* kernel, const floating* recurrent_kernel,
                        const floating* recurrent_kernel_h,
                        const floating* input_bias, const floating* recurrent_bias,
                        Py_ssize_t B, Py_ssize_t T, Py_ssize_t C, Py_ssize_t H,
                        int activation, int recurrent_activation, bint go_backwards,
-                       bint return_sequences, bint reset_after) noexcept nogil:
+                       bint return_sequences, bint reset_after,
+                       bint zero_output_for_mask) noexcept nogil:
     # y_out is (B, T or 1, H); h is (B, H), initial state in, final state out;
     # xproj is (B, T, 3H); rec is (B, 3H); rec_h and rh are (B, H); x is (B, T, C);
+    # keep is (B, T) or NULL (src/_mask.pxd);
     # kernel is (C, 3H); recurrent_kernel is (H, 3H); recurrent_kernel_h is its
     # last block (H, H), contiguous; input_bias and recurrent_bias are (3H,).
     cdef Py_ssize_t K = 3 * H
-    cdef Py_ssize_t T_out = T if return_sequences else 1
-    cdef Py_ssize_t s, t, b, s_out
-    cdef int chunks = _split_chunks(B, T, H, K) if reset_after else 1
+    cdef Py_ssize_t s, t, b, s1
+    if keep != NULL and B == 1:  # the valid runs, each an unmasked call (_mask.pxd)
+        s = 0
+        while s < T:
+            t = T - 1 - s if go_backwards else s
+            if keep[t]:
+                s1 = _run_end(keep, T, go_backwards, s)
+                _gru_forward(y_out + s * H if return_sequences else y_out, h, xproj, rec, rec_h, rh,
+                             x + (T - s1 if go_backwards else s) * C, NULL, kernel, recurrent_kernel,
+                             recurrent_kernel_h, input_bias, recurrent_bias, 1, s1 - s, C, H,
+                             activation, recurrent_activation, go_backwards, return_sequences,
+                             reset_after, 0)
+                s = s1  # (a run that ends the sequence wrote the last output itself)
+            else:
+                _write_output(y_out, h, keep, 1, T, H, s, t, return_sequences, zero_output_for_mask)
+                s += 1
+        return
+    cdef int chunks = _split_chunks(B, T, H, K) if reset_after and keep == NULL else 1
     cdef int pooled = -1  # _pool_acquire's answer: 1 split, 0 or 2 alone
     if floating is float:
         if chunks > 1:
@@ -167,13 +188,16 @@ cdef void _gru_forward(floating* y_out, floating* h, floating* xproj, floating* 
         _input_product(xproj, x, kernel, B * T, C, K)
     for s in range(T):
         t = T - 1 - s if go_backwards else s
-        if reset_after:
+        if not _step_runs(keep, B, T, t):
+            pass
+        elif reset_after:
             # rec[:] = h_tm1 @ recurrent_kernel
             _recurrent_product(rec, h, recurrent_kernel, <int>B, <int>H, <int>K, <int>K, <int>K)
             for b in range(B):
-                _gru_row_reset_after(h + b * H, xproj + (b * T + t) * K,
-                                     rec + b * K, input_bias, recurrent_bias, H,
-                                     activation, recurrent_activation)
+                if _row_runs(keep, T, b, t):  # a masked row carries its state through
+                    _gru_row_reset_after(h + b * H, xproj + (b * T + t) * K,
+                                         rec + b * K, input_bias, recurrent_bias, H,
+                                         activation, recurrent_activation)
         else:
             # rec[:, :2H] = h_tm1 @ recurrent_kernel[:, :2H]
             _recurrent_product(rec, h, recurrent_kernel, <int>B, <int>H, <int>(2 * H), <int>K, <int>K)
@@ -183,14 +207,12 @@ cdef void _gru_forward(floating* y_out, floating* h, floating* xproj, floating* 
             # rec_h[:] = rh @ recurrent_kernel_h
             _recurrent_product(rec_h, rh, recurrent_kernel_h, <int>B, <int>H, <int>H, <int>H, <int>H)
             for b in range(B):
-                _gru_row_reset_before(h + b * H, xproj + (b * T + t) * K,
-                                      rec + b * K, rec_h + b * H, input_bias, H,
-                                      activation)
+                if _row_runs(keep, T, b, t):
+                    _gru_row_reset_before(h + b * H, xproj + (b * T + t) * K,
+                                          rec + b * K, rec_h + b * H, input_bias, H,
+                                          activation)
         # y_out[:, s] = h (every step), or y_out[:, 0] = h (last step only)
-        if return_sequences or s == T - 1:
-            s_out = s if return_sequences else 0
-            for b in range(B):
-                memcpy(y_out + (b * T_out + s_out) * H, h + b * H, H * sizeof(floating))
+        _write_output(y_out, h, keep, B, T, H, s, t, return_sequences, zero_output_for_mask)
     if pooled >= 0:
         _pool_release(pooled)
 
@@ -202,6 +224,7 @@ def gru_forward(floating[:, :, ::1] y_out,  # OUT
                 floating[:, ::1] rec_h,  # SCRATCH
                 floating[:, ::1] rh,  # SCRATCH
                 const floating[:, :, ::1] x,  # IN
+                const unsigned char[:, ::1] keep,  # IN: (B, T), or empty for no mask
                 const floating[:, ::1] kernel,  # IN
                 const floating[:, ::1] recurrent_kernel,  # IN
                 const floating[:, ::1] recurrent_kernel_h,  # IN
@@ -209,7 +232,7 @@ def gru_forward(floating[:, :, ::1] y_out,  # OUT
                 const floating[::1] recurrent_bias,  # IN
                 Py_ssize_t B, Py_ssize_t T, Py_ssize_t C, Py_ssize_t H,
                 int activation, int recurrent_activation, bint go_backwards,
-                bint return_sequences, bint reset_after):
+                bint return_sequences, bint reset_after, bint zero_output_for_mask):
     """GRU forward over a whole sequence; see rnnengine/kernels/__init__.py."""
     if RNNENGINE_BOUNDSCHECK:
         _expect_shape("y_out", y_out.shape, 3, B, T if return_sequences else 1, H)
@@ -224,6 +247,8 @@ def gru_forward(floating[:, :, ::1] y_out,  # OUT
         _expect_shape("recurrent_kernel_h", recurrent_kernel_h.shape, 2, H, H)
         _expect_shape("input_bias", input_bias.shape, 1, 3 * H)
         _expect_shape("recurrent_bias", recurrent_bias.shape, 1, 3 * H)
+        if keep.shape[0] != 0:
+            _expect_shape("keep", keep.shape, 2, B, T)
     # Split the batch into n contiguous row blocks, one per thread, each running
     # the whole sequence: rows never interact (see _batch_threads in _gates.pxd).
     cdef Py_ssize_t T_out = T if return_sequences else 1
@@ -236,18 +261,23 @@ def gru_forward(floating[:, :, ::1] y_out,  # OUT
     cdef floating* rech_p = &rec_h[0, 0]
     cdef floating* rh_p = &rh[0, 0]
     cdef const floating* x_p = &x[0, 0, 0]
+    cdef const unsigned char* k_p = &keep[0, 0] if keep.shape[0] != 0 else NULL
     with nogil:
         if n == 1:
-            nb = B
-            b0 = 0
-            _gru_forward(y_p + b0 * T_out * H, h_p + b0 * H, xp_p + b0 * T * 3 * H, rec_p + b0 * 3 * H, rech_p + b0 * H, rh_p + b0 * H, x_p + b0 * T * C,
-                 &kernel[0, 0], &recurrent_kernel[0, 0], &recurrent_kernel_h[0, 0], &input_bias[0], &recurrent_bias[0], nb, T, C, H, activation, recurrent_activation, go_backwards, return_sequences, reset_after)
+            _gru_forward(y_p, h_p, xp_p, rec_p, rech_p, rh_p, x_p, k_p, &kernel[0, 0],
+                         &recurrent_kernel[0, 0], &recurrent_kernel_h[0, 0], &input_bias[0],
+                         &recurrent_bias[0], B, T, C, H, activation, recurrent_activation, go_backwards,
+                         return_sequences, reset_after, zero_output_for_mask)
         else:
             for i in prange(n, schedule='static', num_threads=n):
                 b0 = i * B // n
                 nb = (i + 1) * B // n - b0
-                _gru_forward(y_p + b0 * T_out * H, h_p + b0 * H, xp_p + b0 * T * 3 * H, rec_p + b0 * 3 * H, rech_p + b0 * H, rh_p + b0 * H, x_p + b0 * T * C,
-                     &kernel[0, 0], &recurrent_kernel[0, 0], &recurrent_kernel_h[0, 0], &input_bias[0], &recurrent_bias[0], nb, T, C, H, activation, recurrent_activation, go_backwards, return_sequences, reset_after)
+                _gru_forward(y_p + b0 * T_out * H, h_p + b0 * H, xp_p + b0 * T * 3 * H, rec_p + b0 * 3 * H,
+                             rech_p + b0 * H, rh_p + b0 * H, x_p + b0 * T * C,
+                             k_p + b0 * T if k_p != NULL else NULL, &kernel[0, 0],
+                             &recurrent_kernel[0, 0], &recurrent_kernel_h[0, 0], &input_bias[0],
+                             &recurrent_bias[0], nb, T, C, H, activation, recurrent_activation,
+                             go_backwards, return_sequences, reset_after, zero_output_for_mask)
 
 
 # -- training -----------------------------------------------------------------------------
@@ -692,8 +722,10 @@ def get_num_threads():
 def _pointer_kernels():
     """(float32, float64) pointers to _gru_forward as PyCapsules, for the fused
     call plans in rnnengine.kernels._cy_plan (src/_plan.pyx)."""
-    return (PyCapsule_New(<void*>_gru_forward[float], NULL, NULL),
-            PyCapsule_New(<void*>_gru_forward[double], NULL, NULL))
+    # Typed through src/_call.pxd first: a signature that drifts fails to compile here.
+    cdef gru_f f32 = _gru_forward[float]
+    cdef gru_d f64 = _gru_forward[double]
+    return (PyCapsule_New(<void*>f32, NULL, NULL), PyCapsule_New(<void*>f64, NULL, NULL))
 
 
 def set_min_work_to_split(long long n):

@@ -52,31 +52,10 @@ cdef enum:
 
 KINDS = {"simple_rnn": SIMPLE_RNN, "lstm": LSTM, "gru": GRU, "dense": DENSE}
 
-# The pointer kernels' signatures (src/_simple_rnn.pyx and the others), one
-# typedef per cell and dtype.
-ctypedef void (*simple_rnn_f)(float*, float*, float*, float*, const float*, const float*,
-                              const float*, const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                              Py_ssize_t, int, bint, bint) noexcept nogil
-ctypedef void (*simple_rnn_d)(double*, double*, double*, double*, const double*, const double*,
-                              const double*, const double*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                              Py_ssize_t, int, bint, bint) noexcept nogil
-ctypedef void (*lstm_f)(float*, float*, float*, float*, float*, const float*, const float*,
-                        const float*, const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                        Py_ssize_t, int, int, bint, bint) noexcept nogil
-ctypedef void (*lstm_d)(double*, double*, double*, double*, double*, const double*, const double*,
-                        const double*, const double*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                        Py_ssize_t, int, int, bint, bint) noexcept nogil
-ctypedef void (*gru_f)(float*, float*, float*, float*, float*, float*, const float*, const float*,
-                       const float*, const float*, const float*, const float*, Py_ssize_t,
-                       Py_ssize_t, Py_ssize_t, Py_ssize_t, int, int, bint, bint, bint) noexcept nogil
-ctypedef void (*gru_d)(double*, double*, double*, double*, double*, double*, const double*,
-                       const double*, const double*, const double*, const double*, const double*,
-                       Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, int, int, bint, bint,
-                       bint) noexcept nogil
-ctypedef void (*dense_f)(float*, const float*, const float*, const float*, Py_ssize_t, Py_ssize_t,
-                         Py_ssize_t, int, bint) noexcept nogil
-ctypedef void (*dense_d)(double*, const double*, const double*, const double*, Py_ssize_t,
-                         Py_ssize_t, Py_ssize_t, int, bint) noexcept nogil
+# The pointer kernels' signatures: src/_call.pxd (each kernel module assigns
+# its pointer kernel to them, so the compiler checks them where it is written).
+from _call cimport (dense_d, dense_f, gru_d, gru_f, keep_p, lstm_d, lstm_f, simple_rnn_d,
+                    simple_rnn_f)
 
 
 cdef struct Step:
@@ -93,14 +72,15 @@ cdef struct Step:
     char* rec
     char* rec_h
     char* rh
-    Py_ssize_t y_row, h_row, xproj_row, rec_row, in_row
+    char* keep  # (B, T) uint8, Keras's mask, or NULL
+    Py_ssize_t y_row, h_row, xproj_row, rec_row, in_row, keep_row
     void* w0
     void* w1
     void* w2
     void* w3
     void* w4
     Py_ssize_t T, C, H, R
-    int act, ract, go_backwards, return_sequences, reset_after, use_bias
+    int act, ract, go_backwards, return_sequences, reset_after, use_bias, zero_output_for_mask
 
 
 cdef void _run_block(const Step* steps, int n_steps, bint f32, const char* x, char* out,
@@ -112,12 +92,14 @@ cdef void _run_block(const Step* steps, int n_steps, bint f32, const char* x, ch
     cdef char* y
     cdef char* h
     cdef char* c
+    cdef keep_p k
     for i in range(n_steps):
         s = &steps[i]
         inp = x + b0 * s.in_row if i == 0 else steps[i - 1].y + b0 * s.in_row
         y = (out if i == n_steps - 1 else s.y) + b0 * s.y_row
         h = s.h + b0 * s.h_row if s.h != NULL else NULL
         c = s.c + b0 * s.h_row if s.c != NULL else NULL
+        k = <keep_p>(s.keep + b0 * s.keep_row) if s.keep != NULL else NULL
         if zero_state and h != NULL:
             memset(h, 0, nb * s.h_row)
             if c != NULL:
@@ -125,40 +107,46 @@ cdef void _run_block(const Step* steps, int n_steps, bint f32, const char* x, ch
         if s.kind == SIMPLE_RNN:
             if f32:
                 (<simple_rnn_f>s.fn)(<float*>y, <float*>h, <float*>(s.xproj + b0 * s.xproj_row),
-                                     <float*>(s.rec + b0 * s.rec_row), <const float*>inp,
+                                     <float*>(s.rec + b0 * s.rec_row), <const float*>inp, k,
                                      <const float*>s.w0, <const float*>s.w1, <const float*>s.w2,
-                                     nb, s.T, s.C, s.H, s.act, s.go_backwards, s.return_sequences)
+                                     nb, s.T, s.C, s.H, s.act, s.go_backwards, s.return_sequences,
+                                     s.zero_output_for_mask)
             else:
                 (<simple_rnn_d>s.fn)(<double*>y, <double*>h, <double*>(s.xproj + b0 * s.xproj_row),
-                                     <double*>(s.rec + b0 * s.rec_row), <const double*>inp,
+                                     <double*>(s.rec + b0 * s.rec_row), <const double*>inp, k,
                                      <const double*>s.w0, <const double*>s.w1, <const double*>s.w2,
-                                     nb, s.T, s.C, s.H, s.act, s.go_backwards, s.return_sequences)
+                                     nb, s.T, s.C, s.H, s.act, s.go_backwards, s.return_sequences,
+                                     s.zero_output_for_mask)
         elif s.kind == LSTM:
             if f32:
                 (<lstm_f>s.fn)(<float*>y, <float*>h, <float*>c, <float*>(s.xproj + b0 * s.xproj_row),
-                               <float*>(s.rec + b0 * s.rec_row), <const float*>inp,
+                               <float*>(s.rec + b0 * s.rec_row), <const float*>inp, k,
                                <const float*>s.w0, <const float*>s.w1, <const float*>s.w2,
-                               nb, s.T, s.C, s.H, s.act, s.ract, s.go_backwards, s.return_sequences)
+                               nb, s.T, s.C, s.H, s.act, s.ract, s.go_backwards, s.return_sequences,
+                               s.zero_output_for_mask)
             else:
                 (<lstm_d>s.fn)(<double*>y, <double*>h, <double*>c, <double*>(s.xproj + b0 * s.xproj_row),
-                               <double*>(s.rec + b0 * s.rec_row), <const double*>inp,
+                               <double*>(s.rec + b0 * s.rec_row), <const double*>inp, k,
                                <const double*>s.w0, <const double*>s.w1, <const double*>s.w2,
-                               nb, s.T, s.C, s.H, s.act, s.ract, s.go_backwards, s.return_sequences)
+                               nb, s.T, s.C, s.H, s.act, s.ract, s.go_backwards, s.return_sequences,
+                               s.zero_output_for_mask)
         elif s.kind == GRU:
             if f32:
                 (<gru_f>s.fn)(<float*>y, <float*>h, <float*>(s.xproj + b0 * s.xproj_row),
                               <float*>(s.rec + b0 * s.rec_row), <float*>(s.rec_h + b0 * s.h_row),
-                              <float*>(s.rh + b0 * s.h_row), <const float*>inp,
+                              <float*>(s.rh + b0 * s.h_row), <const float*>inp, k,
                               <const float*>s.w0, <const float*>s.w1, <const float*>s.w2,
                               <const float*>s.w3, <const float*>s.w4, nb, s.T, s.C, s.H,
-                              s.act, s.ract, s.go_backwards, s.return_sequences, s.reset_after)
+                              s.act, s.ract, s.go_backwards, s.return_sequences, s.reset_after,
+                              s.zero_output_for_mask)
             else:
                 (<gru_d>s.fn)(<double*>y, <double*>h, <double*>(s.xproj + b0 * s.xproj_row),
                               <double*>(s.rec + b0 * s.rec_row), <double*>(s.rec_h + b0 * s.h_row),
-                              <double*>(s.rh + b0 * s.h_row), <const double*>inp,
+                              <double*>(s.rh + b0 * s.h_row), <const double*>inp, k,
                               <const double*>s.w0, <const double*>s.w1, <const double*>s.w2,
                               <const double*>s.w3, <const double*>s.w4, nb, s.T, s.C, s.H,
-                              s.act, s.ract, s.go_backwards, s.return_sequences, s.reset_after)
+                              s.act, s.ract, s.go_backwards, s.return_sequences, s.reset_after,
+                              s.zero_output_for_mask)
         else:
             if f32:
                 (<dense_f>s.fn)(<float*>y, <const float*>inp, <const float*>s.w0, <const float*>s.w1,
@@ -201,9 +189,9 @@ cdef class CyPlan:
     """A stack's kernel calls for one (batch, input shape, dtype), bound once.
 
     ``steps`` is a list of dicts built by rnnengine/models/plan.py: ``kind``,
-    the buffers and weights (ndarrays, C-contiguous, of the plan's dtype) and
-    the dims and flags of that layer's kernel call (the contract in
-    rnnengine/kernels/__init__.py). ``x_shape`` and ``out_shape`` are the
+    and that layer's forward call by its argument names
+    (rnnengine/kernels/contract.py): buffers and weights (ndarrays,
+    C-contiguous, of the plan's dtype; ``keep`` uint8), dims and flags. ``x_shape`` and ``out_shape`` are the
     input and output arrays' shapes, batch first.
     """
     cdef Step* steps
@@ -263,8 +251,9 @@ cdef class CyPlan:
         capsule = spec["kernels"][0 if self.f32 else 1]
         s.fn = PyCapsule_GetPointer(capsule, NULL)
         s.in_row = in_row
-        s.y = self._buffer(spec["y"], dtype, &s.y_row)
-        s.C, s.H = spec["C"], spec["H"]
+        # Dense's y_out is its (N, F) view: the plan binds the (B, ...) buffer.
+        s.y = self._buffer(spec["y"] if kind == DENSE else spec["y_out"], dtype, &s.y_row)
+        s.C, s.H = spec["C"], spec["F"] if kind == DENSE else spec["H"]
         s.act = spec["activation"]
         if kind == DENSE:
             s.R = spec["R"]
@@ -274,6 +263,10 @@ cdef class CyPlan:
             self.work += self.B * s.R * s.C * s.H
             return 0
         s.T = spec["T"]
+        keep = spec["keep"]
+        if keep.size:
+            s.keep = self._mask(keep, &s.keep_row)
+        s.zero_output_for_mask = spec["zero_output_for_mask"]
         s.ract = spec.get("recurrent_activation", 0)
         s.go_backwards = spec["go_backwards"]
         s.return_sequences = spec["return_sequences"]
@@ -305,6 +298,15 @@ cdef class CyPlan:
                              f"with {self.B} rows; got {type(a).__name__} {getattr(a, 'shape', '')}.")
         self.keep.append(a)
         row[0] = a.nbytes // self.B
+        return _data(a)
+
+    cdef char* _mask(self, a, Py_ssize_t* row) except NULL:
+        """A (B, T) uint8 mask buffer (kernels/contract.py's keep)."""
+        if not isinstance(a, cnp.ndarray) or a.dtype.num != cnp.NPY_UINT8 or not a.flags.c_contiguous \
+                or a.ndim != 2 or a.shape[0] != self.B:
+            raise ValueError(f"CyPlan: a mask must be a C-contiguous uint8 (B, T) array with {self.B} rows.")
+        self.keep.append(a)
+        row[0] = a.shape[1]
         return _data(a)
 
     cdef void* _weight(self, a, dtype) except NULL:

@@ -28,6 +28,8 @@
 # (Numba's dw scratch is not needed), split over threads by output columns so
 # that no two threads add into the same element.
 from cpython.pycapsule cimport PyCapsule_New
+
+from _call cimport simple_rnn_d, simple_rnn_f
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memcpy
@@ -37,6 +39,7 @@ from _blas cimport (NoTrans, Trans, _det, _fused_step, _gemm, _input_product, _l
 from _gates cimport (RNNENGINE_BOUNDSCHECK, _batch_threads, _expect_shape,
                      _set_gate_threads, _set_min_work, activate_block, apply,
                      apply_grad_rows, save_preact, rnnengine_gate_threads, rnnengine_min_work)
+from _mask cimport _row_runs, _run_end, _step_runs, _write_output
 from _split cimport (SPLIT_ZBUF, SplitCall, _cache_aligned, _chunk_scratch, _load_pool,
                      _pool_acquire, _pool_release, _set_split_thresholds, _split_call,
                      _split_chunks, _split_output, _split_step, rnnengine_split_min_step,
@@ -76,20 +79,35 @@ cdef void _simple_rnn_chunk(void* ctx, int stage, int chunk) noexcept nogil:
 
 
 cdef void _simple_rnn_forward(floating* y_out, floating* h, floating* xproj,
-                              floating* rec, const floating* x,
+                              floating* rec, const floating* x, const unsigned char* keep,
                               const floating* kernel,
                               const floating* recurrent_kernel,
                               const floating* bias, Py_ssize_t B, Py_ssize_t T,
                               Py_ssize_t C, Py_ssize_t H, int activation,
-                              bint go_backwards, bint return_sequences) noexcept nogil:
+                              bint go_backwards, bint return_sequences,
+                              bint zero_output_for_mask) noexcept nogil:
     # y_out is (B, T or 1, H); h is (B, H), initial state in, final state out;
-    # xproj is (B, T, H); rec is (B, H); x is (B, T, C);
-    # kernel is (C, H); recurrent_kernel is (H, H); bias is (H,)
-    cdef Py_ssize_t T_out = T if return_sequences else 1
-    cdef Py_ssize_t s, t, b, s_out
+    # xproj is (B, T, H); rec is (B, H); x is (B, T, C); keep is (B, T) or NULL
+    # (src/_mask.pxd); kernel is (C, H); recurrent_kernel is (H, H); bias is (H,)
+    cdef Py_ssize_t s, t, b, s1
+    if keep != NULL and B == 1:  # the valid runs, each an unmasked call (_mask.pxd)
+        s = 0
+        while s < T:
+            t = T - 1 - s if go_backwards else s
+            if keep[t]:
+                s1 = _run_end(keep, T, go_backwards, s)
+                _simple_rnn_forward(y_out + s * H if return_sequences else y_out, h, xproj, rec,
+                                    x + (T - s1 if go_backwards else s) * C, NULL, kernel,
+                                    recurrent_kernel, bias, 1, s1 - s, C, H, activation,
+                                    go_backwards, return_sequences, 0)
+                s = s1  # (a run that ends the sequence wrote the last output itself)
+            else:
+                _write_output(y_out, h, keep, 1, T, H, s, t, return_sequences, zero_output_for_mask)
+                s += 1
+        return
     # float32: one tiled pass a step (as in _lstm.pyx).
     cdef bint fused = _fused_step(x, B)
-    cdef int chunks = _split_chunks(B, T, H, H)
+    cdef int chunks = _split_chunks(B, T, H, H) if keep == NULL else 1
     cdef int pooled = -1  # _pool_acquire's answer: 1 split, 0 or 2 alone
     if floating is float:
         if chunks > 1:
@@ -109,21 +127,22 @@ cdef void _simple_rnn_forward(floating* y_out, floating* h, floating* xproj,
         _input_product(xproj, x, kernel, B * T, C, H)
     for s in range(T):
         t = T - 1 - s if go_backwards else s
-        if fused:
+        if not _step_runs(keep, B, T, t):
+            pass
+        elif fused:
             _step_product(rec, h, x, kernel, recurrent_kernel, bias, B, T, C, H, H, t)
             for b in range(B):
-                _simple_rnn_row(h + b * H, NULL, rec + b * H, bias, H, activation)
+                if _row_runs(keep, T, b, t):  # a masked row carries its state through
+                    _simple_rnn_row(h + b * H, NULL, rec + b * H, bias, H, activation)
         else:
             # rec[:] = h_tm1 @ recurrent_kernel
             _recurrent_product(rec, h, recurrent_kernel, <int>B, <int>H, <int>H, <int>H, <int>H)
             for b in range(B):
-                _simple_rnn_row(h + b * H, xproj + (b * T + t) * H, rec + b * H,
-                                bias, H, activation)
+                if _row_runs(keep, T, b, t):
+                    _simple_rnn_row(h + b * H, xproj + (b * T + t) * H, rec + b * H,
+                                    bias, H, activation)
         # y_out[:, s] = h (every step), or y_out[:, 0] = h (last step only)
-        if return_sequences or s == T - 1:
-            s_out = s if return_sequences else 0
-            for b in range(B):
-                memcpy(y_out + (b * T_out + s_out) * H, h + b * H, H * sizeof(floating))
+        _write_output(y_out, h, keep, B, T, H, s, t, return_sequences, zero_output_for_mask)
     if pooled >= 0:
         _pool_release(pooled)
 
@@ -133,11 +152,13 @@ def simple_rnn_forward(floating[:, :, ::1] y_out,  # OUT
                        floating[:, :, ::1] xproj,  # SCRATCH
                        floating[:, ::1] rec,  # SCRATCH
                        const floating[:, :, ::1] x,  # IN
+                       const unsigned char[:, ::1] keep,  # IN: (B, T), or empty for no mask
                        const floating[:, ::1] kernel,  # IN
                        const floating[:, ::1] recurrent_kernel,  # IN
                        const floating[::1] bias,  # IN
                        Py_ssize_t B, Py_ssize_t T, Py_ssize_t C, Py_ssize_t H,
-                       int activation, bint go_backwards, bint return_sequences):
+                       int activation, bint go_backwards, bint return_sequences,
+                       bint zero_output_for_mask):
     """SimpleRNN forward over a whole sequence; see rnnengine/kernels/__init__.py."""
     if RNNENGINE_BOUNDSCHECK:
         _expect_shape("y_out", y_out.shape, 3, B, T if return_sequences else 1, H)
@@ -148,6 +169,8 @@ def simple_rnn_forward(floating[:, :, ::1] y_out,  # OUT
         _expect_shape("kernel", kernel.shape, 2, C, H)
         _expect_shape("recurrent_kernel", recurrent_kernel.shape, 2, H, H)
         _expect_shape("bias", bias.shape, 1, H)
+        if keep.shape[0] != 0:
+            _expect_shape("keep", keep.shape, 2, B, T)
     # Split the batch into n contiguous row blocks, one per thread, each running
     # the whole sequence: rows never interact (see _batch_threads in _gates.pxd).
     cdef Py_ssize_t T_out = T if return_sequences else 1
@@ -158,18 +181,20 @@ def simple_rnn_forward(floating[:, :, ::1] y_out,  # OUT
     cdef floating* xp_p = &xproj[0, 0, 0]
     cdef floating* rec_p = &rec[0, 0]
     cdef const floating* x_p = &x[0, 0, 0]
+    cdef const unsigned char* k_p = &keep[0, 0] if keep.shape[0] != 0 else NULL
     with nogil:
         if n == 1:
-            nb = B
-            b0 = 0
-            _simple_rnn_forward(y_p + b0 * T_out * H, h_p + b0 * H, xp_p + b0 * T * H, rec_p + b0 * H, x_p + b0 * T * C,
-                 &kernel[0, 0], &recurrent_kernel[0, 0], &bias[0], nb, T, C, H, activation, go_backwards, return_sequences)
+            _simple_rnn_forward(y_p, h_p, xp_p, rec_p, x_p, k_p, &kernel[0, 0], &recurrent_kernel[0, 0],
+                                &bias[0], B, T, C, H, activation, go_backwards, return_sequences,
+                                zero_output_for_mask)
         else:
             for i in prange(n, schedule='static', num_threads=n):
                 b0 = i * B // n
                 nb = (i + 1) * B // n - b0
-                _simple_rnn_forward(y_p + b0 * T_out * H, h_p + b0 * H, xp_p + b0 * T * H, rec_p + b0 * H, x_p + b0 * T * C,
-                     &kernel[0, 0], &recurrent_kernel[0, 0], &bias[0], nb, T, C, H, activation, go_backwards, return_sequences)
+                _simple_rnn_forward(y_p + b0 * T_out * H, h_p + b0 * H, xp_p + b0 * T * H, rec_p + b0 * H,
+                                    x_p + b0 * T * C, k_p + b0 * T if k_p != NULL else NULL,
+                                    &kernel[0, 0], &recurrent_kernel[0, 0], &bias[0], nb, T, C, H,
+                                    activation, go_backwards, return_sequences, zero_output_for_mask)
 
 
 # -- training -----------------------------------------------------------------------------
@@ -438,8 +463,10 @@ def get_num_threads():
 def _pointer_kernels():
     """(float32, float64) pointers to _simple_rnn_forward as PyCapsules, for the fused
     call plans in rnnengine.kernels._cy_plan (src/_plan.pyx)."""
-    return (PyCapsule_New(<void*>_simple_rnn_forward[float], NULL, NULL),
-            PyCapsule_New(<void*>_simple_rnn_forward[double], NULL, NULL))
+    # Typed through src/_call.pxd first: a signature that drifts fails to compile here.
+    cdef simple_rnn_f f32 = _simple_rnn_forward[float]
+    cdef simple_rnn_d f64 = _simple_rnn_forward[double]
+    return (PyCapsule_New(<void*>f32, NULL, NULL), PyCapsule_New(<void*>f64, NULL, NULL))
 
 
 def set_min_work_to_split(long long n):

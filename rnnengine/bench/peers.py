@@ -456,35 +456,26 @@ def build_kernel(cell, wl, weights, backend):
     buffers (as a layer's workspace would). No argument checks."""
     try:
         from rnnengine.kernels import _activations as acts
-        from rnnengine.kernels import get_kernel
+        from rnnengine.kernels import contract, get_kernel
         kern = get_kernel(cell, "forward", backend)
     except (ImportError, RuntimeError) as exc:
         raise PeerUnavailable(f"rnnengine {backend} kernel not available: {exc}") from None
     B, T, C, H = wl.B, wl.T, wl.C, wl.H
-    K = GATES[cell]
     f32 = np.float32
     kernel, rk, bias = weights
     rs = int(wl.return_sequences)
-    TANH, SIGMOID = acts.TANH, acts.SIGMOID
-    xproj = np.empty((B, T, K * H), f32)
-    rec = np.empty((B, K * H), f32)
-    ns = n_states(cell)
     if cell == "gru":
-        rec_h = np.empty((B, H), f32)
-        rh = np.empty((B, H), f32)
-        rk_h = np.ascontiguousarray(rk[:, 2 * H:])
-        b_in, b_rec = np.ascontiguousarray(bias[0]), np.ascontiguousarray(bias[1])
+        packed = (kernel, rk, np.ascontiguousarray(rk[:, 2 * H:]), np.ascontiguousarray(bias[0]),
+                  np.ascontiguousarray(bias[1]))
+    else:
+        packed = (kernel, rk, bias)
+    scratch = contract.allocate(cell, "forward", {"B": B, "T": T, "G": GATES[cell] * H, "H": H}, f32)
+    ns = n_states(cell)
 
     def run(x, states):
         y = np.empty((B, T if rs else 1, H), f32)
-        if cell == "simple_rnn":
-            kern(y, states[0], xproj, rec, x, kernel, rk, bias, B, T, C, H, TANH, 0, rs)
-        elif cell == "lstm":
-            kern(y, states[0], states[1], xproj, rec, x, kernel, rk, bias, B, T, C, H,
-                 TANH, SIGMOID, 0, rs)
-        else:
-            kern(y, states[0], xproj, rec, rec_h, rh, x, kernel, rk, rk_h, b_in, b_rec,
-                 B, T, C, H, TANH, SIGMOID, 0, rs, 1)
+        kern(*contract.forward_args(cell, x, states, packed, acts.TANH, acts.SIGMOID, 0, rs, y_out=y,
+                                    scratch=scratch))
         return y if rs else y[:, 0]
 
     if wl.stream:

@@ -6,18 +6,26 @@ Cython (``src/_*.pyx``, compiled into ``rnnengine/kernels/_cy_*``). A layer asks
 from its workspace.
 
 Contract (forward), in llm.c's argument order: outputs, saved buffers, inputs,
-weights, dims, flags::
+weights, dims, flags. The names, roles and shapes of every call's arguments are
+data in ``contract.py`` (``CALLS``; build tuples with ``contract.bind``)::
 
-    simple_rnn_forward(y_out, h, xproj, rec, x, kernel, recurrent_kernel, bias,
-                       B, T, C, H, activation, go_backwards, return_sequences)
-    lstm_forward(y_out, h, c, xproj, rec, x, kernel, recurrent_kernel, bias,
-                 B, T, C, H, activation, recurrent_activation, go_backwards,
-                 return_sequences)
-    gru_forward(y_out, h, xproj, rec, rec_h, rh, x, kernel, recurrent_kernel,
-                recurrent_kernel_h, input_bias, recurrent_bias, B, T, C, H,
-                activation, recurrent_activation, go_backwards,
-                return_sequences, reset_after)
+    simple_rnn_forward(y_out, h, xproj, rec, x, keep, kernel, recurrent_kernel,
+                       bias, B, T, C, H, activation, go_backwards,
+                       return_sequences, zero_output_for_mask)
+    lstm_forward(y_out, h, c, xproj, rec, x, keep, kernel, recurrent_kernel,
+                 bias, B, T, C, H, activation, recurrent_activation,
+                 go_backwards, return_sequences, zero_output_for_mask)
+    gru_forward(y_out, h, xproj, rec, rec_h, rh, x, keep, kernel,
+                recurrent_kernel, recurrent_kernel_h, input_bias, recurrent_bias,
+                B, T, C, H, activation, recurrent_activation, go_backwards,
+                return_sequences, reset_after, zero_output_for_mask)
 
+- ``keep`` is Keras's mask as uint8 (B, T), indexed by input time (1: the step
+  runs; 0: the row's state carries through unchanged and its output repeats
+  the last valid one, or is zero with ``zero_output_for_mask``; before any
+  valid step the output is zero), or an empty (0, 0) array: no mask
+  (``contract.NO_MASK``). Masked steps cost nothing: steps where no row is
+  valid are skipped, and a batch-1 call runs only its valid runs.
 - Every array is C-contiguous and of one float dtype (float32 or float64).
 - ``x`` is (B, T, C); ``kernel`` (C, K*H); ``recurrent_kernel`` (H, K*H), K = 1,
   4, 3; bias vectors are (K*H,) (zeros when the layer has no bias).

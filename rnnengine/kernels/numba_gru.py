@@ -14,7 +14,7 @@ from numba.extending import overload
 from . import _numba_cache  # noqa: F401  (an installed package caches outside itself)
 from ..config import FASTMATH_FLAGS, FASTMATH_FLAGS_KERAS_ORDER
 from ._activations import activate_block, apply, apply_grad_block
-from ._numba_common import recurrent_product, write_step
+from ._numba_common import recurrent_product, step_runs, write_step
 
 
 def _one_like(v):
@@ -43,22 +43,28 @@ def _gru_update(z, h_tm1, hh):
 
 
 @njit(cache=True, nogil=True, fastmath=FASTMATH_FLAGS, error_model="numpy")
-def _gru_forward(y_out, h, xproj, rec, rec_h, rh, x, kernel, recurrent_kernel,
+def _gru_forward(y_out, h, xproj, rec, rec_h, rh, x, keep, kernel, recurrent_kernel,
                  recurrent_kernel_h, input_bias, recurrent_bias, B, T, C, H,
                  activation, recurrent_activation, go_backwards, return_sequences,
-                 reset_after):
+                 reset_after, zero_output_for_mask):
     # y_out is (B, T or 1, H); h is (B, H), initial state in, final state out;
     # xproj is (B, T, 3H); rec is (B, 3H); rec_h and rh are (B, H); x is (B, T, C);
+    # keep is (B, T) or empty (a masked row's step is skipped: its state carries);
     # kernel is (C, 3H); recurrent_kernel is (H, 3H); recurrent_kernel_h is its
     # last block (H, H), contiguous; input_bias and recurrent_bias are (3H,).
     # Gate blocks in Keras's order: z, r, h.
     K = 3 * H
     np.dot(x.reshape((B * T, C)), kernel, xproj.reshape((B * T, K)))
+    masked = keep.shape[0] > 0
     for s in range(T):
         t = T - 1 - s if go_backwards else s
-        if reset_after:
+        if not step_runs(keep, t, B):
+            pass
+        elif reset_after:
             recurrent_product(rec, h, recurrent_kernel, B, H, K)  # rec = h_tm1 @ recurrent_kernel
             for b in range(B):
+                if masked and not keep[b, t]:
+                    continue
                 z, xp, hb = rec[b], xproj[b, t], h[b]
                 for j in range(2 * H):
                     z[j] += xp[j] + input_bias[j] + recurrent_bias[j]
@@ -83,13 +89,15 @@ def _gru_forward(y_out, h, xproj, rec, rec_h, rh, x, kernel, recurrent_kernel,
                     rh[b, j] = z[H + j] * h[b, j]
             recurrent_product(rec_h, rh, recurrent_kernel_h, B, H, H)
             for b in range(B):
+                if masked and not keep[b, t]:
+                    continue
                 z, xp, hh, hb = rec[b], xproj[b, t], rec_h[b], h[b]
                 for j in range(H):
                     hh[j] += xp[2 * H + j] + input_bias[2 * H + j]
                 activate_block(hh, activation)
                 for j in range(H):
                     hb[j] = _gru_update(z[j], hb[j], hh[j])
-        write_step(y_out, h, s, B, H, T, return_sequences)
+        write_step(y_out, h, keep, s, t, B, H, T, return_sequences, zero_output_for_mask)
 
 
 @njit(cache=True, nogil=True, fastmath=FASTMATH_FLAGS, error_model="numpy")

@@ -13,24 +13,28 @@ from numba import njit
 from . import _numba_cache  # noqa: F401  (an installed package caches outside itself)
 from ..config import FASTMATH_FLAGS
 from ._activations import activate_block, apply, apply_grad, apply_grad_block
-from ._numba_common import recurrent_product, write_step
+from ._numba_common import recurrent_product, step_runs, write_step
 
 
 @njit(cache=True, nogil=True, fastmath=FASTMATH_FLAGS, error_model="numpy")
-def _lstm_forward(y_out, h, c, xproj, rec, x, kernel, recurrent_kernel, bias,
+def _lstm_forward(y_out, h, c, xproj, rec, x, keep, kernel, recurrent_kernel, bias,
                   B, T, C, H, activation, recurrent_activation, go_backwards,
-                  return_sequences):
+                  return_sequences, zero_output_for_mask):
     # y_out is (B, T or 1, H); h and c are (B, H), initial state in, final out;
-    # xproj is (B, T, 4H); rec is (B, 4H); x is (B, T, C);
+    # xproj is (B, T, 4H); rec is (B, 4H); x is (B, T, C); keep is (B, T) or empty;
     # kernel is (C, 4H); recurrent_kernel is (H, 4H); bias is (4H,)
     # Gate blocks in Keras's order: i, f, c, o. Each activation runs over a whole
     # gate block (activate_block), so its loop vectorizes.
     K = 4 * H
     np.dot(x.reshape((B * T, C)), kernel, xproj.reshape((B * T, K)))
+    masked = keep.shape[0] > 0
     for s in range(T):
         t = T - 1 - s if go_backwards else s
-        recurrent_product(rec, h, recurrent_kernel, B, H, K)  # rec = h_tm1 @ recurrent_kernel
+        if step_runs(keep, t, B):
+            recurrent_product(rec, h, recurrent_kernel, B, H, K)  # rec = h_tm1 @ recurrent_kernel
         for b in range(B):
+            if masked and not keep[b, t]:
+                continue  # a masked step carries the state through
             z, xp, hb, cb = rec[b], xproj[b, t], h[b], c[b]
             for j in range(K):
                 z[j] += xp[j] + bias[j]
@@ -43,7 +47,7 @@ def _lstm_forward(y_out, h, c, xproj, rec, x, kernel, recurrent_kernel, bias,
             activate_block(hb, activation)
             for j in range(H):
                 hb[j] *= z[3 * H + j]  # h = o * act(c)
-        write_step(y_out, h, s, B, H, T, return_sequences)
+        write_step(y_out, h, keep, s, t, B, H, T, return_sequences, zero_output_for_mask)
 
 
 @njit(cache=True, nogil=True, fastmath=FASTMATH_FLAGS, error_model="numpy")

@@ -13,27 +13,32 @@ from numba import njit
 from . import _numba_cache  # noqa: F401  (an installed package caches outside itself)
 from ..config import FASTMATH_FLAGS
 from ._activations import activate_block, apply, apply_grad_block
-from ._numba_common import recurrent_product, write_step
+from ._numba_common import recurrent_product, step_runs, write_step
 
 
 @njit(cache=True, nogil=True, fastmath=FASTMATH_FLAGS, error_model="numpy")
-def _simple_rnn_forward(y_out, h, xproj, rec, x, kernel, recurrent_kernel, bias,
-                        B, T, C, H, activation, go_backwards, return_sequences):
+def _simple_rnn_forward(y_out, h, xproj, rec, x, keep, kernel, recurrent_kernel, bias,
+                        B, T, C, H, activation, go_backwards, return_sequences,
+                        zero_output_for_mask):
     # y_out is (B, T or 1, H); h is (B, H), initial state in, final state out;
-    # xproj is (B, T, H); rec is (B, H); x is (B, T, C);
+    # xproj is (B, T, H); rec is (B, H); x is (B, T, C); keep is (B, T) or empty;
     # kernel is (C, H); recurrent_kernel is (H, H); bias is (H,)
     # One GEMM projects every timestep: xproj = x @ kernel.
     np.dot(x.reshape((B * T, C)), kernel, xproj.reshape((B * T, H)))
+    masked = keep.shape[0] > 0
     for s in range(T):
         t = T - 1 - s if go_backwards else s
-        recurrent_product(rec, h, recurrent_kernel, B, H, H)  # rec = h_tm1 @ recurrent_kernel
+        if step_runs(keep, t, B):
+            recurrent_product(rec, h, recurrent_kernel, B, H, H)  # rec = h_tm1 @ recurrent_kernel
         for b in range(B):
+            if masked and not keep[b, t]:
+                continue  # a masked step carries the state through
             z, xp, hb = rec[b], xproj[b, t], h[b]
             for j in range(H):
                 z[j] += xp[j] + bias[j]
             activate_block(z, activation)
             hb[:] = z
-        write_step(y_out, h, s, B, H, T, return_sequences)
+        write_step(y_out, h, keep, s, t, B, H, T, return_sequences, zero_output_for_mask)
 
 
 @njit(cache=True, nogil=True, fastmath=FASTMATH_FLAGS, error_model="numpy")

@@ -134,6 +134,24 @@ def _collect(outputs, return_sequences):
     return np.stack(outputs, axis=1) if return_sequences else outputs[-1]
 
 
+def masked_forward(step, x, states, mask, go_backwards, return_sequences, zero_output_for_mask):
+    """Keras's masked recurrence (``backend.rnn`` with a mask) around any cell's
+    forward ``step(x_t (B, 1, C), states) -> (y_t (B, H), new states)``: where
+    ``mask[b, t]`` is false the states carry through unchanged and the output
+    repeats the previous output (zeros before the first valid step), or is
+    zeros with ``zero_output_for_mask``. Returns (y, *final states)."""
+    mask = np.asarray(mask, bool)
+    prev, outputs = None, []
+    for t in _steps(x.shape[1], go_backwards):
+        y, new = step(x[:, t:t + 1], states)
+        m = mask[:, t:t + 1]
+        states = [np.where(m, n, s) for n, s in zip(new, states)]
+        prev = np.zeros_like(y) if prev is None or zero_output_for_mask else prev
+        prev = np.where(m, y, prev)
+        outputs.append(prev)
+    return (_collect(outputs, return_sequences),) + tuple(states)
+
+
 def _dy_at(dy, s, T, return_sequences):
     """The part of dy that lands on the output of processing step ``s``."""
     if return_sequences:
@@ -161,7 +179,12 @@ def simple_rnn_forward_train(x, h0, kernel, recurrent_kernel, bias, activation="
 
 
 def simple_rnn_forward(x, h0, kernel, recurrent_kernel, bias, activation="tanh",
-                       go_backwards=False, return_sequences=False):
+                       go_backwards=False, return_sequences=False, mask=None, zero_output_for_mask=False):
+    if mask is not None:
+        def step(x_t, states):
+            y, h = simple_rnn_forward(x_t, states[0], kernel, recurrent_kernel, bias, activation)
+            return y, [h]
+        return masked_forward(step, x, [h0], mask, go_backwards, return_sequences, zero_output_for_mask)
     return simple_rnn_forward_train(x, h0, kernel, recurrent_kernel, bias, activation,
                                     go_backwards, return_sequences)[:2]
 
@@ -219,7 +242,13 @@ def lstm_forward_train(x, h0, c0, kernel, recurrent_kernel, bias, activation="ta
 
 def lstm_forward(x, h0, c0, kernel, recurrent_kernel, bias, activation="tanh",
                  recurrent_activation="sigmoid", go_backwards=False,
-                 return_sequences=False):
+                 return_sequences=False, mask=None, zero_output_for_mask=False):
+    if mask is not None:
+        def step(x_t, states):
+            y, h, c = lstm_forward(x_t, states[0], states[1], kernel, recurrent_kernel, bias, activation,
+                                   recurrent_activation)
+            return y, [h, c]
+        return masked_forward(step, x, [h0, c0], mask, go_backwards, return_sequences, zero_output_for_mask)
     return lstm_forward_train(x, h0, c0, kernel, recurrent_kernel, bias, activation,
                               recurrent_activation, go_backwards, return_sequences)[:3]
 
@@ -306,9 +335,15 @@ def gru_forward_train(x, h0, kernel, recurrent_kernel, bias, activation="tanh",
 
 def gru_forward(x, h0, kernel, recurrent_kernel, bias, activation="tanh",
                 recurrent_activation="sigmoid", go_backwards=False,
-                return_sequences=False, reset_after=True):
+                return_sequences=False, reset_after=True, mask=None, zero_output_for_mask=False):
     """``bias`` is Keras's: (2, 3H) [input_bias, recurrent_bias] when
     ``reset_after``, else (3H,)."""
+    if mask is not None:
+        def step(x_t, states):
+            y, h = gru_forward(x_t, states[0], kernel, recurrent_kernel, bias, activation, recurrent_activation,
+                               reset_after=reset_after)
+            return y, [h]
+        return masked_forward(step, x, [h0], mask, go_backwards, return_sequences, zero_output_for_mask)
     return gru_forward_train(x, h0, kernel, recurrent_kernel, bias, activation,
                              recurrent_activation, go_backwards, return_sequences,
                              reset_after)[:2]

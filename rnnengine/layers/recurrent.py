@@ -39,6 +39,7 @@ import warnings
 import numpy as np
 
 from .. import _validation, constraints, kernels, regularizers
+from ..kernels import contract
 from . import activations, initializers
 from .base import Layer, serialize_option
 
@@ -53,6 +54,7 @@ class _RNN(Layer):
 
     _cell = None
     _gates = 1
+    _packed_names = ("kernel", "recurrent_kernel", "bias")  # _pack's tuple, by contract name
     _takes_sequences = True
 
     def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", use_bias=True,
@@ -188,12 +190,7 @@ class _RNN(Layer):
         }
         for name in self._state_names:
             spec[name] = ((B, H), self.dtype)
-            spec["prev_" + name] = ((B, H), self.dtype)
-        # One-step buffers for masked sequences (small: no T axis).
-        spec.update({"step_x": ((B, 1, input_shape[1]), self.dtype),
-                     "step_y": ((B, 1, H), self.dtype),
-                     "step_xproj": ((B, 1, self._gates * H), self.dtype),
-                     "prev_out": ((B, H), self.dtype), "keep": ((B, 1), np.bool_)})
+        spec["keep"] = ((B, T), np.uint8)  # a mask, as the kernels read it
         spec.update(self._extra_buffers(B))
         spec.update(self._cast_spec(B, input_shape, input_dtype))
         return spec
@@ -203,8 +200,33 @@ class _RNN(Layer):
     def _extra_buffers(self, B):
         return {}
 
-    def _run_kernel(self, kernel_fn, seq, buffers, x, B, T, C, return_sequences):
-        kernel_fn(*self._kernel_args(seq, buffers, x, B, T, C, return_sequences))
+    def _forward_args(self, buffers, x, keep):
+        """The forward kernel's arguments (kernels/contract.py) on ``buffers``:
+        states and scratch by their contract names, the weights from
+        ``_call_packed``, ``keep`` a mask from ``_keep`` (or contract.NO_MASK)."""
+        B, T, C = x.shape
+        call = (self._cell, "forward")
+        named = {name: buffers[name] for name, role, _ in contract.CALLS[call] if role in ("inout", "scratch")}
+        named.update(zip(self._packed_names, self._call_packed()))
+        named.update(y_out=buffers["y"], x=x, keep=keep, B=B, T=T, C=C, H=self.units,
+                     activation=activations.code(self.activation), go_backwards=int(self.go_backwards and T > 1),
+                     return_sequences=int(self.return_sequences),
+                     zero_output_for_mask=int(self.zero_output_for_mask))
+        if "recurrent_activation" in contract.NAMES[call]:
+            named["recurrent_activation"] = activations.code(self.recurrent_activation)
+        if "reset_after" in contract.NAMES[call]:
+            named["reset_after"] = int(self.reset_after)
+        return contract.bind(*call, **named)
+
+    def _keep(self, buffers, mask, B, T):
+        """``mask`` (Keras's, (B, T), true = a real step) as the kernels' uint8 ``keep``."""
+        if mask is None:
+            return contract.NO_MASK
+        if mask.shape != (B, T):
+            raise ValueError(f"Layer \"{self.name}\": mask has shape {mask.shape}, expected {(B, T)}.")
+        keep = buffers["keep"]
+        np.not_equal(mask, 0, out=keep.view(np.bool_))
+        return keep
 
     def _node_output_shapes(self, input_shapes):
         out = tuple(self.compute_output_shape(input_shapes[0]))
@@ -223,42 +245,12 @@ class _RNN(Layer):
         state_bufs = [buffers[n] for n in self._state_names]
         self._load_states(state_bufs, initial_state)
         kernel_fn = kernels.get_kernel(self._cell, "forward", None, B)
-        if mask is None:
-            self._run_kernel(kernel_fn, buffers, buffers, x, B, T, C, self.return_sequences)
-        else:
-            self._forward_masked(kernel_fn, buffers, x, mask, state_bufs)
+        kernel_fn(*self._forward_args(buffers, x, self._keep(buffers, mask, B, T)))
         if self.stateful and self._states is not None and not initial_state:
             for s, buf in zip(self._states, state_bufs):
                 np.copyto(s, buf)
         y = buffers["y"]
         return y if self.return_sequences else y.reshape(B, self.units)
-
-    def _forward_masked(self, kernel_fn, buffers, x, mask, state_bufs):
-        """Keras's masked recurrence: at a masked step the state is carried
-        unchanged and the output repeats the previous one (zeros before the first
-        valid step, or always zeros with ``zero_output_for_mask``).
-
-        Runs the kernel one step at a time (T=1) on step buffers, then blends.
-        """
-        B, T, C = x.shape
-        if mask.shape != (B, T):
-            raise ValueError(f"Layer \"{self.name}\": mask has shape {mask.shape}, expected {(B, T)}.")
-        step = {k[5:]: v for k, v in buffers.items() if k.startswith("step_")}
-        prev = [buffers[f"prev_{n}"] for n in self._state_names]
-        y, y_step, out = buffers["y"], step["y"], buffers["prev_out"]
-        keep = buffers["keep"]
-        out.fill(0)
-        for s in range(T):
-            t = T - 1 - s if self.go_backwards else s
-            np.copyto(step["x"], x[:, t:t + 1])
-            for p, h in zip(prev, state_bufs):
-                np.copyto(p, h)
-            self._run_kernel(kernel_fn, step, buffers, step["x"], B, 1, C, True)
-            self._blend_masked_step(mask[:, t:t + 1], keep, prev, state_bufs, y_step, out)
-            if self.return_sequences:
-                np.copyto(y[:, s], out)
-        if not self.return_sequences:
-            np.copyto(y[:, 0], out)
 
     def _blend_masked_step(self, mask_t, keep, prev, state_bufs, y_step, out):
         """After one step of a masked sequence: masked rows get their previous
@@ -390,7 +382,9 @@ class _RNN(Layer):
         return views
 
     def _forward_train_masked(self, kernel_fn, buffers, x, mask, state_bufs, rdrop=False):
-        """``_forward_masked`` with the training kernel, saving every step for the backward."""
+        """Keras's masked recurrence with the training kernel, one T=1 call a step,
+        saving every step for the backward (the forward kernels take the mask
+        themselves: kernels/contract.py)."""
         B, T, C = x.shape
         if mask.shape != (B, T):
             raise ValueError(f"Layer \"{self.name}\": mask has shape {mask.shape}, expected {(B, T)}.")
@@ -537,13 +531,6 @@ class SimpleRNN(_RNN):
                           "penalty never reaches the loss); LSTM and GRU apply theirs.", UserWarning, stacklevel=2)
         super().__init__(units, activation=activation, **kwargs)
 
-    def _kernel_args(self, seq, buffers, x, B, T, C, return_sequences):
-        # seq holds the sequence-shaped buffers (y, xproj), buffers the per-row ones.
-        kernel, recurrent_kernel, bias = self._call_packed()
-        return (seq["y"], buffers["h"], seq["xproj"], buffers["rec"], x, kernel,
-                  recurrent_kernel, bias, B, T, C, self.units, activations.code(self.activation),
-                  int(self.go_backwards and T > 1), int(return_sequences))
-
     def _run_train_kernel(self, kernel_fn, seq, buffers, x, B, T, C, return_sequences, rdrop=False):
         kernel, recurrent_kernel, bias = self._packed
         if rdrop:
@@ -594,13 +581,6 @@ class LSTM(_RNN):
             self.bias_initializer((H,), dtype), np.ones((H,), dtype), self.bias_initializer((2 * H,), dtype)
         ])
 
-    def _kernel_args(self, seq, buffers, x, B, T, C, return_sequences):
-        kernel, recurrent_kernel, bias = self._call_packed()
-        return (seq["y"], buffers["h"], buffers["c"], seq["xproj"], buffers["rec"], x,
-                  kernel, recurrent_kernel, bias, B, T, C, self.units,
-                  activations.code(self.activation), activations.code(self.recurrent_activation),
-                  int(self.go_backwards and T > 1), int(return_sequences))
-
     _seq_saved = _RNN._seq_saved + ("c_tm1_seq",)
 
     def _extra_train_buffers(self, B, T):
@@ -646,6 +626,7 @@ class GRU(_RNN):
 
     _cell = "gru"
     _gates = 3
+    _packed_names = ("kernel", "recurrent_kernel", "recurrent_kernel_h", "input_bias", "recurrent_bias")
 
     def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", reset_after=True,
                  **kwargs):
@@ -668,14 +649,6 @@ class GRU(_RNN):
 
     def _extra_buffers(self, B):
         return {"rec_h": ((B, self.units), self.dtype), "rh": ((B, self.units), self.dtype)}
-
-    def _kernel_args(self, seq, buffers, x, B, T, C, return_sequences):
-        kernel, recurrent_kernel, recurrent_kernel_h, input_bias, recurrent_bias = self._call_packed()
-        return (seq["y"], buffers["h"], seq["xproj"], buffers["rec"], buffers["rec_h"],
-                  buffers["rh"], x, kernel, recurrent_kernel, recurrent_kernel_h, input_bias,
-                  recurrent_bias, B, T, C, self.units, activations.code(self.activation),
-                  activations.code(self.recurrent_activation), int(self.go_backwards and T > 1),
-                  int(return_sequences), int(self.reset_after))
 
     _seq_saved = _RNN._seq_saved + ("hh_rec_seq",)
     _seq_scratch = _RNN._seq_scratch + ("dhh_rec_seq",)

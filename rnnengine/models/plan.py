@@ -27,6 +27,7 @@ import sys
 import numpy as np
 
 from .. import config, kernels
+from ..kernels import contract
 from ..layers import activations
 from ..layers.core import Dense, Dropout
 from ..layers.recurrent import _RNN
@@ -112,14 +113,14 @@ def _bind(layer, buffers, x, calls, zero, cy_steps):
         C = x.shape[-1]
         N = x.size // C
         fn = kernels.get_kernel("dense", "forward", None, B)
-        args = (y.reshape(N, layer.units), x.reshape(N, C), kernel, bias, N, C,
-                layer.units, activations.code(layer.activation), int(layer.use_bias))
+        args = contract.bind("dense", "forward", y_out=y.reshape(N, layer.units), x=x.reshape(N, C),
+                             kernel=kernel, bias=bias, N=N, C=C, F=layer.units,
+                             activation=activations.code(layer.activation), use_bias=int(layer.use_bias))
         calls.append((fn, args))
         cy_steps.append(_cy_step("dense", fn, args, y=y, R=N // B))
         return y
-    T, C = x.shape[1:]
     fn = kernels.get_kernel(layer._cell, "forward", None, B)
-    args = layer._kernel_args(buffers, buffers, x, B, T, C, layer.return_sequences)
+    args = layer._forward_args(buffers, x, contract.NO_MASK)
     calls.append((fn, args))
     cy_steps.append(_cy_step(layer._cell, fn, args))
     zero.extend(buffers[n] for n in layer._state_names)
@@ -127,25 +128,12 @@ def _bind(layer, buffers, x, calls, zero, cy_steps):
     return y if layer.return_sequences else y.reshape(B, layer.units)
 
 
-# The contract's argument names (kernels/__init__.py), as CyPlan reads them.
-_ARG_NAMES = {
-    "simple_rnn": ("y", "h", "xproj", "rec", "x", "kernel", "recurrent_kernel", "bias", "B", "T", "C", "H",
-                   "activation", "go_backwards", "return_sequences"),
-    "lstm": ("y", "h", "c", "xproj", "rec", "x", "kernel", "recurrent_kernel", "bias", "B", "T", "C", "H",
-             "activation", "recurrent_activation", "go_backwards", "return_sequences"),
-    "gru": ("y", "h", "xproj", "rec", "rec_h", "rh", "x", "kernel", "recurrent_kernel", "recurrent_kernel_h",
-            "input_bias", "recurrent_bias", "B", "T", "C", "H", "activation", "recurrent_activation",
-            "go_backwards", "return_sequences", "reset_after"),
-    "dense": ("y", "x", "kernel", "bias", "N", "C", "H", "activation", "use_bias"),
-}
-
-
 def _cy_step(cell, fn, args, **extra):
     """A CyPlan step for a bound call, or None when ``fn`` is not a Cython kernel."""
     pointer_kernels = getattr(sys.modules.get(getattr(fn, "__module__", None)), "_pointer_kernels", None)
     if pointer_kernels is None:
         return None
-    return dict(zip(_ARG_NAMES[cell], args), kind=cell, kernels=pointer_kernels(), **extra)
+    return dict(zip(contract.NAMES[(cell, "forward")], args), kind=cell, kernels=pointer_kernels(), **extra)
 
 
 class _NotPlannable(Exception):

@@ -59,6 +59,9 @@ class Stream:
             ws = self.model._make_workspace((n, ((1,) + self._feature_shape, np.dtype(self._dtype).str)))
             ws.x = np.zeros((n, 1) + self._feature_shape, self._dtype)
             ws.rows = np.zeros(n, np.intp)
+            # rows=: the named sessions' states, gathered apart from the layer's outputs
+            ws.gathered = {i: [np.zeros((n, self._layers[i].units), self._layers[i].dtype)
+                               for _ in self._layers[i]._state_names] for i in self._recurrent}
             self._workspaces[n] = ws
         return ws
 
@@ -151,8 +154,7 @@ class Stream:
                 if rows is None:
                     states = full
                 else:
-                    states = [np.take(s, rows, axis=0, out=buffers["prev_" + name])
-                              for s, name in zip(full, layer._state_names)]
+                    states = [np.take(s, rows, axis=0, out=g) for s, g in zip(full, ws.gathered[i])]
                 outs, masks = layer._node_forward(buffers, [y], [mask], states)
                 for s, name in zip(full, layer._state_names):
                     if rows is None:

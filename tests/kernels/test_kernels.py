@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from rnnengine import kernels
-from rnnengine.kernels import _activations, reference
+from rnnengine.kernels import _activations, contract, reference
 from tests.conftest import assert_close
 
 CASES = [
@@ -27,57 +27,47 @@ def _weights(rng, dtype, C, H, K, gru_bias_rows=None):
 
 
 def run_kernel(cell, backend, x, h0, c0, kernel, recurrent_kernel, bias, activation, recurrent_activation,
-               go_backwards, return_sequences, reset_after=True):
-    """Call the contract of ``kernels/__init__.py`` with fresh buffers; returns (y, h[, c])."""
-    B, T, C = x.shape
+               go_backwards, return_sequences, reset_after=True, mask=None, zero_output_for_mask=False):
+    """Call the forward kernel through the contract (kernels/contract.py) with
+    fresh buffers; returns (y, h[, c])."""
     H = h0.shape[1]
-    K = kernel.shape[1] // H
     dtype = x.dtype
     fn = kernels.get_kernel(cell, "forward", backend)
-    # Scratch filled with garbage: a kernel must not depend on it.
-    xproj = np.full((B, T, K * H), np.nan, dtype)
-    rec = np.full((B, K * H), np.nan, dtype)
-    y = np.full((B, T if return_sequences else 1, H), np.nan, dtype)
-    h = h0.copy()
-    act = _activations.ELEMENTWISE_CODES[activation]
-    ract = _activations.ELEMENTWISE_CODES[recurrent_activation]
-    if cell == "simple_rnn":
-        fn(y, h, xproj, rec, x, kernel, recurrent_kernel, bias, B, T, C, H, act, int(go_backwards),
-           int(return_sequences))
-        out = (y, h)
-    elif cell == "lstm":
-        c = c0.copy()
-        fn(y, h, c, xproj, rec, x, kernel, recurrent_kernel, bias, B, T, C, H, act, ract,
-           int(go_backwards), int(return_sequences))
-        out = (y, h, c)
-    else:
+    states = [h0.copy()] + ([c0.copy()] if cell == "lstm" else [])
+    if cell == "gru":
         if reset_after:
-            input_bias, recurrent_bias = np.ascontiguousarray(bias[0]), np.ascontiguousarray(bias[1])
+            weights = (kernel, recurrent_kernel, np.ascontiguousarray(recurrent_kernel[:, 2 * H:]),
+                       np.ascontiguousarray(bias[0]), np.ascontiguousarray(bias[1]))
         else:
-            input_bias, recurrent_bias = bias, np.zeros(3 * H, dtype)
-        rec_h = np.full((B, H), np.nan, dtype)
-        rh = np.full((B, H), np.nan, dtype)
-        recurrent_kernel_h = np.ascontiguousarray(recurrent_kernel[:, 2 * H:])
-        fn(y, h, xproj, rec, rec_h, rh, x, kernel, recurrent_kernel, recurrent_kernel_h, input_bias,
-           recurrent_bias, B, T, C, H, act, ract, int(go_backwards), int(return_sequences), int(reset_after))
-        out = (y, h)
-    if not return_sequences:
-        out = (out[0][:, 0],) + out[1:]
+            weights = (kernel, recurrent_kernel, np.ascontiguousarray(recurrent_kernel[:, 2 * H:]), bias,
+                       np.zeros(3 * H, dtype))
+    else:
+        weights = (kernel, recurrent_kernel, bias)
+    keep = contract.NO_MASK if mask is None else np.ascontiguousarray(mask, np.uint8)
+    # Scratch (and y) filled with garbage: a kernel must not depend on it.
+    args = contract.forward_args(cell, x, states, weights, _activations.ELEMENTWISE_CODES[activation],
+                                 _activations.ELEMENTWISE_CODES[recurrent_activation], go_backwards,
+                                 return_sequences, reset_after, keep, zero_output_for_mask, fill=np.nan)
+    contract.check(cell, "forward", args)
+    fn(*args)
+    y = args[0]
+    out = (y if return_sequences else y[:, 0],) + tuple(states)
     return out
 
 
 def run_reference(cell, x, h0, c0, kernel, recurrent_kernel, bias, activation, recurrent_activation,
-                  go_backwards, return_sequences, reset_after=True):
+                  go_backwards, return_sequences, reset_after=True, mask=None, zero_output_for_mask=False):
     f64 = [np.asarray(a, np.float64) for a in (x, h0, c0, kernel, recurrent_kernel, bias)]
     x, h0, c0, kernel, recurrent_kernel, bias = f64
+    masking = dict(mask=mask, zero_output_for_mask=zero_output_for_mask)
     if cell == "simple_rnn":
         return reference.simple_rnn_forward(x, h0, kernel, recurrent_kernel, bias, activation,
-                                            go_backwards, return_sequences)
+                                            go_backwards, return_sequences, **masking)
     if cell == "lstm":
         return reference.lstm_forward(x, h0, c0, kernel, recurrent_kernel, bias, activation,
-                                      recurrent_activation, go_backwards, return_sequences)
+                                      recurrent_activation, go_backwards, return_sequences, **masking)
     return reference.gru_forward(x, h0, kernel, recurrent_kernel, bias, activation, recurrent_activation,
-                                 go_backwards, return_sequences, reset_after)
+                                 go_backwards, return_sequences, reset_after, **masking)
 
 
 CELL_VARIANTS = [("simple_rnn", True), ("lstm", True), ("gru", True), ("gru", False)]
@@ -102,6 +92,68 @@ def test_kernel_matches_reference(backend, rng, dtype, cell, reset_after, shape,
     for name, g, w in zip(("y", "h", "c"), got, want):
         assert g.dtype == dtype
         assert_close(g, w, dtype, f"{cell} {name}")
+
+
+def _masks(rng, B, T):
+    """Keras masks as they come: random holes, trailing padding (Embedding(mask_zero)
+    of a padded batch), leading padding, a row with no valid step, a full row."""
+    holes = rng.random((B, T)) > 0.3
+    lengths = rng.integers(0, T + 1, B)
+    trailing = np.arange(T)[None, :] < lengths[:, None]
+    leading = trailing[:, ::-1].copy()
+    mixed = holes.copy()
+    mixed[0] = False
+    if B > 1:
+        mixed[-1] = True
+    return {"holes": holes, "trailing": trailing, "leading": leading, "mixed": mixed}
+
+
+MASK_SHAPES = [(1, 9, 3, 4), (3, 7, 5, 4), (64, 5, 3, 6)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cell,reset_after", CELL_VARIANTS)
+@pytest.mark.parametrize("shape", MASK_SHAPES, ids=lambda s: "B{}T{}C{}H{}".format(*s))
+@pytest.mark.parametrize("go_backwards,return_sequences", [(0, 0), (0, 1), (1, 0), (1, 1)])
+@pytest.mark.parametrize("zero_output_for_mask", [False, True])
+def test_masked_kernel_matches_reference(backend, rng, dtype, cell, reset_after, shape, go_backwards,
+                                         return_sequences, zero_output_for_mask):
+    """The forward kernels' keep argument is Keras's masked recurrence
+    (reference.masked_forward): state carried, output repeated or zeroed."""
+    B, T, C, H = shape
+    K = {"simple_rnn": 1, "lstm": 4, "gru": 3}[cell]
+    x = rng.standard_normal((B, T, C)).astype(dtype)
+    h0 = rng.standard_normal((B, H)).astype(dtype)
+    c0 = rng.standard_normal((B, H)).astype(dtype)
+    weights = _weights(rng, dtype, C, H, K, 2 if (cell == "gru" and reset_after) else None)
+    for kind, mask in _masks(rng, B, T).items():
+        got = run_kernel(cell, backend, x, h0, c0, *weights, "tanh", "sigmoid", go_backwards,
+                         return_sequences, reset_after, mask, zero_output_for_mask)
+        want = run_reference(cell, x, h0, c0, *weights, "tanh", "sigmoid", go_backwards,
+                             return_sequences, reset_after, mask, zero_output_for_mask)
+        for name, g, w in zip(("y", "h", "c"), got, want):
+            assert_close(g, w, dtype, f"{cell} {kind} mask {name}")
+
+
+def test_masked_rows_are_independent(backend, rng):
+    """A masked batch gives each row what it gives alone (the batch-1 path runs
+    valid runs of steps, the batched path skips masked rows), and an all-ones
+    mask gives the unmasked result."""
+    B, T, C, H = 4, 12, 3, 5
+    x = rng.standard_normal((B, T, C))
+    h0 = np.zeros((B, H))
+    weights = _weights(rng, np.float64, C, H, 4)
+    mask = _masks(rng, B, T)["holes"]
+    whole = run_kernel("lstm", backend, x, h0, h0, *weights, "tanh", "sigmoid", 0, 1, mask=mask)
+    for b in range(B):
+        alone = run_kernel("lstm", backend, x[b:b + 1], h0[:1], h0[:1], *weights, "tanh", "sigmoid", 0, 1,
+                           mask=mask[b:b + 1])
+        for g, w in zip(whole, alone):
+            np.testing.assert_allclose(g[b:b + 1], w, rtol=1e-12, atol=1e-12)
+    ones = run_kernel("lstm", backend, x, h0, h0, *weights, "tanh", "sigmoid", 0, 1, mask=np.ones((B, T), bool))
+    plain = run_kernel("lstm", backend, x, h0, h0, *weights, "tanh", "sigmoid", 0, 1)
+    for g, w in zip(ones, plain):
+        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12)
 
 
 ACTIVATIONS = sorted(_activations.ELEMENTWISE_CODES)

@@ -15,7 +15,7 @@ import pytest
 
 from rnnengine import config, kernels
 from rnnengine.kernels import activation_codes as ac
-from rnnengine.kernels import reference
+from rnnengine.kernels import contract, reference
 
 pytestmark = pytest.mark.skipif(not kernels.cython_available(), reason="Cython kernels not built")
 
@@ -50,49 +50,38 @@ def _weights(rng, cell, C, H):
 
 
 def _run(cell, x, h0, c0, kernel, recurrent_kernel, bias, activation, recurrent_activation,
-         go_backwards, return_sequences):
+         go_backwards, return_sequences, mask=None):
     """The Cython forward kernel on copies of the state: (y, h[, c])."""
-    B, T, C = x.shape
     H = recurrent_kernel.shape[0]
-    G = recurrent_kernel.shape[1]
-    y = np.full((B, T if return_sequences else 1, H), np.nan, np.float32)
-    h = h0.copy()
-    xproj = np.empty((B, T, G), np.float32)
-    rec = np.empty((B, G), np.float32)
-    act = getattr(ac, activation.upper())
-    if cell == "simple_rnn":
-        _cy_simple_rnn.simple_rnn_forward(y, h, xproj, rec, x, kernel, recurrent_kernel, bias,
-                                          B, T, C, H, act, go_backwards, return_sequences)
-        return y, h
-    ract = getattr(ac, recurrent_activation.upper())
-    if cell == "lstm":
-        c = c0.copy()
-        _cy_lstm.lstm_forward(y, h, c, xproj, rec, x, kernel, recurrent_kernel, bias,
-                              B, T, C, H, act, ract, go_backwards, return_sequences)
-        return y, h, c
-    rec_h = np.empty((B, H), np.float32)
-    rh = np.empty((B, H), np.float32)
-    _cy_gru.gru_forward(y, h, xproj, rec, rec_h, rh, x, kernel, recurrent_kernel,
-                        np.ascontiguousarray(recurrent_kernel[:, 2 * H:]),
-                        np.ascontiguousarray(bias[0]), np.ascontiguousarray(bias[1]),
-                        B, T, C, H, act, ract, go_backwards, return_sequences, True)
-    return y, h
+    states = [h0.copy()] + ([c0.copy()] if cell == "lstm" else [])
+    if cell == "gru":
+        weights = (kernel, recurrent_kernel, np.ascontiguousarray(recurrent_kernel[:, 2 * H:]),
+                   np.ascontiguousarray(bias[0]), np.ascontiguousarray(bias[1]))
+    else:
+        weights = (kernel, recurrent_kernel, bias)
+    keep = contract.NO_MASK if mask is None else mask.astype(np.uint8)
+    args = contract.forward_args(cell, x, states, weights, getattr(ac, activation.upper()),
+                                 getattr(ac, recurrent_activation.upper()), go_backwards, return_sequences,
+                                 keep=keep, fill=np.nan)
+    _split_module(cell).__dict__[f"{cell}_forward"](*args)
+    return (args[0],) + tuple(states)
 
 
 def _reference(cell, x, h0, c0, kernel, recurrent_kernel, bias, activation,
-               recurrent_activation, go_backwards, return_sequences):
+               recurrent_activation, go_backwards, return_sequences, mask=None):
     f64 = [a.astype(np.float64) for a in (x, h0, c0, kernel, recurrent_kernel, bias)]
     x, h0, c0, kernel, recurrent_kernel, bias = f64
+    masking = dict(mask=mask)
     if cell == "simple_rnn":
         y, h = reference.simple_rnn_forward(x, h0, kernel, recurrent_kernel, bias, activation,
-                                            go_backwards, return_sequences)
+                                            go_backwards, return_sequences, **masking)
         return y if return_sequences else y[:, None], h
     if cell == "lstm":
         y, h, c = reference.lstm_forward(x, h0, c0, kernel, recurrent_kernel, bias, activation,
-                                         recurrent_activation, go_backwards, return_sequences)
+                                         recurrent_activation, go_backwards, return_sequences, **masking)
         return y if return_sequences else y[:, None], h, c
     y, h = reference.gru_forward(x, h0, kernel, recurrent_kernel, bias, activation,
-                                 recurrent_activation, go_backwards, return_sequences, True)
+                                 recurrent_activation, go_backwards, return_sequences, True, **masking)
     return y if return_sequences else y[:, None], h
 
 
@@ -126,6 +115,35 @@ def test_split_matches_reference_and_one_thread_cython(cell, B, T, C, H, go_back
         assert np.isfinite(got).all(), name
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-5, err_msg=name)
         np.testing.assert_allclose(got, one, rtol=1e-6, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("go_backwards,return_sequences", [(False, False), (True, True), (False, True)])
+def test_masked_batch1_runs_split_cython(cell, go_backwards, return_sequences, rng, split_everything):
+    """A masked batch-1 call runs its valid runs of steps through the split (one
+    split call per run), Keras-exact; a masked batch of 2 does not split."""
+    B, T, C, H = 1, 20, 5, 64
+    x = rng.standard_normal((B, T, C)).astype(np.float32)
+    h0 = (rng.standard_normal((B, H)) * 0.5).astype(np.float32)
+    weights = _weights(rng, cell, C, H)
+    mask = np.ones((B, T), bool)
+    mask[0, 5:7] = False  # a hole
+    mask[0, 15:] = False  # trailing padding
+    mask[0, 0] = False  # a leading masked step (Keras: output zeros, state h0)
+    args = (x, h0, h0, *weights, "tanh", "sigmoid", go_backwards, return_sequences)
+    calls = _cy_blas.pool_split_calls()
+    got = _run(cell, *args, mask=mask)
+    runs = 2  # [1, 5) and [7, 15), in either direction (each of at least SPLIT_MIN_STEPS)
+    assert _cy_blas.pool_split_calls() == calls + runs or not _cy_blas.pool_available()
+    want = _reference(cell, *args, mask=mask)
+    for name, g, w in zip(("y", "h", "c"), got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=2e-5, err_msg=name)
+    calls = _cy_blas.pool_split_calls()
+    two = _run(cell, np.concatenate([x, x]), np.concatenate([h0, h0]), np.concatenate([h0, h0]), *weights,
+               "tanh", "sigmoid", go_backwards, return_sequences, mask=np.concatenate([mask, mask]))
+    assert _cy_blas.pool_split_calls() == calls
+    for g, w in zip(two, got):
+        np.testing.assert_allclose(g[:1], w, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("cell", CELLS)

@@ -186,7 +186,7 @@ def test_cyplan_rejects_what_it_cannot_run():
         _cy_plan.CyPlan([], (1, 2), (1, 2), np.float32)
     kernels_ = kernels._cy_dense._pointer_kernels()
     spec = dict(kind="dense", kernels=kernels_, y=np.zeros((2, 3), np.float32), kernel=np.zeros((4, 3), np.float32),
-                bias=np.zeros(3, np.float32), C=4, H=3, R=1, activation=0, use_bias=1)
+                bias=np.zeros(3, np.float32), C=4, F=3, R=1, activation=0, use_bias=1)
     plan = _cy_plan.CyPlan([spec], (2, 4), (2, 3), np.float32)
     assert plan.predict(np.ones((2, 4), np.float32)).shape == (2, 3)
     with pytest.raises(ValueError, match="buffer"):

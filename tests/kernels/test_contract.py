@@ -1,0 +1,76 @@
+"""The kernel contract (kernels/contract.py) is what both backends implement:
+each kernel's parameter names, in order, are the contract's; ``bind`` and
+``check`` reject what breaks it."""
+import inspect
+
+import numpy as np
+import pytest
+
+from rnnengine import kernels
+from rnnengine.kernels import activation_codes as codes
+from rnnengine.kernels import contract
+
+
+def _parameter_names(fn):
+    fn = getattr(fn, "py_func", fn)  # a Numba dispatcher keeps its Python function
+    return tuple(inspect.signature(fn).parameters)
+
+
+@pytest.mark.parametrize("key", sorted(kernels._numba_table()), ids="_".join)
+def test_numba_kernels_take_the_contract_arguments(key):
+    assert _parameter_names(kernels._numba_table()[key]) == contract.NAMES[key]
+
+
+@pytest.mark.parametrize("key", sorted(kernels._CYTHON), ids="_".join)
+def test_cython_kernels_take_the_contract_arguments(key):
+    assert _parameter_names(kernels._CYTHON[key]) == contract.NAMES[key]
+
+
+def test_every_call_has_a_kernel():
+    assert set(kernels._numba_table()) == set(contract.CALLS)
+    # Cython: every pass but recurrent-dropout training
+    assert set(kernels._CYTHON) == {k for k in contract.CALLS if not k[1].endswith("_rdrop")}
+
+
+def test_bind_names_missing_and_unknown_arguments():
+    with pytest.raises(TypeError, match="missing argument 'bias'"):
+        contract.bind("dense", "forward", y_out=0, x=0, kernel=0, N=1, C=1, F=1, activation=0, use_bias=0)
+    with pytest.raises(TypeError, match=r"unknown arguments \['bogus'\]"):
+        contract.bind("dense", "forward", y_out=0, x=0, kernel=0, bias=0, N=1, C=1, F=1, activation=0,
+                      use_bias=0, bogus=1)
+
+
+def _lstm_call(B=2, T=3, C=4, H=5, dtype=np.float32, **over):
+    x = np.ones((B, T, C), dtype)
+    states = [np.zeros((B, H), dtype), np.zeros((B, H), dtype)]
+    weights = (np.zeros((C, 4 * H), dtype), np.zeros((H, 4 * H), dtype), np.zeros(4 * H, dtype))
+    args = dict(zip(contract.NAMES[("lstm", "forward")],
+                    contract.forward_args("lstm", x, states, weights, codes.TANH, codes.SIGMOID)))
+    args.update(over)
+    return tuple(args.values())
+
+
+def test_check_accepts_a_bound_call_and_returns_its_dims():
+    dims = contract.check("lstm", "forward", _lstm_call())
+    assert (dims["B"], dims["T"], dims["G"], dims["Ty"]) == (2, 3, 20, 1)
+    contract.check("lstm", "forward", _lstm_call(keep=np.ones((2, 3), np.uint8)))
+
+
+@pytest.mark.parametrize("over, message", [
+    ({"rec": np.zeros((2, 19), np.float32)}, "rec has shape"),
+    ({"h": np.zeros((2, 5))}, "h is float64"),
+    ({"x": np.ones((2, 4, 3), np.float32).transpose(0, 2, 1)}, "x must be a C-contiguous"),
+    ({"keep": np.ones((2, 4), np.uint8)}, "keep must be uint8"),
+    ({"keep": np.ones((2, 3), np.bool_)}, "keep must be uint8"),
+    ({"y_out": np.zeros((2, 3, 5), np.float32)}, "y_out has shape"),  # Ty is 1 without return_sequences
+])
+def test_check_names_the_argument_that_breaks_the_contract(over, message):
+    with pytest.raises(ValueError, match=message):
+        contract.check("lstm", "forward", _lstm_call(**over))
+
+
+def test_check_rejects_read_only_outputs():
+    h = np.zeros((2, 5), np.float32)
+    h.flags.writeable = False
+    with pytest.raises(ValueError, match="h must be writeable"):
+        contract.check("lstm", "forward", _lstm_call(h=h))
