@@ -57,11 +57,12 @@ for mod in (rnnengine, _cy_simple_rnn):
 # written out of bounds), refused by the bounds-checked one.
 B, T, C, H = 1, 2, 3, 4
 f32 = np.float32
+from rnnengine.kernels.contract import forward_args
+args = forward_args("simple_rnn", np.zeros((B, T, C), f32), (np.zeros((B, H), f32),),
+                    (np.zeros((C, H), f32), np.zeros((H, H), f32), np.zeros(H, f32)), 1,
+                    return_sequences=1, y_out=np.zeros((B, T + 1, H), f32))
 try:
-    _cy_simple_rnn.simple_rnn_forward(
-        np.zeros((B, T + 1, H), f32), np.zeros((B, H), f32), np.zeros((B, T, H), f32),
-        np.zeros((B, H), f32), np.zeros((B, T, C), f32), np.zeros((C, H), f32),
-        np.zeros((H, H), f32), np.zeros(H, f32), B, T, C, H, 1, 0, 1)
+    _cy_simple_rnn.simple_rnn_forward(*args)
 except ValueError as exc:
     print(f"boundscheck: probe refused a mis-shaped buffer as it should: {exc}")
 else:
