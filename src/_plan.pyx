@@ -26,7 +26,7 @@
 from cpython.pycapsule cimport PyCapsule_GetPointer
 from cython.parallel cimport prange
 from libc.stdlib cimport free, malloc
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 cimport numpy as cnp
 
@@ -60,9 +60,12 @@ from _call cimport (dense_d, dense_f, gru_d, gru_f, keep_p, lstm_d, lstm_f, simp
 
 cdef struct Step:
     # One layer's kernel call. Batch-indexed buffers are a base pointer and the
-    # bytes one batch row takes (a thread's block starts b0 rows in); weights
-    # are shared by every block. For Dense, R is the rows per batch item (T for
-    # a (B, T, C) input, 1 for (B, C)).
+    # bytes one batch row takes at the plan's capacity T (a thread's block
+    # starts b0 rows in, and writes its rows packed for the call's T, which
+    # never exceeds the capacity); weights are shared by every block. For
+    # Dense, R is the rows per batch item per timestep when seq_in (the input
+    # is (B, T, ...)), else per batch item. seq_in / seq_out: the input / output
+    # rows scale with T (what the plan's x and out strides depend on).
     int kind
     void* fn
     char* y
@@ -73,19 +76,25 @@ cdef struct Step:
     char* rec_h
     char* rh
     char* keep  # (B, T) uint8, Keras's mask, or NULL
+    char* h_park  # a stream's plan: where step(rows=) parks rows of h and c (B rows each)
+    char* c_park
     Py_ssize_t y_row, h_row, xproj_row, rec_row, in_row, keep_row
     void* w0
     void* w1
     void* w2
     void* w3
     void* w4
-    Py_ssize_t T, C, H, R
+    Py_ssize_t C, H, R
+    bint seq_in, seq_out
     int act, ract, go_backwards, return_sequences, reset_after, use_bias, zero_output_for_mask
 
 
 cdef void _run_block(const Step* steps, int n_steps, bint f32, const char* x, char* out,
+                     Py_ssize_t x_row, Py_ssize_t out_row, Py_ssize_t T,
                      Py_ssize_t b0, Py_ssize_t nb, bint zero_state) noexcept nogil:
-    """Every layer on batch rows [b0, b0 + nb): layer i reads layer i-1's y."""
+    """Every layer on batch rows [b0, b0 + nb) for T timesteps: layer i reads
+    layer i-1's y; x and out rows are x_row and out_row bytes (the caller's
+    arrays, packed for T)."""
     cdef int i
     cdef const Step* s
     cdef const char* inp
@@ -93,10 +102,11 @@ cdef void _run_block(const Step* steps, int n_steps, bint f32, const char* x, ch
     cdef char* h
     cdef char* c
     cdef keep_p k
+    cdef Py_ssize_t R
     for i in range(n_steps):
         s = &steps[i]
-        inp = x + b0 * s.in_row if i == 0 else steps[i - 1].y + b0 * s.in_row
-        y = (out if i == n_steps - 1 else s.y) + b0 * s.y_row
+        inp = x + b0 * x_row if i == 0 else steps[i - 1].y + b0 * s.in_row
+        y = out + b0 * out_row if i == n_steps - 1 else s.y + b0 * s.y_row
         h = s.h + b0 * s.h_row if s.h != NULL else NULL
         c = s.c + b0 * s.h_row if s.c != NULL else NULL
         k = <keep_p>(s.keep + b0 * s.keep_row) if s.keep != NULL else NULL
@@ -109,26 +119,26 @@ cdef void _run_block(const Step* steps, int n_steps, bint f32, const char* x, ch
                 (<simple_rnn_f>s.fn)(<float*>y, <float*>h, <float*>(s.xproj + b0 * s.xproj_row),
                                      <float*>(s.rec + b0 * s.rec_row), <const float*>inp, k,
                                      <const float*>s.w0, <const float*>s.w1, <const float*>s.w2,
-                                     nb, s.T, s.C, s.H, s.act, s.go_backwards, s.return_sequences,
+                                     nb, T, s.C, s.H, s.act, s.go_backwards, s.return_sequences,
                                      s.zero_output_for_mask)
             else:
                 (<simple_rnn_d>s.fn)(<double*>y, <double*>h, <double*>(s.xproj + b0 * s.xproj_row),
                                      <double*>(s.rec + b0 * s.rec_row), <const double*>inp, k,
                                      <const double*>s.w0, <const double*>s.w1, <const double*>s.w2,
-                                     nb, s.T, s.C, s.H, s.act, s.go_backwards, s.return_sequences,
+                                     nb, T, s.C, s.H, s.act, s.go_backwards, s.return_sequences,
                                      s.zero_output_for_mask)
         elif s.kind == LSTM:
             if f32:
                 (<lstm_f>s.fn)(<float*>y, <float*>h, <float*>c, <float*>(s.xproj + b0 * s.xproj_row),
                                <float*>(s.rec + b0 * s.rec_row), <const float*>inp, k,
                                <const float*>s.w0, <const float*>s.w1, <const float*>s.w2,
-                               nb, s.T, s.C, s.H, s.act, s.ract, s.go_backwards, s.return_sequences,
+                               nb, T, s.C, s.H, s.act, s.ract, s.go_backwards, s.return_sequences,
                                s.zero_output_for_mask)
             else:
                 (<lstm_d>s.fn)(<double*>y, <double*>h, <double*>c, <double*>(s.xproj + b0 * s.xproj_row),
                                <double*>(s.rec + b0 * s.rec_row), <const double*>inp, k,
                                <const double*>s.w0, <const double*>s.w1, <const double*>s.w2,
-                               nb, s.T, s.C, s.H, s.act, s.ract, s.go_backwards, s.return_sequences,
+                               nb, T, s.C, s.H, s.act, s.ract, s.go_backwards, s.return_sequences,
                                s.zero_output_for_mask)
         elif s.kind == GRU:
             if f32:
@@ -136,7 +146,7 @@ cdef void _run_block(const Step* steps, int n_steps, bint f32, const char* x, ch
                               <float*>(s.rec + b0 * s.rec_row), <float*>(s.rec_h + b0 * s.h_row),
                               <float*>(s.rh + b0 * s.h_row), <const float*>inp, k,
                               <const float*>s.w0, <const float*>s.w1, <const float*>s.w2,
-                              <const float*>s.w3, <const float*>s.w4, nb, s.T, s.C, s.H,
+                              <const float*>s.w3, <const float*>s.w4, nb, T, s.C, s.H,
                               s.act, s.ract, s.go_backwards, s.return_sequences, s.reset_after,
                               s.zero_output_for_mask)
             else:
@@ -144,34 +154,21 @@ cdef void _run_block(const Step* steps, int n_steps, bint f32, const char* x, ch
                               <double*>(s.rec + b0 * s.rec_row), <double*>(s.rec_h + b0 * s.h_row),
                               <double*>(s.rh + b0 * s.h_row), <const double*>inp, k,
                               <const double*>s.w0, <const double*>s.w1, <const double*>s.w2,
-                              <const double*>s.w3, <const double*>s.w4, nb, s.T, s.C, s.H,
+                              <const double*>s.w3, <const double*>s.w4, nb, T, s.C, s.H,
                               s.act, s.ract, s.go_backwards, s.return_sequences, s.reset_after,
                               s.zero_output_for_mask)
         else:
+            R = s.R * T if s.seq_in else s.R
             if f32:
                 (<dense_f>s.fn)(<float*>y, <const float*>inp, <const float*>s.w0, <const float*>s.w1,
-                                nb * s.R, s.C, s.H, s.act, s.use_bias)
+                                nb * R, s.C, s.H, s.act, s.use_bias)
             else:
                 (<dense_d>s.fn)(<double*>y, <const double*>inp, <const double*>s.w0, <const double*>s.w1,
-                                nb * s.R, s.C, s.H, s.act, s.use_bias)
+                                nb * R, s.C, s.H, s.act, s.use_bias)
 
 
 cdef inline char* _data(cnp.ndarray a):
     return <char*>cnp.PyArray_DATA(a)
-
-
-cdef bint _matches(object a, int typenum, Py_ssize_t size, bint writeable):
-    """a is a C-contiguous ndarray of typenum with size elements (and writeable)."""
-    if not cnp.PyArray_Check(a):
-        return False
-    cdef cnp.ndarray arr = <cnp.ndarray>a
-    if cnp.PyArray_TYPE(arr) != typenum or cnp.PyArray_SIZE(arr) != size:
-        return False
-    if not cnp.PyArray_IS_C_CONTIGUOUS(arr):
-        return False
-    if writeable and not cnp.PyArray_ISWRITEABLE(arr):
-        return False
-    return True
 
 
 cdef bint _same_dims(cnp.ndarray a, int ndim, const cnp.npy_intp* dims):
@@ -186,30 +183,41 @@ cdef bint _same_dims(cnp.ndarray a, int ndim, const cnp.npy_intp* dims):
 
 
 cdef class CyPlan:
-    """A stack's kernel calls for one (batch, input shape, dtype), bound once.
+    """A stack's kernel calls for one (batch, input features, dtype), bound once.
 
     ``steps`` is a list of dicts built by rnnengine/models/plan.py: ``kind``,
-    and that layer's forward call by its argument names
-    (rnnengine/kernels/contract.py): buffers and weights (ndarrays,
-    C-contiguous, of the plan's dtype; ``keep`` uint8), dims and flags. ``x_shape`` and ``out_shape`` are the
-    input and output arrays' shapes, batch first.
+    ``seq_in`` / ``seq_out``, and that layer's forward call by its argument
+    names (rnnengine/kernels/contract.py): buffers and weights (ndarrays,
+    C-contiguous, of the plan's dtype; ``keep`` uint8), dims and flags.
+    ``x_shape`` and ``out_shape`` are the input and output arrays' shapes,
+    batch first, at the capacity ``T`` the buffers were allocated for.
+
+    ``t_generic``: the plan runs any 1 <= T <= capacity on axis 1 of ``x``
+    (and of ``out`` when the model returns sequences): every buffer is used
+    packed for the call's T, so one plan serves every sequence length up to
+    the one it was built for. ``rows``: a stream's plan can also step a subset
+    of its rows (``step(x, out, rows)``), their states gathered into scratch.
     """
     cdef Step* steps
     cdef int n_steps
-    cdef bint f32
+    cdef bint f32, t_generic, out_seq, x_seq
     cdef int typenum
-    cdef Py_ssize_t B, x_size, out_size, work
+    cdef Py_ssize_t B, tcap, x_unit, out_unit, work_T, work_fixed, item
     cdef int x_ndim, out_ndim
     cdef cnp.npy_intp x_dims[MAX_NDIM]
     cdef cnp.npy_intp out_dims[MAX_NDIM]
     cdef unsigned long long epoch
+    cdef public unsigned long long uses  # calls run: models/plan.py's cache sees which plans are in use
     cdef list keep
     cdef object lock
+    cdef unsigned char* seen  # step(rows=): B flags, for the repeat check
 
     def __cinit__(self):
         self.steps = NULL
+        self.seen = NULL
 
-    def __init__(self, list steps, tuple x_shape, tuple out_shape, dtype, lock=None):
+    def __init__(self, list steps, tuple x_shape, tuple out_shape, dtype, lock=None, Py_ssize_t T=1,
+                 bint t_generic=False):
         import numpy as np
 
         dtype = np.dtype(dtype)
@@ -217,17 +225,20 @@ cdef class CyPlan:
             raise ValueError(f"CyPlan: dtype must be float32 or float64, got {dtype}.")
         if not steps or len(x_shape) > MAX_NDIM or len(out_shape) > MAX_NDIM:
             raise ValueError("CyPlan: needs at least one step and shapes of at most 8 dims.")
+        if T < 1 or (t_generic and (len(x_shape) < 3 or x_shape[1] != T)):
+            raise ValueError("CyPlan: a T-generic plan needs a (B, T, ...) input of the capacity T.")
         self.f32 = dtype == np.float32
         self.typenum = dtype.num
+        self.item = dtype.itemsize
         self.B = x_shape[0]
+        self.tcap = T
+        self.t_generic = t_generic
         self.x_ndim = len(x_shape)
         self.out_ndim = len(out_shape)
         for i, d in enumerate(x_shape):
             self.x_dims[i] = d
         for i, d in enumerate(out_shape):
             self.out_dims[i] = d
-        self.x_size = int(np.prod(x_shape))
-        self.out_size = int(np.prod(out_shape))
         self.keep = []
         self.lock = lock
         self.steps = <Step*>malloc(len(steps) * sizeof(Step))
@@ -235,14 +246,23 @@ cdef class CyPlan:
             raise MemoryError()
         memset(self.steps, 0, len(steps) * sizeof(Step))
         self.n_steps = len(steps)
-        cdef Py_ssize_t item = dtype.itemsize
-        cdef Py_ssize_t in_row = self.x_size // self.B * item
-        self.work = 0
+        cdef Py_ssize_t in_row = int(np.prod(x_shape)) // self.B * self.item
+        self.x_seq = steps[0]["seq_in"]
+        self.x_unit = in_row // T if self.x_seq else in_row
+        self.work_T = self.work_fixed = 0
         for i, spec in enumerate(steps):
             self._bind(&self.steps[i], spec, dtype, in_row)
             in_row = self.steps[i].y_row
-        if in_row * self.B != self.out_size * item:
+        self.out_seq = steps[len(steps) - 1]["seq_out"]
+        if t_generic and self.out_seq and (len(out_shape) < 3 or out_shape[1] != T):
+            raise ValueError("CyPlan: a T-generic plan's sequence output must be (B, T, ...).")
+        self.out_unit = in_row // T if self.out_seq else in_row
+        if in_row * self.B != int(np.prod(out_shape)) * self.item:
             raise ValueError("CyPlan: the last layer's output does not fill out_shape.")
+        if lock is not None:
+            self.seen = <unsigned char*>malloc(self.B)
+            if self.seen == NULL:
+                raise MemoryError()
         self.epoch = rnnengine_weights_epoch
 
     cdef int _bind(self, Step* s, dict spec, dtype, Py_ssize_t in_row) except -1:
@@ -251,31 +271,40 @@ cdef class CyPlan:
         capsule = spec["kernels"][0 if self.f32 else 1]
         s.fn = PyCapsule_GetPointer(capsule, NULL)
         s.in_row = in_row
+        s.seq_in, s.seq_out = spec["seq_in"], spec["seq_out"]
         # Dense's y_out is its (N, F) view: the plan binds the (B, ...) buffer.
         s.y = self._buffer(spec["y"] if kind == DENSE else spec["y_out"], dtype, &s.y_row)
         s.C, s.H = spec["C"], spec["F"] if kind == DENSE else spec["H"]
         s.act = spec["activation"]
+        cdef Py_ssize_t work
         if kind == DENSE:
-            s.R = spec["R"]
+            s.R = spec["R"] // self.tcap if s.seq_in else spec["R"]
             s.use_bias = spec["use_bias"]
             s.w0 = self._weight(spec["kernel"], dtype)
             s.w1 = self._weight(spec["bias"], dtype)
-            self.work += self.B * s.R * s.C * s.H
+            work = self.B * s.R * s.C * s.H
+            if s.seq_in:
+                self.work_T += work
+            else:
+                self.work_fixed += work
             return 0
-        s.T = spec["T"]
+        if spec["T"] != self.tcap or not s.seq_in:
+            raise ValueError("CyPlan: a recurrent step must run the plan's T on a (B, T, C) input.")
         keep = spec["keep"]
         if keep.size:
+            if self.t_generic:
+                raise ValueError("CyPlan: a T-generic plan binds no mask.")
             s.keep = self._mask(keep, &s.keep_row)
         s.zero_output_for_mask = spec["zero_output_for_mask"]
         s.ract = spec.get("recurrent_activation", 0)
         s.go_backwards = spec["go_backwards"]
         s.return_sequences = spec["return_sequences"]
-        s.h = self._buffer(spec["h"], dtype, &s.h_row)
+        s.h = self._state(spec["h"], dtype, &s.h_row, &s.h_park)
         s.xproj = self._buffer(spec["xproj"], dtype, &s.xproj_row)
         s.rec = self._buffer(spec["rec"], dtype, &s.rec_row)
         cdef Py_ssize_t row
         if kind == LSTM:
-            s.c = self._buffer(spec["c"], dtype, &row)
+            s.c = self._state(spec["c"], dtype, &row, &s.c_park)
         if kind == GRU:
             s.rec_h = self._buffer(spec["rec_h"], dtype, &row)
             s.rh = self._buffer(spec["rh"], dtype, &row)
@@ -287,7 +316,7 @@ cdef class CyPlan:
             s.w2 = self._weight(spec["bias"], dtype)
         s.w0 = self._weight(spec["kernel"], dtype)
         s.w1 = self._weight(spec["recurrent_kernel"], dtype)
-        self.work += self.B * s.T * (s.C + s.H) * (s.xproj_row // dtype.itemsize // s.T)
+        self.work_T += self.B * (s.C + s.H) * (s.xproj_row // self.item // self.tcap)
         return 0
 
     cdef char* _buffer(self, a, dtype, Py_ssize_t* row) except NULL:
@@ -299,6 +328,14 @@ cdef class CyPlan:
         self.keep.append(a)
         row[0] = a.nbytes // self.B
         return _data(a)
+
+    cdef char* _state(self, a, dtype, Py_ssize_t* row, char** park) except NULL:
+        """A recurrent state buffer; a stream's plan also gets rows to park
+        states in for step(rows=)."""
+        cdef char* p = self._buffer(a, dtype, row)
+        if self.lock is not None:
+            park[0] = self._buffer(a.copy(), dtype, row)
+        return p
 
     cdef char* _mask(self, a, Py_ssize_t* row) except NULL:
         """A (B, T) uint8 mask buffer (kernels/contract.py's keep)."""
@@ -317,6 +354,7 @@ cdef class CyPlan:
 
     def __dealloc__(self):
         free(self.steps)
+        free(self.seen)
 
     def revalidate(self):
         """The owner has checked the plan's weights are still the layers': run again."""
@@ -327,97 +365,205 @@ cdef class CyPlan:
         """False once weights or the backend changed after the plan was built or revalidated."""
         return self.epoch == rnnengine_weights_epoch
 
-    cdef void _call(self, const char* x, char* out, bint zero_state):
+    @property
+    def capacity(self):
+        """The longest T one call runs (the buffers' T); every T up to it when t_generic."""
+        return self.tcap
+
+    cdef void _call(self, const char* x, char* out, Py_ssize_t T, Py_ssize_t nb, bint zero_state):
         """_run, without the GIL unless the call is tiny (under GIL_RELEASE_MIN_WORK
         multiply-adds, a few microseconds): a thread that gives the GIL up while
         another Python thread runs waits up to the interpreter's switch interval
         (5 ms) to get it back, so releasing it for a 2 us stream step cost that
         step milliseconds under contention (NumPy keeps the GIL for small arrays
         for the same reason)."""
-        if self.work < GIL_RELEASE_MIN_WORK:
-            self._run(x, out, zero_state)
+        cdef Py_ssize_t work = (self.work_T * T + self.work_fixed) // self.B * nb
+        self.uses += 1
+        if work < GIL_RELEASE_MIN_WORK:
+            self._run(x, out, T, nb, work, zero_state)
         else:
             with nogil:
-                self._run(x, out, zero_state)
+                self._run(x, out, T, nb, work, zero_state)
 
-    cdef void _run(self, const char* x, char* out, bint zero_state) noexcept nogil:
-        cdef int n = _batch_threads(self.B, self.work)
+    cdef void _run(self, const char* x, char* out, Py_ssize_t T, Py_ssize_t B, Py_ssize_t work,
+                   bint zero_state) noexcept nogil:
+        cdef int n = _batch_threads(B, work)
         cdef Py_ssize_t i, b0, nb
+        cdef Py_ssize_t x_row = self.x_unit * T if self.x_seq else self.x_unit
+        cdef Py_ssize_t out_row = self.out_unit * T if self.out_seq else self.out_unit
         if n == 1:
-            _run_block(self.steps, self.n_steps, self.f32, x, out, 0, self.B, zero_state)
+            _run_block(self.steps, self.n_steps, self.f32, x, out, x_row, out_row, T, 0, B, zero_state)
         else:
             for i in prange(n, schedule='static', num_threads=n):
-                b0 = i * self.B // n
-                nb = (i + 1) * self.B // n - b0
-                _run_block(self.steps, self.n_steps, self.f32, x, out, b0, nb, zero_state)
+                b0 = i * B // n
+                nb = (i + 1) * B // n - b0
+                _run_block(self.steps, self.n_steps, self.f32, x, out, x_row, out_row, T, b0, nb, zero_state)
+
+    cdef Py_ssize_t _input_T(self, object x, int ndim, Py_ssize_t rows):
+        """The T of an input ``x`` of ``rows`` rows laid out as the plan's x
+        (``ndim`` dims: the plan's, or one less for a stream's batch-less step),
+        or -1 when its dtype, layout or shape does not match."""
+        if not cnp.PyArray_Check(x):
+            return -1
+        cdef cnp.ndarray a = <cnp.ndarray>x
+        if cnp.PyArray_TYPE(a) != self.typenum or not cnp.PyArray_IS_C_CONTIGUOUS(a) or \
+                cnp.PyArray_NDIM(a) != ndim:
+            return -1
+        cdef cnp.npy_intp* got = cnp.PyArray_DIMS(a)
+        cdef int skip = self.x_ndim - ndim  # leading plan dims the array does not have
+        cdef int i
+        cdef Py_ssize_t T = self.tcap
+        for i in range(ndim):
+            if i + skip == 0:
+                if got[i] != rows:
+                    return -1
+            elif i + skip == 1 and self.t_generic:
+                T = got[i]
+                if T < 1 or T > self.tcap:
+                    return -1
+            elif got[i] != self.x_dims[i + skip]:
+                return -1
+        return T
+
+    cdef object _output(self, object out, Py_ssize_t T, int skip, Py_ssize_t rows):
+        """``out`` when it is a writeable C-contiguous array of the output's shape
+        for T (without its first ``skip`` dims, ``rows`` rows), a new array when
+        None; None when it does not match."""
+        cdef cnp.npy_intp dims[MAX_NDIM]
+        cdef int i
+        cdef int ndim = self.out_ndim - skip
+        for i in range(ndim):
+            dims[i] = self.out_dims[i + skip]
+        if skip == 0:
+            dims[0] = rows
+        if self.t_generic and self.out_seq and skip == 0:
+            dims[1] = T
+        if out is None:
+            return cnp.PyArray_EMPTY(ndim, dims, self.typenum, 0)
+        if not cnp.PyArray_Check(out):
+            return None
+        cdef cnp.ndarray a = <cnp.ndarray>out
+        if cnp.PyArray_TYPE(a) != self.typenum or not cnp.PyArray_IS_C_CONTIGUOUS(a) or \
+                not cnp.PyArray_ISWRITEABLE(a) or not _same_dims(a, ndim, dims):
+            return None
+        return out
 
     def run(self, x, out, bint zero_state=True):
-        """Run on ``x`` into ``out``, both exactly the plan's size, dtype and
-        C-contiguous (the caller checked the shapes); True when it ran, False
-        when an array did not match (nothing was touched)."""
+        """Run on ``x`` into ``out`` (the plan's batch, a T it runs, dtype,
+        C-contiguous); True when it ran, False when an array did not match
+        (nothing was touched)."""
         if not self.current:
             return False
-        if not _matches(x, self.typenum, self.x_size, False) or \
-                not _matches(out, self.typenum, self.out_size, True):
+        cdef Py_ssize_t T = self._input_T(x, self.x_ndim, self.B)
+        if T < 0 or self._output(out, T, 0, self.B) is None:
             return False
-        cdef const char* xp = _data(<cnp.ndarray>x)
-        cdef char* op = _data(<cnp.ndarray>out)
-        self._call(xp, op, zero_state)
+        self._call(_data(<cnp.ndarray>x), _data(<cnp.ndarray>out), T, self.B, zero_state)
         return True
 
     def predict(self, x, out=None, batch_size=None):
         """The model's output for ``x`` when ``x`` (and ``out``, if given) are
-        exactly what the plan was built for, and ``batch_size`` does not split
-        the call; None otherwise (the caller then takes the general path)."""
-        if not self.current or not _matches(x, self.typenum, self.x_size, False):
+        what the plan runs (its batch, a T up to its capacity when T-generic),
+        and ``batch_size`` does not split the call; None otherwise (the caller
+        then takes the general path)."""
+        if not self.current:
             return None
-        if not _same_dims(<cnp.ndarray>x, self.x_ndim, self.x_dims):
+        cdef Py_ssize_t T = self._input_T(x, self.x_ndim, self.B)
+        if T < 0:
             return None
         if batch_size is not None and (type(batch_size) is not int or batch_size < self.B):
             return None
+        out = self._output(out, T, 0, self.B)
         if out is None:
-            out = cnp.PyArray_EMPTY(self.out_ndim, self.out_dims, self.typenum, 0)
-        elif not _matches(out, self.typenum, self.out_size, True) or \
-                not _same_dims(<cnp.ndarray>out, self.out_ndim, self.out_dims):
             return None
-        cdef const char* xp = _data(<cnp.ndarray>x)
-        cdef char* op = _data(<cnp.ndarray>out)
-        self._call(xp, op, True)
+        self._call(_data(<cnp.ndarray>x), _data(<cnp.ndarray>out), T, self.B, True)
         return out
 
-    def step(self, x, out=None):
+    def step(self, x, out=None, rows=None):
         """One stream step, the recurrent state carried in the plan's state
         buffers: ``x`` is (B, features), or (features,) when B is 1 (the output
-        then has no batch axis). None when ``x`` or ``out`` does not match.
-        Holds the stream's lock while it runs: a second thread stepping the
-        same stream gets RuntimeError."""
-        if not self.current or not _matches(x, self.typenum, self.x_size, False):
+        then has no batch axis). With ``rows`` (a C-contiguous intp array of n
+        distinct indices in [0, B)), ``x`` is (n, features) and only those rows
+        step: their states are gathered, stepped as one n-row batch, and
+        scattered back. None when ``x``, ``out`` or ``rows`` does not match
+        (nothing was touched). Holds the stream's lock while it runs: a second
+        thread stepping the same stream gets RuntimeError."""
+        if not self.current:
             return None
-        cdef cnp.ndarray xa = <cnp.ndarray>x
-        cdef bint single = self.B == 1 and cnp.PyArray_NDIM(xa) == self.x_ndim - 1
-        if single:
-            if not _same_dims(xa, self.x_ndim - 1, &self.x_dims[1]):
+        cdef Py_ssize_t n = self.B
+        cdef Py_ssize_t* idx = NULL
+        cdef cnp.ndarray r
+        if rows is not None:
+            if not cnp.PyArray_Check(rows):
                 return None
-        elif not _same_dims(xa, self.x_ndim, self.x_dims):
+            r = <cnp.ndarray>rows
+            if cnp.PyArray_TYPE(r) != cnp.NPY_INTP or cnp.PyArray_NDIM(r) != 1 or \
+                    not cnp.PyArray_IS_C_CONTIGUOUS(r):
+                return None
+            n = cnp.PyArray_DIMS(r)[0]
+            if n < 1 or n > self.B:
+                return None
+            idx = <Py_ssize_t*>cnp.PyArray_DATA(r)
+        cdef bint single = n == 1 and self._input_T(x, self.x_ndim - 1, n) == self.tcap
+        if not single and self._input_T(x, self.x_ndim, n) != self.tcap:
             return None
-        cdef int ndim = self.out_ndim - 1 if single else self.out_ndim
-        cdef cnp.npy_intp* dims = &self.out_dims[1] if single else self.out_dims
+        out = self._output(out, self.tcap, 1 if single else 0, n)
         if out is None:
-            out = cnp.PyArray_EMPTY(ndim, dims, self.typenum, 0)
-        elif not _matches(out, self.typenum, self.out_size, True) or \
-                not _same_dims(<cnp.ndarray>out, ndim, dims):
             return None
-        cdef const char* xp = _data(xa)
+        cdef const char* xp = _data(<cnp.ndarray>x)
         cdef char* op = _data(<cnp.ndarray>out)
         if not self.lock.acquire(False):
             raise RuntimeError("This stream cannot be stepped now: another thread is using it (stepping, "
                                "resetting or reading its state). A stream is single-owner; make one stream "
                                "per thread (they are cheap).")
         try:
-            self._call(xp, op, False)
+            if idx == NULL:
+                self._call(xp, op, self.tcap, n, False)
+            elif not self._step_rows(xp, op, idx, n):
+                return None
         finally:
             self.lock.release()
         return out
+
+    cdef bint _step_rows(self, const char* x, char* out, const Py_ssize_t* idx, Py_ssize_t n):
+        """step(rows=): validate the indices, swap each stepped row's state into
+        rows [0, n) of the states (the displaced rows parked in the scratch
+        copies), run n rows, and put every row back where it was."""
+        cdef Py_ssize_t j, r
+        memset(self.seen, 0, self.B)
+        for j in range(n):
+            r = idx[j]
+            if r < 0 or r >= self.B or self.seen[r]:
+                return False
+            self.seen[r] = 1
+        self._swap_states(idx, n, True)
+        self._call(x, out, self.tcap, n, False)
+        self._swap_states(idx, n, False)
+        return True
+
+    cdef void _swap_states(self, const Py_ssize_t* idx, Py_ssize_t n, bint gather):
+        """gather: park rows [0, n) of each state, then row j := the state of row
+        idx[j] (from the park when idx[j] < n); scatter: each stepped row's new
+        state to its place (through the park when that place is below n), then
+        rows [0, n) back from the park. O(n) rows, whatever B is."""
+        cdef int i, which
+        cdef Py_ssize_t j, row
+        cdef char* state
+        cdef char* park
+        for i in range(self.n_steps):
+            row = self.steps[i].h_row
+            for which in range(2):
+                state = self.steps[i].h if which == 0 else self.steps[i].c
+                park = self.steps[i].h_park if which == 0 else self.steps[i].c_park
+                if state == NULL:
+                    continue
+                if gather:
+                    memcpy(park, state, n * row)
+                    for j in range(n):
+                        memcpy(state + j * row, (park if idx[j] < n else state) + idx[j] * row, row)
+                else:
+                    for j in range(n):
+                        memcpy((park if idx[j] < n else state) + idx[j] * row, state + j * row, row)
+                    memcpy(state, park, n * row)
 
 
 def bump_epoch():

@@ -30,7 +30,7 @@ import numpy as np
 from .. import _validation
 from ..layers.base import bind_call_weights
 from ..workspace import WorkspacePool
-from .plan import get_plan
+from .plan import ThreadPlans, get_plan
 
 _KERAS_PREDICT_BATCH_SIZE = 32
 
@@ -72,11 +72,11 @@ class BaseModel:
         if self._has_plans and not training:
             plans = getattr(self._local, "plans", None)
             if plans is None:
-                plans = self._local.plans = {}
+                plans = self._local.plans = ThreadPlans()
             plan = get_plan(self, plans, arrays[0])
-            if plan is not None:
-                plan.run(arrays[0], dests[0])
-                self._local.fast = plan.cy  # the next predict of this shape goes straight to it
+            if plan is not None and plan.run(arrays[0], dests[0]):
+                if plan.cached:
+                    plans.fast = plan.cy  # the next predict of this shape goes straight to it
                 return
         key = (arrays[0].shape[0],) + tuple((a.shape[1:], a.dtype.str) for a in arrays)
         snapshot = self._weights_snapshot()
@@ -122,7 +122,8 @@ class BaseModel:
         -------
         ndarray, or a list of them for a model with several outputs.
         """
-        fast = getattr(self._local, "fast", None)
+        plans = getattr(self._local, "plans", None)
+        fast = plans.fast if plans is not None else None
         if fast is not None:  # the shape this thread ran last, still current: one C call
             # batch_size None is Keras's 32, not the whole batch: a plan built by
             # predict_on_batch for 33 rows must not run a predict's 32 + 1 as one
@@ -161,7 +162,8 @@ class BaseModel:
 
     def predict_on_batch(self, x, out=None):
         """Outputs for ``x`` as one batch."""
-        fast = getattr(self._local, "fast", None)
+        plans = getattr(self._local, "plans", None)
+        fast = plans.fast if plans is not None else None
         if fast is not None:
             y = fast.predict(x, out)
             if y is not None:

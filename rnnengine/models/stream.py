@@ -7,8 +7,7 @@
     stream.set_state(snapshot)          # restore (failover, replay)
     stream.reset()                      # zero every state
 
-A stream owns its buffers (one workspace per number of rows stepped) and its
-state, so streams are independent of each other and of ``predict``; one stream
+A stream owns its buffers and its state, so streams are independent of each other and of ``predict``; one stream
 is single-owner: using it from two threads at once (``step``, ``reset``,
 ``get_state``, ``set_state``) raises ``RuntimeError`` in the thread that came
 second, and changes nothing.
@@ -16,6 +15,10 @@ second, and changes nothing.
 Many sessions in one call: make one stream with ``batch_size`` = the number of
 sessions and pass ``rows=`` (the active sessions' indices) to ``step``: their
 states are gathered, stepped together in one kernel call, and scattered back.
+With the Cython kernels that is the stream's one fused plan (src/_plan.pyx,
+``CyPlan.step``: the rows' states swapped into its first rows and back, no
+buffers per row count); the Numba backend keeps a workspace for each of the
+last few row counts (``_WORKSPACES``).
 """
 import threading
 
@@ -25,6 +28,8 @@ from .. import _validation
 from ..layers.base import bind_call_weights
 from ..layers.recurrent import _RNN
 from ..layers.wrappers import Bidirectional
+
+_WORKSPACES = 4  # row counts a stream keeps buffers for on the general path
 
 
 class Stream:
@@ -55,7 +60,12 @@ class Stream:
 
     def _workspace(self, n):
         ws = self._workspaces.get(n)
+        if ws is not None and next(reversed(self._workspaces)) != n:
+            del self._workspaces[n]  # to the most recently used end, below
+            self._workspaces[n] = ws
         if ws is None:
+            while len(self._workspaces) >= _WORKSPACES:
+                del self._workspaces[next(iter(self._workspaces))]  # the least recently used
             ws = self.model._make_workspace((n, ((1,) + self._feature_shape, np.dtype(self._dtype).str)))
             ws.x = np.zeros((n, 1) + self._feature_shape, self._dtype)
             ws.rows = np.zeros(n, np.intp)
@@ -79,11 +89,24 @@ class Stream:
         out : ndarray, optional
             Filled with the output (``(n, ...)``) and returned: no allocation.
         """
-        if rows is None and self._cy is not None:
-            y = self._cy.step(x_t, out)  # None unless x_t and out are exactly what it was built for
+        x = x_t
+        if self._cy is not None:
+            if not isinstance(x, np.ndarray):  # a list of frames: as an array it takes the fused step too
+                try:
+                    x = np.asarray(x)
+                except ValueError:
+                    x = x_t
+                else:
+                    if x.dtype.kind in "fiub":
+                        x = _validation.cast(x, self._dtype)
+            if rows is None:
+                y = self._cy.step(x, out)  # None unless x and out are exactly what it was built for
+            else:
+                r = rows if isinstance(rows, np.ndarray) else np.asarray(rows)
+                y = self._cy.step(x, out, r.astype(np.intp, copy=False)) if r.dtype.kind in "iu" else None
             if y is not None:
                 return y
-        x = np.asarray(x_t) if not isinstance(x_t, np.ndarray) else x_t
+        x = np.asarray(x) if not isinstance(x, np.ndarray) else x
         if x.ndim not in (len(self._feature_shape), len(self._feature_shape) + 1):
             raise ValueError(f"stream.step: expected an input of shape {self._feature_shape} or "
                              f"(rows,) + {self._feature_shape}; received {x!r:.80} of shape {x.shape}.")
@@ -112,8 +135,7 @@ class Stream:
                 y = self._run(ws, rows)
             finally:
                 bind_call_weights(previous)
-            if rows is None:
-                self._cy = self._fused_plan()
+            self._cy = self._fused_plan()
             result = y.reshape((n,) + self._out_shape)
             if out is None:
                 out = result.copy()

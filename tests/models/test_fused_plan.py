@@ -38,7 +38,7 @@ def _cython_backend():
 
 
 def _fast(model):
-    return getattr(model._local, "fast", None)
+    return getattr(getattr(model._local, "plans", None), "fast", None)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -186,7 +186,8 @@ def test_cyplan_rejects_what_it_cannot_run():
         _cy_plan.CyPlan([], (1, 2), (1, 2), np.float32)
     kernels_ = kernels._cy_dense._pointer_kernels()
     spec = dict(kind="dense", kernels=kernels_, y=np.zeros((2, 3), np.float32), kernel=np.zeros((4, 3), np.float32),
-                bias=np.zeros(3, np.float32), C=4, F=3, R=1, activation=0, use_bias=1)
+                bias=np.zeros(3, np.float32), C=4, F=3, R=1, activation=0, use_bias=1, seq_in=False,
+                seq_out=False)
     plan = _cy_plan.CyPlan([spec], (2, 4), (2, 3), np.float32)
     assert plan.predict(np.ones((2, 4), np.float32)).shape == (2, 3)
     with pytest.raises(ValueError, match="buffer"):
@@ -195,3 +196,119 @@ def test_cyplan_rejects_what_it_cannot_run():
         _cy_plan.CyPlan([dict(spec, kernel=np.zeros((4, 3), np.float64))], (2, 4), (2, 3), np.float32)
     with pytest.raises(ValueError, match="out_shape"):
         _cy_plan.CyPlan([spec], (2, 4), (2, 4), np.float32)
+
+
+def _plans(model):
+    return model._local.plans.plans
+
+
+@pytest.mark.parametrize("final_sequences", [False, True])
+def test_one_plan_runs_every_length_up_to_the_longest_seen(rng, final_sequences):
+    model = _model(final_sequences=final_sequences, steps=None)
+    twin = _model(final_sequences=final_sequences, steps=None)  # same weights (one seed)
+    for T in (7, 3, 12, 1, 12, 5, 20, 9):
+        x = rng.standard_normal((2, T, 5)).astype(np.float32)
+        got = model.predict(x)
+        assert got.shape == ((2, T, 3) if final_sequences else (2, 3))
+        np.testing.assert_allclose(got, _general(model, x), atol=2e-6)
+        # A plan built for exactly T gives the same bits: the buffers are used packed for T.
+        twin._clear_pools()
+        np.testing.assert_array_equal(got, twin.predict(x))
+        out = np.empty_like(got)
+        assert model.predict(x, out=out) is out  # the fast path, at a T below the capacity
+        np.testing.assert_array_equal(out, got)
+        assert sum(key[-1] == "T" for key in _plans(model)) == 1  # (the Numba ones: _general's)
+    (plan,) = [p for key, p in _plans(model).items() if key[-1] == "T"]
+    assert plan.cy is not None and plan.cy.capacity == 32  # 7, then 16 (7 x 1.5, to 16s), then 32
+    assert plan.route == "cython-fused: lstm → gru → simple_rnn → dense"
+    with pytest.raises(ValueError):
+        model.predict(np.zeros((2, 0, 5), np.float32))  # T = 0: the checked path's error
+
+
+def test_a_declared_length_is_the_only_one_the_plan_runs(rng):
+    model = _model(steps=7)
+    model.predict(rng.standard_normal((2, 7, 5)).astype(np.float32))
+    with pytest.raises(ValueError, match="expected axis"):
+        model.predict(rng.standard_normal((2, 5, 5)).astype(np.float32))
+
+
+def test_plans_of_every_thread_share_one_byte_budget(rng):
+    import threading
+
+    from rnnengine.models import plan as plans_module
+
+    model = Sequential([layers.Input(shape=(None, 8)), layers.LSTM(64, return_sequences=True), layers.Dense(4)])
+    xs = [rng.standard_normal((b, 300, 8)).astype(np.float32) for b in (1, 2, 3, 4)]
+    want = [_general(model, x) for x in xs]
+    previous = plans_module.set_plan_cache_bytes(1 << 20)
+    try:
+        got = [None] * 4
+        ran, finish = threading.Barrier(5), threading.Event()
+
+        def work(i):
+            for _ in range(3):
+                got[i] = model.predict(xs[i], batch_size=8)
+            ran.wait()
+            finish.wait()  # alive, idle, its plans still cached (a dead thread's go with it)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        ran.wait()
+        try:
+            for g, w in zip(got, want):
+                np.testing.assert_allclose(g, w, atol=2e-6)
+            assert 0 < plans_module._CACHES.total() <= 1 << 20  # 4 plans of 0.3-1.3 MB: not all kept
+        finally:
+            finish.set()
+            for t in threads:
+                t.join()
+        plans_module.set_plan_cache_bytes(0)
+        assert plans_module._CACHES.total() == 0
+        np.testing.assert_allclose(model.predict(xs[0]), want[0], atol=2e-6)  # runs, keeps nothing
+        assert plans_module._CACHES.total() == 0 and _fast(model) is None
+    finally:
+        plans_module.set_plan_cache_bytes(previous)
+    with pytest.raises(ValueError, match="byte count"):
+        plans_module.set_plan_cache_bytes(-1)
+
+
+def test_a_thread_keeps_its_most_recent_shapes(rng):
+    model = _model(steps=None)
+    for b in range(1, 11):
+        model.predict(rng.standard_normal((b, 4, 5)).astype(np.float32), batch_size=16)
+    model.predict(rng.standard_normal((3, 4, 5)).astype(np.float32))  # reused: now the most recent
+    model.predict(rng.standard_normal((11, 4, 5)).astype(np.float32), batch_size=16)
+    assert [key[0] for key in _plans(model)] == [5, 6, 7, 8, 9, 10, 3, 11]
+
+
+def test_stream_rows_step_on_the_fused_plan(rng):
+    model = _model(final_sequences=True, steps=None)
+    n_sessions = 6
+    x = rng.standard_normal((n_sessions, 8, 5)).astype(np.float32)
+    shared = model.stream(batch_size=n_sessions)
+    solo = [model.stream(batch_size=1) for _ in range(n_sessions)]
+    cursor = [0] * n_sessions
+    for tick in range(14):
+        active = [s for s in range(n_sessions) if (s * 7 + tick) % 4 != 0 and cursor[s] < 8][::-1]
+        if not active:
+            continue
+        batch = np.stack([x[s, cursor[s]] for s in active])
+        got = shared.step(batch if tick % 2 else list(batch), rows=active if tick % 3 else np.array(active))
+        assert shared._cy is not None
+        for row, s in zip(got, active):
+            np.testing.assert_allclose(row, solo[s].step(x[s, cursor[s]]), atol=2e-6)
+            cursor[s] += 1
+    assert len(shared._workspaces) == 1  # the first step's; the fused plan needs none per row count
+    for s, state in zip(range(n_sessions), shared.get_state()[0][0]):
+        np.testing.assert_array_equal(state, solo[s].get_state()[0][0][0])
+    for bad, match in (([1, 1], "repeat"), ([0, 6], "in \\[0, 6\\)"), ([-1, 0], "in \\[0, 6\\)"),
+                       ([0.0, 1.0], "integer")):
+        before = shared.get_state()
+        with pytest.raises(ValueError, match=match):
+            shared.step(np.zeros((2, 5), np.float32), rows=bad)
+        for a, b in zip(before, shared.get_state()):
+            for u, v in zip(a, b):
+                np.testing.assert_array_equal(u, v)
+    one = shared.step(np.ones(5, np.float32), rows=[2])  # a (features,) frame for one row
+    assert one.shape == (3,)
