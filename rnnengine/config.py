@@ -4,6 +4,8 @@
 import; ``set_kernels`` changes it at run time. ``auto`` (the default) picks per
 call shape, from measurements recorded in ``kernels/__init__.py``.
 
+Plan caches: ``set_plan_cache_bytes(n)`` (models/plan.py).
+
 Threads: ``set_num_threads(n)`` (default: ``RNNENGINE_NUM_THREADS``, else
 ``OMP_NUM_THREADS``, else the number of CPUs) is how many threads one call may
 split a large batch over (Cython backend). BLAS calls inside the kernels run
@@ -153,3 +155,19 @@ class deterministic:
 _env_det = os.environ.get("RNNENGINE_DETERMINISTIC", "").strip().lower()
 if _env_det in ("1", "true", "yes", "on"):
     _state["deterministic"] = True
+
+
+def set_plan_cache_bytes(n):
+    """The bytes every thread's and model's cached call plans may hold together
+    (default 256 MiB); past it the least recently used are released, so idle
+    pool threads do not keep the buffers of the long shapes they once ran.
+    Returns the previous value."""
+    from .models import plan
+
+    return plan.set_plan_cache_bytes(n)
+
+
+def get_plan_cache_bytes():
+    from .models import plan
+
+    return plan.get_plan_cache_bytes()

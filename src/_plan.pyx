@@ -1,6 +1,8 @@
 # cython: language_level=3
 # Fused call plans, compiled into rnnengine.kernels._cy_plan: a whole stack of
-# SimpleRNN / LSTM / GRU / Dense layers run by one call from Python.
+# Embedding / Masking / SimpleRNN / LSTM / GRU / Bidirectional / Dense layers
+# run by one call from Python, masks included (an Embedding's mask_zero or a
+# Masking layer writes the (B, T) keep array the recurrent steps read).
 #
 # Why: at batch 1 a small model's kernels take a few microseconds, and the
 # Python around them (one def call per layer, each acquiring ~10 typed
@@ -24,6 +26,7 @@
 # layer, every timestep): one parallel region per call, no barrier between
 # layers. Same thresholds as the per-layer kernels (_gates.pxd).
 from cpython.pycapsule cimport PyCapsule_GetPointer
+from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
@@ -47,10 +50,19 @@ cdef enum:
     LSTM = 1
     GRU = 2
     DENSE = 3
+    EMBED = 4  # ids -> rows of the table, and keep = (id != 0) for mask_zero
+    MASKING = 5  # keep = any(x != mask_value) per step, y = x * keep
+    MERGE = 6  # a Bidirectional's two outputs, the backward one re-reversed in time
+    MERGE_CONCAT = 0
+    MERGE_SUM = 1
+    MERGE_AVE = 2
+    MERGE_MUL = 3
     MAX_NDIM = 8
     GIL_RELEASE_MIN_WORK = 1 << 18  # multiply-adds; see CyPlan._call
 
-KINDS = {"simple_rnn": SIMPLE_RNN, "lstm": LSTM, "gru": GRU, "dense": DENSE}
+KINDS = {"simple_rnn": SIMPLE_RNN, "lstm": LSTM, "gru": GRU, "dense": DENSE, "embed": EMBED,
+         "masking": MASKING, "merge": MERGE}
+MERGE_MODES = {"concat": MERGE_CONCAT, "sum": MERGE_SUM, "ave": MERGE_AVE, "mul": MERGE_MUL}
 
 # The pointer kernels' signatures: src/_call.pxd (each kernel module assigns
 # its pointer kernel to them, so the compiler checks them where it is written).
@@ -63,10 +75,16 @@ cdef struct Step:
     # bytes one batch row takes at the plan's capacity T (a thread's block
     # starts b0 rows in, and writes its rows packed for the call's T, which
     # never exceeds the capacity); weights are shared by every block. For
-    # Dense, R is the rows per batch item per timestep when seq_in (the input
-    # is (B, T, ...)), else per batch item. seq_in / seq_out: the input / output
-    # rows scale with T (what the plan's x and out strides depend on).
+    # Dense, Embedding and Masking, R is the rows per batch item per timestep
+    # when seq_in (the input is (B, T, ...)), else per batch item. seq_in /
+    # seq_out: the input / output rows scale with T (what the plan's x and out
+    # strides depend on). src / src2: the steps whose y this one reads (-1: the
+    # plan's input); a Bidirectional's two layers read one source, its MERGE
+    # both of them. keep: (B, capacity) uint8, used packed as (B, T) per call,
+    # like every other buffer.
     int kind
+    int src, src2, mode
+    double mask_value
     void* fn
     char* y
     char* h
@@ -75,10 +93,10 @@ cdef struct Step:
     char* rec
     char* rec_h
     char* rh
-    char* keep  # (B, T) uint8, Keras's mask, or NULL
+    char* keep  # Keras's mask: written by an EMBED or MASKING step, read by recurrent steps; or NULL
     char* h_park  # a stream's plan: where step(rows=) parks rows of h and c (B rows each)
     char* c_park
-    Py_ssize_t y_row, h_row, xproj_row, rec_row, in_row, keep_row
+    Py_ssize_t y_row, h_row, xproj_row, rec_row
     void* w0
     void* w1
     void* w2
@@ -89,12 +107,75 @@ cdef struct Step:
     int act, ract, go_backwards, return_sequences, reset_after, use_bias, zero_output_for_mask
 
 
+cdef inline const char* _source(const Step* steps, int j, const char* x, Py_ssize_t x_row,
+                                Py_ssize_t b0) noexcept nogil:
+    return x + b0 * x_row if j < 0 else steps[j].y + b0 * steps[j].y_row
+
+
+cdef void _embed(char* y, unsigned char* keep, const long long* ids, const char* table,
+                 Py_ssize_t n, Py_ssize_t row) noexcept nogil:
+    """y[i] = table[ids[i]] (``row`` bytes each), keep[i] = ids[i] != 0. The ids
+    were range-checked by CyPlan._ids_in_range before the call."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        memcpy(y + i * row, table + ids[i] * row, row)
+        if keep != NULL:
+            keep[i] = ids[i] != 0
+
+
+cdef void _masking(floating* y, unsigned char* keep, const floating* x, Py_ssize_t n, Py_ssize_t F,
+                   floating mask_value) noexcept nogil:
+    """Keras's Masking over n steps of F features: a step is kept when any
+    feature differs from mask_value (NaN differs); y = x * keep."""
+    cdef Py_ssize_t i, f
+    cdef bint any_differs
+    cdef floating scale
+    for i in range(n):
+        any_differs = False
+        for f in range(F):
+            if x[i * F + f] != mask_value:
+                any_differs = True
+                break
+        keep[i] = any_differs
+        scale = 1 if any_differs else 0
+        for f in range(F):
+            y[i * F + f] = x[i * F + f] * scale
+
+
+cdef void _merge(floating* y, const floating* a, const floating* b, Py_ssize_t nb, Py_ssize_t T,
+                 Py_ssize_t H, int mode, bint reverse) noexcept nogil:
+    """A Bidirectional's merge of nb rows of T steps of H: a (forward) with b
+    (backward, in reversed step order when ``reverse``), as Keras does it."""
+    cdef Py_ssize_t r, t, j, tb
+    cdef const floating* ar
+    cdef const floating* br
+    cdef floating* yr
+    for r in range(nb):
+        for t in range(T):
+            tb = T - 1 - t if reverse else t
+            ar = a + (r * T + t) * H
+            br = b + (r * T + tb) * H
+            if mode == MERGE_CONCAT:
+                yr = y + (r * T + t) * 2 * H
+                memcpy(yr, ar, H * sizeof(floating))
+                memcpy(yr + H, br, H * sizeof(floating))
+                continue
+            yr = y + (r * T + t) * H
+            for j in range(H):
+                if mode == MERGE_SUM:
+                    yr[j] = ar[j] + br[j]
+                elif mode == MERGE_AVE:
+                    yr[j] = (ar[j] + br[j]) * <floating>0.5
+                else:
+                    yr[j] = ar[j] * br[j]
+
+
 cdef void _run_block(const Step* steps, int n_steps, bint f32, const char* x, char* out,
-                     Py_ssize_t x_row, Py_ssize_t out_row, Py_ssize_t T,
+                     Py_ssize_t x_row, Py_ssize_t out_row, Py_ssize_t T, Py_ssize_t tcap,
                      Py_ssize_t b0, Py_ssize_t nb, bint zero_state) noexcept nogil:
-    """Every layer on batch rows [b0, b0 + nb) for T timesteps: layer i reads
-    layer i-1's y; x and out rows are x_row and out_row bytes (the caller's
-    arrays, packed for T)."""
+    """Every layer on batch rows [b0, b0 + nb) for T timesteps: each step reads
+    its source step's y (the first, x); x and out rows are x_row and out_row
+    bytes (the caller's arrays, packed for T)."""
     cdef int i
     cdef const Step* s
     cdef const char* inp
@@ -105,11 +186,30 @@ cdef void _run_block(const Step* steps, int n_steps, bint f32, const char* x, ch
     cdef Py_ssize_t R
     for i in range(n_steps):
         s = &steps[i]
-        inp = x + b0 * x_row if i == 0 else steps[i - 1].y + b0 * s.in_row
+        inp = _source(steps, s.src, x, x_row, b0)
         y = out + b0 * out_row if i == n_steps - 1 else s.y + b0 * s.y_row
         h = s.h + b0 * s.h_row if s.h != NULL else NULL
         c = s.c + b0 * s.h_row if s.c != NULL else NULL
-        k = <keep_p>(s.keep + b0 * s.keep_row) if s.keep != NULL else NULL
+        k = <keep_p>(s.keep + b0 * tcap) if s.keep != NULL else NULL
+        R = s.R * T if s.seq_in else s.R
+        if s.kind == EMBED:
+            _embed(y, <unsigned char*>k, <const long long*>inp, <const char*>s.w0, nb * R,
+                   s.H * (4 if f32 else 8))
+            continue
+        if s.kind == MASKING:
+            if f32:
+                _masking(<float*>y, <unsigned char*>k, <const float*>inp, nb * R, s.C, <float>s.mask_value)
+            else:
+                _masking(<double*>y, <unsigned char*>k, <const double*>inp, nb * R, s.C, s.mask_value)
+            continue
+        if s.kind == MERGE:
+            if f32:
+                _merge(<float*>y, <const float*>inp, <const float*>_source(steps, s.src2, x, x_row, b0),
+                       nb, T if s.seq_in else 1, s.H, s.mode, s.seq_in)
+            else:
+                _merge(<double*>y, <const double*>inp, <const double*>_source(steps, s.src2, x, x_row, b0),
+                       nb, T if s.seq_in else 1, s.H, s.mode, s.seq_in)
+            continue
         if zero_state and h != NULL:
             memset(h, 0, nb * s.h_row)
             if c != NULL:
@@ -158,7 +258,6 @@ cdef void _run_block(const Step* steps, int n_steps, bint f32, const char* x, ch
                               s.act, s.ract, s.go_backwards, s.return_sequences, s.reset_after,
                               s.zero_output_for_mask)
         else:
-            R = s.R * T if s.seq_in else s.R
             if f32:
                 (<dense_f>s.fn)(<float*>y, <const float*>inp, <const float*>s.w0, <const float*>s.w1,
                                 nb * R, s.C, s.H, s.act, s.use_bias)
@@ -186,11 +285,14 @@ cdef class CyPlan:
     """A stack's kernel calls for one (batch, input features, dtype), bound once.
 
     ``steps`` is a list of dicts built by rnnengine/models/plan.py: ``kind``,
-    ``seq_in`` / ``seq_out``, and that layer's forward call by its argument
-    names (rnnengine/kernels/contract.py): buffers and weights (ndarrays,
-    C-contiguous, of the plan's dtype; ``keep`` uint8), dims and flags.
-    ``x_shape`` and ``out_shape`` are the input and output arrays' shapes,
-    batch first, at the capacity ``T`` the buffers were allocated for.
+    ``seq_in`` / ``seq_out``, ``src`` (and a merge's ``src2``), and that
+    layer's forward call by its argument names (rnnengine/kernels/contract.py):
+    buffers and weights (ndarrays, C-contiguous, of the plan's dtype; ``keep``
+    uint8), dims and flags. ``x_shape`` and ``out_shape`` are the input and
+    output arrays' shapes, batch first, at the capacity ``T`` the buffers were
+    allocated for; ``x_dtype`` is the input's (int64 ids for an Embedding
+    first, whose range the plan checks before it runs: an id out of range
+    makes the call return None / False with nothing touched).
 
     ``t_generic``: the plan runs any 1 <= T <= capacity on axis 1 of ``x``
     (and of ``out`` when the model returns sequences): every buffer is used
@@ -201,8 +303,8 @@ cdef class CyPlan:
     cdef Step* steps
     cdef int n_steps
     cdef bint f32, t_generic, out_seq, x_seq
-    cdef int typenum
-    cdef Py_ssize_t B, tcap, x_unit, out_unit, work_T, work_fixed, item
+    cdef int typenum, x_typenum
+    cdef Py_ssize_t B, tcap, x_unit, out_unit, work_T, work_fixed, item, n_ids
     cdef int x_ndim, out_ndim
     cdef cnp.npy_intp x_dims[MAX_NDIM]
     cdef cnp.npy_intp out_dims[MAX_NDIM]
@@ -217,18 +319,22 @@ cdef class CyPlan:
         self.seen = NULL
 
     def __init__(self, list steps, tuple x_shape, tuple out_shape, dtype, lock=None, Py_ssize_t T=1,
-                 bint t_generic=False):
+                 bint t_generic=False, x_dtype=None):
         import numpy as np
 
         dtype = np.dtype(dtype)
+        x_dtype = dtype if x_dtype is None else np.dtype(x_dtype)
+        if x_dtype != dtype and not (x_dtype == np.int64 and steps and steps[0]["kind"] == "embed"):
+            raise ValueError("CyPlan: the input is the plan's dtype, or int64 ids into an Embedding first.")
         if dtype not in (np.float32, np.float64):
             raise ValueError(f"CyPlan: dtype must be float32 or float64, got {dtype}.")
         if not steps or len(x_shape) > MAX_NDIM or len(out_shape) > MAX_NDIM:
             raise ValueError("CyPlan: needs at least one step and shapes of at most 8 dims.")
-        if T < 1 or (t_generic and (len(x_shape) < 3 or x_shape[1] != T)):
+        if T < 1 or (t_generic and (not steps[0]["seq_in"] or len(x_shape) < 2 or x_shape[1] != T)):
             raise ValueError("CyPlan: a T-generic plan needs a (B, T, ...) input of the capacity T.")
         self.f32 = dtype == np.float32
         self.typenum = dtype.num
+        self.x_typenum = x_dtype.num
         self.item = dtype.itemsize
         self.B = x_shape[0]
         self.tcap = T
@@ -246,12 +352,18 @@ cdef class CyPlan:
             raise MemoryError()
         memset(self.steps, 0, len(steps) * sizeof(Step))
         self.n_steps = len(steps)
-        cdef Py_ssize_t in_row = int(np.prod(x_shape)) // self.B * self.item
+        cdef Py_ssize_t in_row = int(np.prod(x_shape)) // self.B * x_dtype.itemsize
         self.x_seq = steps[0]["seq_in"]
         self.x_unit = in_row // T if self.x_seq else in_row
+        self.n_ids = in_row // T // 8 if self.x_seq else in_row // 8  # an Embedding's ids per row (per step)
         self.work_T = self.work_fixed = 0
         for i, spec in enumerate(steps):
-            self._bind(&self.steps[i], spec, dtype, in_row)
+            src, src2 = spec.get("src", i - 1), spec.get("src2", -1)
+            if not -1 <= src < i or not -1 <= src2 < i or (spec["kind"] == "embed") != (i == 0 and
+                                                                                         x_dtype != dtype):
+                raise ValueError("CyPlan: a step reads earlier steps only; ids feed the first, an Embedding.")
+            self.steps[i].src, self.steps[i].src2 = src, src2
+            self._bind(&self.steps[i], spec, dtype)
             in_row = self.steps[i].y_row
         self.out_seq = steps[len(steps) - 1]["seq_out"]
         if t_generic and self.out_seq and (len(out_shape) < 3 or out_shape[1] != T):
@@ -265,18 +377,19 @@ cdef class CyPlan:
                 raise MemoryError()
         self.epoch = rnnengine_weights_epoch
 
-    cdef int _bind(self, Step* s, dict spec, dtype, Py_ssize_t in_row) except -1:
+    cdef int _bind(self, Step* s, dict spec, dtype) except -1:
         kind = KINDS[spec["kind"]]
         s.kind = kind
+        s.seq_in, s.seq_out = spec["seq_in"], spec["seq_out"]
+        cdef Py_ssize_t work
+        if kind in (EMBED, MASKING, MERGE):
+            return self._bind_data_step(s, spec, dtype)
         capsule = spec["kernels"][0 if self.f32 else 1]
         s.fn = PyCapsule_GetPointer(capsule, NULL)
-        s.in_row = in_row
-        s.seq_in, s.seq_out = spec["seq_in"], spec["seq_out"]
         # Dense's y_out is its (N, F) view: the plan binds the (B, ...) buffer.
         s.y = self._buffer(spec["y"] if kind == DENSE else spec["y_out"], dtype, &s.y_row)
         s.C, s.H = spec["C"], spec["F"] if kind == DENSE else spec["H"]
         s.act = spec["activation"]
-        cdef Py_ssize_t work
         if kind == DENSE:
             s.R = spec["R"] // self.tcap if s.seq_in else spec["R"]
             s.use_bias = spec["use_bias"]
@@ -292,9 +405,7 @@ cdef class CyPlan:
             raise ValueError("CyPlan: a recurrent step must run the plan's T on a (B, T, C) input.")
         keep = spec["keep"]
         if keep.size:
-            if self.t_generic:
-                raise ValueError("CyPlan: a T-generic plan binds no mask.")
-            s.keep = self._mask(keep, &s.keep_row)
+            s.keep = self._mask(keep)
         s.zero_output_for_mask = spec["zero_output_for_mask"]
         s.ract = spec.get("recurrent_activation", 0)
         s.go_backwards = spec["go_backwards"]
@@ -319,6 +430,40 @@ cdef class CyPlan:
         self.work_T += self.B * (s.C + s.H) * (s.xproj_row // self.item // self.tcap)
         return 0
 
+    cdef int _bind_data_step(self, Step* s, dict spec, dtype) except -1:
+        """EMBED (ids, table (V, D), y, keep or empty), MASKING (y, keep,
+        mask_value, C features) or MERGE (y, mode, H per side): steps of this
+        module, no kernel pointer; their work counts as one multiply-add per value."""
+        s.y = self._buffer(spec["y"], dtype, &s.y_row)
+        s.R = spec.get("R", 1)
+        if s.kind == EMBED:
+            table = spec["table"]
+            if table.ndim != 2 or s.y_row != s.R * (self.tcap if s.seq_in else 1) * table.shape[1] * self.item \
+                    or s.R != self.n_ids:
+                raise ValueError("CyPlan: an Embedding's y must hold one table row per id.")
+            s.w0 = self._weight(table, dtype)
+            s.C, s.H = table.shape[0], table.shape[1]
+        elif s.kind == MASKING:
+            s.C = spec["C"]
+            s.mask_value = spec["mask_value"]
+        else:
+            s.H = spec["H"]
+            s.mode = MERGE_MODES[spec["mode"]]
+            if s.src2 < 0 or s.y_row != self.steps[s.src].y_row * (2 if s.mode == MERGE_CONCAT else 1) \
+                    or self.steps[s.src].y_row != self.steps[s.src2].y_row:
+                raise ValueError("CyPlan: a merge reads two steps of one shape into its y.")
+        keep = spec.get("keep")
+        if keep is not None and keep.size:
+            s.keep = self._mask(keep)
+        elif s.kind == MASKING:
+            raise ValueError("CyPlan: a Masking step writes a keep array.")
+        work = self.B * s.y_row // self.item
+        if s.seq_in:
+            self.work_T += work // self.tcap
+        else:
+            self.work_fixed += work
+        return 0
+
     cdef char* _buffer(self, a, dtype, Py_ssize_t* row) except NULL:
         """A batch-indexed buffer: its data pointer, and the bytes per batch row."""
         if not isinstance(a, cnp.ndarray) or a.dtype != dtype or not a.flags.c_contiguous \
@@ -337,13 +482,12 @@ cdef class CyPlan:
             park[0] = self._buffer(a.copy(), dtype, row)
         return p
 
-    cdef char* _mask(self, a, Py_ssize_t* row) except NULL:
-        """A (B, T) uint8 mask buffer (kernels/contract.py's keep)."""
+    cdef char* _mask(self, a) except NULL:
+        """A (B, T) uint8 mask buffer (kernels/contract.py's keep), T the capacity."""
         if not isinstance(a, cnp.ndarray) or a.dtype.num != cnp.NPY_UINT8 or not a.flags.c_contiguous \
-                or a.ndim != 2 or a.shape[0] != self.B:
-            raise ValueError(f"CyPlan: a mask must be a C-contiguous uint8 (B, T) array with {self.B} rows.")
+                or a.ndim != 2 or a.shape[0] != self.B or a.shape[1] != self.tcap:
+            raise ValueError(f"CyPlan: a mask must be a C-contiguous uint8 ({self.B}, {self.tcap}) array.")
         self.keep.append(a)
-        row[0] = a.shape[1]
         return _data(a)
 
     cdef void* _weight(self, a, dtype) except NULL:
@@ -370,6 +514,20 @@ cdef class CyPlan:
         """The longest T one call runs (the buffers' T); every T up to it when t_generic."""
         return self.tcap
 
+    cdef bint _ids_in_range(self, const char* x, Py_ssize_t nb, Py_ssize_t T) noexcept:
+        """For a plan fed ids (an Embedding first): every id in [0, input_dim).
+        The gather then needs no check of its own; a call with a bad id runs
+        nothing, and the caller's general path raises the layer's error."""
+        if self.x_typenum == self.typenum:
+            return True
+        cdef const long long* ids = <const long long*>x
+        cdef Py_ssize_t i, n = nb * self.n_ids * (T if self.x_seq else 1)
+        cdef long long V = self.steps[0].C
+        for i in range(n):
+            if ids[i] < 0 or ids[i] >= V:
+                return False
+        return True
+
     cdef void _call(self, const char* x, char* out, Py_ssize_t T, Py_ssize_t nb, bint zero_state):
         """_run, without the GIL unless the call is tiny (under GIL_RELEASE_MIN_WORK
         multiply-adds, a few microseconds): a thread that gives the GIL up while
@@ -392,12 +550,14 @@ cdef class CyPlan:
         cdef Py_ssize_t x_row = self.x_unit * T if self.x_seq else self.x_unit
         cdef Py_ssize_t out_row = self.out_unit * T if self.out_seq else self.out_unit
         if n == 1:
-            _run_block(self.steps, self.n_steps, self.f32, x, out, x_row, out_row, T, 0, B, zero_state)
+            _run_block(self.steps, self.n_steps, self.f32, x, out, x_row, out_row, T, self.tcap, 0, B,
+                       zero_state)
         else:
             for i in prange(n, schedule='static', num_threads=n):
                 b0 = i * B // n
                 nb = (i + 1) * B // n - b0
-                _run_block(self.steps, self.n_steps, self.f32, x, out, x_row, out_row, T, b0, nb, zero_state)
+                _run_block(self.steps, self.n_steps, self.f32, x, out, x_row, out_row, T, self.tcap, b0, nb,
+                           zero_state)
 
     cdef Py_ssize_t _input_T(self, object x, int ndim, Py_ssize_t rows):
         """The T of an input ``x`` of ``rows`` rows laid out as the plan's x
@@ -406,7 +566,7 @@ cdef class CyPlan:
         if not cnp.PyArray_Check(x):
             return -1
         cdef cnp.ndarray a = <cnp.ndarray>x
-        if cnp.PyArray_TYPE(a) != self.typenum or not cnp.PyArray_IS_C_CONTIGUOUS(a) or \
+        if cnp.PyArray_TYPE(a) != self.x_typenum or not cnp.PyArray_IS_C_CONTIGUOUS(a) or \
                 cnp.PyArray_NDIM(a) != ndim:
             return -1
         cdef cnp.npy_intp* got = cnp.PyArray_DIMS(a)
@@ -455,7 +615,8 @@ cdef class CyPlan:
         if not self.current:
             return False
         cdef Py_ssize_t T = self._input_T(x, self.x_ndim, self.B)
-        if T < 0 or self._output(out, T, 0, self.B) is None:
+        if T < 0 or self._output(out, T, 0, self.B) is None or \
+                not self._ids_in_range(_data(<cnp.ndarray>x), self.B, T):
             return False
         self._call(_data(<cnp.ndarray>x), _data(<cnp.ndarray>out), T, self.B, zero_state)
         return True
@@ -471,6 +632,8 @@ cdef class CyPlan:
         if T < 0:
             return None
         if batch_size is not None and (type(batch_size) is not int or batch_size < self.B):
+            return None
+        if not self._ids_in_range(_data(<cnp.ndarray>x), self.B, T):
             return None
         out = self._output(out, T, 0, self.B)
         if out is None:
@@ -511,6 +674,8 @@ cdef class CyPlan:
             return None
         cdef const char* xp = _data(<cnp.ndarray>x)
         cdef char* op = _data(<cnp.ndarray>out)
+        if not self._ids_in_range(xp, n, self.tcap):
+            return None
         if not self.lock.acquire(False):
             raise RuntimeError("This stream cannot be stepped now: another thread is using it (stepping, "
                                "resetting or reading its state). A stream is single-owner; make one stream "

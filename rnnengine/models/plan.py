@@ -1,9 +1,12 @@
 """Call plans: a Sequential model's kernel calls with every argument bound once.
 
-For the common inference stack (SimpleRNN, LSTM, GRU, Dense, Dropout, no
-masks, no stateful layers) everything a call passes to the kernels is fixed
-per (batch, input shape, dtype): the workspace buffers, the weights, the dims,
-the activation codes. A ``Plan`` binds those argument tuples once; a call then
+For an inference stack of Embedding (first), Masking, SimpleRNN, LSTM, GRU,
+Bidirectional (merged), Dense, TimeDistributed(Dense) and Dropout layers, no
+stateful layer and no returned state, everything a call passes to the kernels
+is fixed per (batch, input shape, dtype): the workspace buffers, the weights,
+the dims, the activation codes, and where a mask is written and read (an
+Embedding's mask_zero or a Masking layer writes a (B, T) keep array that the
+recurrent steps downstream read, as Keras propagates masks). A ``Plan`` binds those argument tuples once; a call then
 copies its input into the plan's input buffer, zeroes the states, runs
 ``fn(*args)`` for each kernel, and copies the output out. That cuts the Python
 between ``predict`` and the kernels to a few attribute reads, which is what a
@@ -29,8 +32,9 @@ import numpy as np
 from .. import config, kernels
 from ..kernels import contract
 from ..layers import activations
-from ..layers.core import Dense, Dropout
+from ..layers.core import Dense, Dropout, Embedding, Masking
 from ..layers.recurrent import _RNN
+from ..layers.wrappers import Bidirectional, TimeDistributed
 
 
 class Plan:
@@ -47,13 +51,15 @@ class Plan:
         self.x = np.zeros(x_shape, dtype)
         self.stamp = _stamp(model)
         self.calls, self.zero, cy_steps, names = [], [], [], []
-        y, seq = self.x, self.x.ndim >= 3
+        flow = _Flow(self.x, flow_seq_T(x_shape, dtype), -1, None)
+        binder = _Binder(self.calls, self.zero if states is None else [], cy_steps, names)
         for i, (layer, buffers) in enumerate(zip(model.layers, self.ws.layer_buffers)):
             if states is not None and i in states:
+                if isinstance(layer, Bidirectional):
+                    raise _NotPlannable
                 buffers = dict(buffers, **dict(zip(layer._state_names, states[i])))
-            y, seq = _bind(layer, buffers, y, seq, self.calls, self.zero if states is None else [], cy_steps,
-                           names)
-        self.y = y
+            flow = binder.bind(layer, buffers, flow, first=i == 0)
+        y = self.y = flow.y
         self.nbytes = sum(a.nbytes for buffers in self.ws.layer_buffers for a in buffers.values()
                           if isinstance(a, np.ndarray)) + self.x.nbytes
         self.cy = None
@@ -61,8 +67,8 @@ class Plan:
             from ..kernels import _cy_plan
 
             cy_x_shape, cy_out_shape = cy_shapes or (x_shape, y.shape)
-            self.cy = _cy_plan.CyPlan(cy_steps, tuple(cy_x_shape), tuple(cy_out_shape), dtype, lock,
-                                      x_shape[1] if len(x_shape) >= 3 else 1, t_generic)
+            self.cy = _cy_plan.CyPlan(cy_steps, tuple(cy_x_shape), tuple(cy_out_shape), y.dtype, lock,
+                                      x_shape[1] if flow_seq_T(x_shape, dtype) else 1, t_generic, dtype)
         self.route = ("cython-fused: " if self.cy is not None else "python-calls: ") + " → ".join(names)
         self.last_uses = -1  # the cache's second chance (_Caches.trim)
         self.cached = False  # in a thread's ThreadPlans (a dropped plan must not stay its ``fast``)
@@ -95,8 +101,10 @@ class Plan:
 
 def _stamp(model):
     # The packed tuples themselves, compared by identity: holding them keeps
-    # their ids from being reused by a later set_weights's tuples.
-    return (config.get_kernels(),) + tuple(getattr(layer, "_packed", None) for layer in model.layers)
+    # their ids from being reused by a later set_weights's tuples. A wrapper's
+    # are its inner layers'.
+    return (config.get_kernels(),) + tuple(owner._packed for layer in model.layers
+                                           for owner in layer._weight_owners())
 
 
 def _same(a, b):
@@ -104,45 +112,174 @@ def _same(a, b):
 
 
 def plannable(model):
-    for layer in model.layers:
-        if isinstance(layer, _RNN):
-            if layer.stateful or layer.return_state:
+    for i, layer in enumerate(model.layers):
+        if isinstance(layer, (_RNN, Bidirectional)):
+            if layer.stateful or layer.return_state or getattr(layer, "merge_mode", "") is None:
                 return False
-        elif not isinstance(layer, (Dense, Dropout)):
+        elif isinstance(layer, TimeDistributed):
+            if not isinstance(layer.layer, Dense):
+                return False
+        elif isinstance(layer, Embedding):
+            if i != 0:
+                return False
+        elif not isinstance(layer, (Dense, Dropout, Masking)):
             return False
     return True
 
 
-def _bind(layer, buffers, x, seq, calls, zero, cy_steps, names):
-    """Append ``layer``'s kernel call on input ``x`` (and its CyPlan step, or
-    None where the kernel is not a Cython one); return its output buffer and
-    whether that is a sequence (its rows scale with T)."""
-    if isinstance(layer, Dropout):
-        return x, seq
-    if x.dtype != np.dtype(layer.dtype):
-        raise _NotPlannable
-    B = x.shape[0]
-    if isinstance(layer, Dense):
-        kernel, bias = layer._packed
-        y = buffers["y"]
-        C = x.shape[-1]
+def flow_seq_T(x_shape, dtype):
+    """Whether axis 1 of a plan input of ``x_shape`` is time: (B, T, features),
+    or (B, T) ids into an Embedding."""
+    return len(x_shape) >= (3 if np.dtype(dtype).kind == "f" else 2)
+
+
+class _Flow:
+    """What the next layer reads: ``y``, whether it is a sequence (rows scale
+    with T), ``src``, the CyPlan step that writes it (-1: the plan's input), and
+    ``keep``, the (B, T) uint8 mask that comes with it (None: unmasked)."""
+
+    __slots__ = ("y", "seq", "src", "keep")
+
+    def __init__(self, y, seq, src, keep):
+        self.y, self.seq, self.src, self.keep = y, seq, src, keep
+
+
+class _Binder:
+    """Appends each layer's calls (the Python route: ``calls``, (fn, args)
+    pairs) and CyPlan steps (None where a kernel is not a Cython one) and
+    route names; ``zero``: the state buffers a call zeroes first."""
+
+    def __init__(self, calls, zero, cy_steps, names):
+        self.calls, self.zero, self.cy_steps, self.names = calls, zero, cy_steps, names
+
+    def _step(self, spec, src):
+        self.cy_steps.append(None if spec is None else dict(spec, src=src))
+        return len(self.cy_steps) - 1
+
+    def bind(self, layer, buffers, flow, first):
+        if isinstance(layer, Dropout):
+            return flow
+        x = flow.y
+        if isinstance(layer, Embedding):
+            return self._embedding(layer, buffers, flow, first)
+        if x.dtype != np.dtype(layer.dtype):
+            raise _NotPlannable
+        if isinstance(layer, Dense):
+            return self._dense(layer, layer, buffers["y"], flow)
+        if isinstance(layer, TimeDistributed):
+            inner = layer.layer
+            return self._dense(layer, inner, buffers["y"].reshape(x.shape[:-1] + (inner.units,)), flow)
+        if isinstance(layer, Masking):
+            return self._masking(layer, buffers, flow)
+        if isinstance(layer, Bidirectional):
+            return self._bidirectional(layer, buffers, flow)
+        y, src = self._rnn(layer, buffers, flow)
+        self.names.append(layer._cell)
+        seq = bool(layer.return_sequences)
+        return _Flow(y, seq, src, flow.keep if seq else None)
+
+    def _dense(self, layer, dense, y, flow):
+        x = flow.y
+        if x.dtype != np.dtype(dense.dtype):
+            raise _NotPlannable
+        kernel, bias = dense._packed
+        B, C = x.shape[0], x.shape[-1]
         N = x.size // C
         fn = kernels.get_kernel("dense", "forward", None, B)
-        args = contract.bind("dense", "forward", y_out=y.reshape(N, layer.units), x=x.reshape(N, C),
-                             kernel=kernel, bias=bias, N=N, C=C, F=layer.units,
-                             activation=activations.code(layer.activation), use_bias=int(layer.use_bias))
-        calls.append((fn, args))
-        cy_steps.append(_cy_step("dense", fn, args, y=y, R=N // B, seq_in=seq, seq_out=seq))
-        names.append("dense")
-        return y, seq
-    fn = kernels.get_kernel(layer._cell, "forward", None, B)
-    args = layer._forward_args(buffers, x, contract.NO_MASK)
-    calls.append((fn, args))
-    cy_steps.append(_cy_step(layer._cell, fn, args, seq_in=seq, seq_out=bool(layer.return_sequences)))
-    names.append(layer._cell)
-    zero.extend(buffers[n] for n in layer._state_names)
-    y = buffers["y"]
-    return (y, True) if layer.return_sequences else (y.reshape(B, layer.units), False)
+        args = contract.bind("dense", "forward", y_out=y.reshape(N, dense.units), x=x.reshape(N, C),
+                             kernel=kernel, bias=bias, N=N, C=C, F=dense.units,
+                             activation=activations.code(dense.activation), use_bias=int(dense.use_bias))
+        self.calls.append((fn, args))
+        src = self._step(_cy_step("dense", fn, args, y=y, R=N // B, seq_in=flow.seq, seq_out=flow.seq), flow.src)
+        self.names.append("dense" if layer is dense else "time_distributed(dense)")
+        return _Flow(y, flow.seq, src, flow.keep)
+
+    def _rnn(self, layer, buffers, flow):
+        x = flow.y
+        if x.ndim != 3 or not flow.seq or x.dtype != np.dtype(layer.dtype):
+            raise _NotPlannable
+        B = x.shape[0]
+        fn = kernels.get_kernel(layer._cell, "forward", None, B)
+        args = layer._forward_args(buffers, x, contract.NO_MASK if flow.keep is None else flow.keep)
+        self.calls.append((fn, args))
+        src = self._step(_cy_step(layer._cell, fn, args, seq_in=True, seq_out=bool(layer.return_sequences)),
+                         flow.src)
+        self.zero.extend(buffers[n] for n in layer._state_names)
+        y = buffers["y"]
+        return (y if layer.return_sequences else y.reshape(B, layer.units)), src
+
+    def _embedding(self, layer, buffers, flow, first):
+        ids = flow.y
+        if not first or ids.dtype != np.int64 or (layer.mask_zero and ids.ndim != 2):
+            raise _NotPlannable
+        (table,) = layer._packed
+        y = buffers["y"]
+        keep = buffers["mask"].view(np.uint8) if layer.mask_zero else None
+        self.calls.append((_embed, (ids, table, y, keep, layer.name)))
+        B = ids.shape[0]
+        R = ids.size // B // (ids.shape[1] if flow.seq else 1)
+        src = self._step({"kind": "embed", "y": y, "table": table, "keep": keep, "R": R,
+                          "seq_in": flow.seq, "seq_out": flow.seq}, -1)
+        self.names.append("embedding[mask_zero]" if layer.mask_zero else "embedding")
+        return _Flow(y, flow.seq, src, keep)
+
+    def _masking(self, layer, buffers, flow):
+        x = flow.y
+        if x.ndim != 3 or not flow.seq:
+            raise _NotPlannable
+        y, keep = buffers["y"], buffers["mask"].view(np.uint8)
+        self.calls.append((_mask, (x, y, keep, buffers["mask"], buffers["differs"], layer.mask_value)))
+        src = self._step({"kind": "masking", "y": y, "keep": keep, "C": x.shape[2],
+                          "mask_value": layer.mask_value, "seq_in": True, "seq_out": True}, flow.src)
+        self.names.append("masking")
+        return _Flow(y, True, src, keep)
+
+    def _bidirectional(self, layer, buffers, flow):
+        sub = [{k[2:]: v for k, v in buffers.items() if k.startswith(p)} for p in ("f/", "b/")]
+        y_f, src_f = self._rnn(layer.forward_layer, sub[0], flow)
+        y_b, src_b = self._rnn(layer.backward_layer, sub[1], flow)
+        seq = bool(layer.return_sequences)
+        y = buffers["y"]
+        self.calls.append((_merge, (y_f, y_b, y, layer.merge_mode, seq)))
+        src = self._step({"kind": "merge", "y": y, "src2": src_b, "H": y_f.shape[-1], "mode": layer.merge_mode,
+                          "seq_in": seq, "seq_out": seq}, src_f)
+        self.names.append(f"bidirectional({layer.forward_layer._cell}, {layer.merge_mode})")
+        return _Flow(y, seq, src, flow.keep if seq else None)
+
+
+# The Python route's steps for the layers that are not kernel calls (the
+# CyPlan runs the same in C: src/_plan.pyx's _embed, _masking, _merge).
+def _embed(ids, table, y, keep, name):
+    lo, hi = int(ids.min()), int(ids.max())
+    if lo < 0 or hi >= table.shape[0]:
+        raise ValueError(f"Embedding \"{name}\": indices must be in [0, {table.shape[0]}); received values "
+                         f"from {lo} to {hi}.")
+    np.take(table, ids, axis=0, out=y)
+    if keep is not None:
+        np.not_equal(ids, 0, out=keep.view(np.bool_))
+
+
+def _mask(x, y, keep, mask, differs, mask_value):
+    np.not_equal(x, mask_value, out=differs)
+    np.any(differs, axis=-1, out=mask)
+    np.multiply(x, mask[..., None], out=y)
+
+
+def _merge(y_f, y_b, y, mode, seq):
+    if seq:
+        y_b = y_b[:, ::-1]  # the backward layer's steps, lined up with the forward's
+    if mode == "concat":
+        H = y_f.shape[-1]
+        np.copyto(y[..., :H], y_f)
+        np.copyto(y[..., H:], y_b)
+        return
+    with np.errstate(over="ignore", invalid="ignore"):
+        if mode == "mul":
+            np.multiply(y_f, y_b, out=y)
+        else:
+            np.add(y_f, y_b, out=y)
+            if mode == "ave":
+                np.multiply(y, 0.5, out=y)
 
 
 def _cy_step(cell, fn, args, **extra):
@@ -253,7 +390,8 @@ def get_plan(model, cache, x):
     the longest seen for that batch and feature shape (where the model leaves
     T open): a longer T rebuilds it at 1.5x (a workspace grown, not one per
     length)."""
-    generic = (x.ndim >= 3 and model._input_shape[0] is None  # a model declaring its T runs only that T
+    seq = flow_seq_T(x.shape, x.dtype)
+    generic = (seq and model._input_shape[0] is None  # a model declaring its T runs only that T
                and kernels.cython_available() and config.get_kernels() != "numba")
     key = (x.shape[0], x.shape[2:], x.dtype.str, "T") if generic else (x.shape, x.dtype.str)
     plans = cache.plans
@@ -263,7 +401,7 @@ def get_plan(model, cache, x):
         return plan
     if not plannable(model):
         return None
-    T = x.shape[1] if x.ndim >= 3 else None
+    T = x.shape[1] if seq else None
     if generic and plan is not None and plan.x.shape[1] < T:
         T = max(T, -(-plan.x.shape[1] * 3 // 2 // 16) * 16)
     shape = (x.shape[0], T) + x.shape[2:] if generic else x.shape

@@ -240,7 +240,8 @@ def test_plans_of_every_thread_share_one_byte_budget(rng):
     model = Sequential([layers.Input(shape=(None, 8)), layers.LSTM(64, return_sequences=True), layers.Dense(4)])
     xs = [rng.standard_normal((b, 300, 8)).astype(np.float32) for b in (1, 2, 3, 4)]
     want = [_general(model, x) for x in xs]
-    previous = plans_module.set_plan_cache_bytes(1 << 20)
+    previous = config.set_plan_cache_bytes(1 << 20)  # the public setting; plan.py holds it
+    assert config.get_plan_cache_bytes() == 1 << 20
     try:
         got = [None] * 4
         ran, finish = threading.Barrier(5), threading.Event()
@@ -268,9 +269,9 @@ def test_plans_of_every_thread_share_one_byte_budget(rng):
         np.testing.assert_allclose(model.predict(xs[0]), want[0], atol=2e-6)  # runs, keeps nothing
         assert plans_module._CACHES.total() == 0 and _fast(model) is None
     finally:
-        plans_module.set_plan_cache_bytes(previous)
+        config.set_plan_cache_bytes(previous)
     with pytest.raises(ValueError, match="byte count"):
-        plans_module.set_plan_cache_bytes(-1)
+        config.set_plan_cache_bytes(-1)
 
 
 def test_a_thread_keeps_its_most_recent_shapes(rng):
@@ -312,3 +313,79 @@ def test_stream_rows_step_on_the_fused_plan(rng):
                 np.testing.assert_array_equal(u, v)
     one = shared.step(np.ones(5, np.float32), rows=[2])  # a (features,) frame for one row
     assert one.shape == (3,)
+
+
+# -- the layers around the recurrent ones: masks, Bidirectional, Embedding ------------------------------
+# Each family's stack, written once for both libraries (rnnengine's layer API is Keras's).
+_FAMILIES = {
+    "embedding_mask_zero": (lambda m: [m.Embedding(40, 6, mask_zero=True), m.LSTM(7, return_sequences=True),
+                                       m.Bidirectional(m.GRU(5, return_sequences=True)),
+                                       m.TimeDistributed(m.Dense(4, activation="tanh")), m.LSTM(6), m.Dense(3)],
+                            "cython-fused: embedding[mask_zero] → lstm → bidirectional(gru, concat) → "
+                            "time_distributed(dense) → lstm → dense"),
+    "embedding": (lambda m: [m.Embedding(40, 6), m.GRU(5), m.Dense(3, activation="softmax")],
+                  "cython-fused: embedding → gru → dense"),
+    "masking_bidirectional_ave": (lambda m: [m.Masking(0.0), m.Bidirectional(m.LSTM(6), merge_mode="ave"),
+                                             m.Dense(3)],
+                                  "cython-fused: masking → bidirectional(lstm, ave) → dense"),
+    "bidirectional_mul_sum": (lambda m: [m.Bidirectional(m.SimpleRNN(5, return_sequences=True), merge_mode="mul"),
+                                         m.Dropout(0.2), m.Bidirectional(m.LSTM(4), merge_mode="sum"), m.Dense(3)],
+                              "cython-fused: bidirectional(simple_rnn, mul) → bidirectional(lstm, sum) → dense"),
+}
+
+
+def _family_input(family, rng, B, T):
+    """Ids or features with Keras-style padding: row 1 padded from T//2 on, a
+    masked step inside row 0, row 2 all padding (where the family masks)."""
+    if family.startswith("embedding"):
+        x = rng.integers(1, 40, (B, T))
+    else:
+        x = rng.standard_normal((B, T, 4)).astype(np.float32)
+    x[1, T // 2:] = 0
+    x[0, 1] = 0
+    x[2] = 0
+    return x
+
+
+@pytest.mark.parametrize("family", sorted(_FAMILIES))
+def test_masked_embedding_and_bidirectional_models_run_one_fused_plan_as_keras(rng, family):
+    from tests.keras_oracle import keras
+
+    build, route = _FAMILIES[family]
+    shape = (None,) if family.startswith("embedding") else (None, 4)
+    ours = Sequential([layers.Input(shape=shape)] + build(layers))
+    ours.set_weights([rng.standard_normal(w.shape).astype(np.float32) * 0.4 for w in ours.get_weights()])
+    k = keras()
+    theirs = k.Sequential([k.Input(shape=shape, dtype="int64" if len(shape) == 1 else "float32")] + build(k.layers))
+    theirs.set_weights(ours.get_weights())
+    for T in (9, 4, 13):  # a longer T grows the one plan
+        x = _family_input(family, rng, 3, T)
+        want = np.asarray(theirs(x))
+        for backend in ("cython", "numba"):
+            config.set_kernels(backend)
+            got = ours.predict(x)
+            np.testing.assert_allclose(got, want, atol=1e-5, err_msg=f"{family} T={T} {backend}")
+            np.testing.assert_array_equal(ours.predict(x), got)  # the repeat call: the thread's fast plan
+        config.set_kernels("cython")
+        (plan,) = [p for p in ours._local.plans.plans.values() if p.cy is not None]  # Numba's: one per T
+        assert plan.route == route
+        assert plan.cy.capacity >= T
+    # what ran was the CyPlan: its calls count
+    uses = plan.cy.uses
+    ours.predict(x)
+    assert plan.cy.uses == uses + 1
+
+
+def test_out_of_range_ids_run_nothing_and_raise_the_layers_error(rng):
+    model = Sequential([layers.Input(shape=(None,)), layers.Embedding(10, 4, mask_zero=True), layers.LSTM(3)])
+    x = rng.integers(0, 10, (2, 6))
+    good = model.predict(x)
+    (plan,) = model._local.plans.plans.values()
+    uses = plan.cy.uses
+    for bad in (10, -1, 2 ** 40):
+        y = x.copy()
+        y[1, 3] = bad
+        with pytest.raises(ValueError, match="indices must be in"):
+            model.predict(y)
+        assert plan.cy.predict(y) is None and plan.cy.uses == uses  # the ids are checked before any step
+    np.testing.assert_array_equal(model.predict(x), good)
