@@ -89,6 +89,13 @@ class BaseModel:
             bind_call_weights(previous)
             self._pool.release(key, ws)
 
+    def _weight_owner_layers(self):
+        """The layers that hold weights (a wrapper's inner layers), in order; cached."""
+        owners = self._owners_cache
+        if owners is None:
+            owners = self._owners_cache = [o for layer in self.layers for o in layer._weight_owners()]
+        return owners
+
     def _weights_snapshot(self):
         """{layer: packed weights} for every layer that owns weights, read at
         once under the weights lock: a graph (or a stack a call plan cannot
@@ -97,9 +104,7 @@ class BaseModel:
         can land between two layers. No copies: ``set_weights`` replaces the
         packed tuples, it never writes into them. The lock is released before
         any kernel runs."""
-        owners = self._owners_cache
-        if owners is None:
-            owners = self._owners_cache = [o for layer in self.layers for o in layer._weight_owners()]
+        owners = self._weight_owner_layers()
         with self._weights_lock:
             return {owner: owner._packed for owner in owners}
 

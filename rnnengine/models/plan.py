@@ -103,8 +103,7 @@ def _stamp(model):
     # The packed tuples themselves, compared by identity: holding them keeps
     # their ids from being reused by a later set_weights's tuples. A wrapper's
     # are its inner layers'.
-    return (config.get_kernels(),) + tuple(owner._packed for layer in model.layers
-                                           for owner in layer._weight_owners())
+    return (config.get_kernels(),) + tuple(owner._packed for owner in model._weight_owner_layers())
 
 
 def _same(a, b):

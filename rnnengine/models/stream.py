@@ -129,13 +129,21 @@ class Stream:
                     raise ValueError(f"stream.step: rows must be in [0, {self.batch_size}).")
                 if len(np.unique(rows)) != n:
                     raise ValueError("stream.step: rows must not repeat.")
-            np.copyto(ws.x[:, 0], x)
-            previous = bind_call_weights(self.model._weights_snapshot())  # one set of weights per step
-            try:
-                y = self._run(ws, rows)
-            finally:
-                bind_call_weights(previous)
-            self._cy = self._fused_plan()
+            plan = getattr(self, "_plan", None)
+            if rows is None and plan is not None and plan.cy is None and plan.fresh_for(self.model):
+                # The Numba backend's plan: its bound calls, the states in place (no per-step binding).
+                np.copyto(plan.x[:, 0], x)
+                for fn, args in plan.calls:
+                    fn(*args)
+                y = plan.y
+            else:
+                np.copyto(ws.x[:, 0], x)
+                previous = bind_call_weights(self.model._weights_snapshot())  # one set of weights per step
+                try:
+                    y = self._run(ws, rows)
+                finally:
+                    bind_call_weights(previous)
+                self._cy = self._fused_plan()
             result = y.reshape((n,) + self._out_shape)
             if out is None:
                 out = result.copy()
