@@ -103,7 +103,7 @@ cdef struct Step:
     void* w3
     void* w4
     Py_ssize_t C, H, R
-    bint seq_in, seq_out
+    bint seq_in, seq_out, carry_state  # carry_state: a stateful layer's h (and c), never zeroed
     int act, ract, go_backwards, return_sequences, reset_after, use_bias, zero_output_for_mask
 
 
@@ -210,7 +210,7 @@ cdef void _run_block(const Step* steps, int n_steps, bint f32, const char* x, ch
                 _merge(<double*>y, <const double*>inp, <const double*>_source(steps, s.src2, x, x_row, b0),
                        nb, T if s.seq_in else 1, s.H, s.mode, s.seq_in)
             continue
-        if zero_state and h != NULL:
+        if zero_state and h != NULL and not s.carry_state:
             memset(h, 0, nb * s.h_row)
             if c != NULL:
                 memset(c, 0, nb * s.h_row)
@@ -407,6 +407,7 @@ cdef class CyPlan:
         if keep.size:
             s.keep = self._mask(keep)
         s.zero_output_for_mask = spec["zero_output_for_mask"]
+        s.carry_state = spec.get("carry_state", False)
         s.ract = spec.get("recurrent_activation", 0)
         s.go_backwards = spec["go_backwards"]
         s.return_sequences = spec["return_sequences"]

@@ -1,9 +1,9 @@
 """Call plans: a Sequential model's kernel calls with every argument bound once.
 
-For an inference stack of Embedding (first), Masking, SimpleRNN, LSTM, GRU,
-Bidirectional (merged), Dense, TimeDistributed(Dense) and Dropout layers, no
-stateful layer and no returned state, everything a call passes to the kernels
-is fixed per (batch, input shape, dtype): the workspace buffers, the weights,
+For an inference stack of Embedding (first), Masking, SimpleRNN, LSTM, GRU
+(stateful too: its carried state arrays are bound in place and not zeroed),
+Bidirectional (merged), Dense, TimeDistributed(Dense) and Dropout layers, with
+no returned state, everything a call passes to the kernels is fixed per (batch, input shape, dtype): the workspace buffers, the weights,
 the dims, the activation codes, and where a mask is written and read (an
 Embedding's mask_zero or a Masking layer writes a (B, T) keep array that the
 recurrent steps downstream read, as Keras propagates masks). A ``Plan`` binds those argument tuples once; a call then
@@ -49,7 +49,6 @@ class Plan:
         B = x_shape[0]
         self.ws = model._make_workspace((B, (tuple(x_shape[1:]), np.dtype(dtype).str)))
         self.x = np.zeros(x_shape, dtype)
-        self.stamp = _stamp(model)
         self.calls, self.zero, cy_steps, names = [], [], [], []
         flow = _Flow(self.x, flow_seq_T(x_shape, dtype), -1, None)
         binder = _Binder(self.calls, self.zero if states is None else [], cy_steps, names)
@@ -59,6 +58,7 @@ class Plan:
                     raise _NotPlannable
                 buffers = dict(buffers, **dict(zip(layer._state_names, states[i])))
             flow = binder.bind(layer, buffers, flow, first=i == 0)
+        self.stamp = _stamp(model)  # after binding: a stateful layer's first plan creates its states
         y = self.y = flow.y
         self.nbytes = sum(a.nbytes for buffers in self.ws.layer_buffers for a in buffers.values()
                           if isinstance(a, np.ndarray)) + self.x.nbytes
@@ -103,7 +103,8 @@ def _stamp(model):
     # The packed tuples themselves, compared by identity: holding them keeps
     # their ids from being reused by a later set_weights's tuples. A wrapper's
     # are its inner layers'.
-    return (config.get_kernels(),) + tuple(owner._packed for owner in model._weight_owner_layers())
+    return ((config.get_kernels(),) + tuple(owner._packed for owner in model._weight_owner_layers())
+            + tuple(layer._states for layer in model.layers if getattr(layer, "stateful", False)))
 
 
 def _same(a, b):
@@ -113,7 +114,8 @@ def _same(a, b):
 def plannable(model):
     for i, layer in enumerate(model.layers):
         if isinstance(layer, (_RNN, Bidirectional)):
-            if layer.stateful or layer.return_state or getattr(layer, "merge_mode", "") is None:
+            if layer.return_state or (isinstance(layer, Bidirectional) and (layer.stateful or
+                                                                            layer.merge_mode is None)):
                 return False
         elif isinstance(layer, TimeDistributed):
             if not isinstance(layer.layer, Dense):
@@ -198,12 +200,19 @@ class _Binder:
         if x.ndim != 3 or not flow.seq or x.dtype != np.dtype(layer.dtype):
             raise _NotPlannable
         B = x.shape[0]
+        if layer.stateful:  # its carried state, bound in place and never zeroed (reset_states zeroes it)
+            if layer._states is None:
+                layer._states = [np.zeros((B, layer.units), layer.dtype) for _ in layer._state_names]
+            if layer._states[0].shape[0] != B:
+                raise _NotPlannable  # the general path raises the batch-size error
+            buffers = dict(buffers, **dict(zip(layer._state_names, layer._states)))
         fn = kernels.get_kernel(layer._cell, "forward", None, B)
         args = layer._forward_args(buffers, x, contract.NO_MASK if flow.keep is None else flow.keep)
         self.calls.append((fn, args))
-        src = self._step(_cy_step(layer._cell, fn, args, seq_in=True, seq_out=bool(layer.return_sequences)),
-                         flow.src)
-        self.zero.extend(buffers[n] for n in layer._state_names)
+        src = self._step(_cy_step(layer._cell, fn, args, seq_in=True, seq_out=bool(layer.return_sequences),
+                                  carry_state=bool(layer.stateful)), flow.src)
+        if not layer.stateful:
+            self.zero.extend(buffers[n] for n in layer._state_names)
         y = buffers["y"]
         return (y if layer.return_sequences else y.reshape(B, layer.units)), src
 

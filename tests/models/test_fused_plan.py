@@ -389,3 +389,36 @@ def test_out_of_range_ids_run_nothing_and_raise_the_layers_error(rng):
             model.predict(y)
         assert plan.cy.predict(y) is None and plan.cy.uses == uses  # the ids are checked before any step
     np.testing.assert_array_equal(model.predict(x), good)
+
+
+def test_stateful_stacks_run_the_fused_plan_carrying_state_as_keras(rng):
+    from tests.keras_oracle import keras
+
+    def build(m):
+        return [m.LSTM(6, stateful=True, return_sequences=True), m.GRU(5, stateful=True), m.Dense(3)]
+
+    ours = Sequential([layers.Input(shape=(None, 4), batch_size=2)] + build(layers))
+    ours.set_weights([rng.standard_normal(w.shape).astype(np.float32) * 0.4 for w in ours.get_weights()])
+    k = keras()
+    theirs = k.Sequential([k.Input(shape=(None, 4), batch_size=2)] + build(k.layers))
+    theirs.set_weights(ours.get_weights())
+    chunks = [rng.standard_normal((2, T, 4)).astype(np.float32) for T in (5, 3, 8)]
+    for backend in ("cython", "numba"):
+        config.set_kernels(backend)
+        ours.reset_states()
+        for layer in theirs.layers[:2]:
+            layer.reset_states()
+        for x in chunks:  # each call goes on from the state the last one left
+            np.testing.assert_allclose(ours.predict(x), np.asarray(theirs(x)), atol=1e-5, err_msg=backend)
+        np.testing.assert_allclose(ours.layers[1].states[0], np.asarray(theirs.layers[1].states[0]), atol=1e-5)
+    config.set_kernels("cython")
+    (plan,) = [p for p in ours._local.plans.plans.values() if p.cy is not None]
+    assert plan.route == "cython-fused: lstm → gru → dense"
+    ours.reset_states()  # zeroes the arrays the plan binds: the next call starts over
+    uses = plan.cy.uses
+    first = ours.predict(chunks[0])
+    going_on = ours.predict(chunks[0])
+    ours.reset_states()
+    np.testing.assert_array_equal(ours.predict(chunks[0]), first)
+    assert not np.allclose(going_on, first)
+    assert plan.cy.uses == uses + 3
