@@ -52,17 +52,21 @@ cdef enum:
     DENSE = 3
     EMBED = 4  # ids -> rows of the table, and keep = (id != 0) for mask_zero
     MASKING = 5  # keep = any(x != mask_value) per step, y = x * keep
-    MERGE = 6  # a Bidirectional's two outputs, the backward one re-reversed in time
+    MERGE = 6  # two steps' outputs: a Bidirectional's (the backward one re-reversed in time), a merge layer's
     MERGE_CONCAT = 0
     MERGE_SUM = 1
     MERGE_AVE = 2
     MERGE_MUL = 3
+    MERGE_SUB = 4
+    MERGE_MAX = 5
+    MERGE_MIN = 6
     MAX_NDIM = 8
     GIL_RELEASE_MIN_WORK = 1 << 18  # multiply-adds; see CyPlan._call
 
 KINDS = {"simple_rnn": SIMPLE_RNN, "lstm": LSTM, "gru": GRU, "dense": DENSE, "embed": EMBED,
          "masking": MASKING, "merge": MERGE}
-MERGE_MODES = {"concat": MERGE_CONCAT, "sum": MERGE_SUM, "ave": MERGE_AVE, "mul": MERGE_MUL}
+MERGE_MODES = {"concat": MERGE_CONCAT, "sum": MERGE_SUM, "ave": MERGE_AVE, "mul": MERGE_MUL, "sub": MERGE_SUB,
+               "max": MERGE_MAX, "min": MERGE_MIN}
 
 # The pointer kernels' signatures: src/_call.pxd (each kernel module assigns
 # its pointer kernel to them, so the compiler checks them where it is written).
@@ -104,6 +108,8 @@ cdef struct Step:
     void* w4
     Py_ssize_t C, H, R
     bint seq_in, seq_out, carry_state  # carry_state: a stateful layer's h (and c), never zeroed
+    bint reverse  # MERGE: the second source's steps in reversed order (a Bidirectional's backward layer)
+    Py_ssize_t H2  # MERGE concat: the second source's width
     int act, ract, go_backwards, return_sequences, reset_after, use_bias, zero_output_for_mask
 
 
@@ -143,9 +149,10 @@ cdef void _masking(floating* y, unsigned char* keep, const floating* x, Py_ssize
 
 
 cdef void _merge(floating* y, const floating* a, const floating* b, Py_ssize_t nb, Py_ssize_t T,
-                 Py_ssize_t H, int mode, bint reverse) noexcept nogil:
-    """A Bidirectional's merge of nb rows of T steps of H: a (forward) with b
-    (backward, in reversed step order when ``reverse``), as Keras does it."""
+                 Py_ssize_t H, Py_ssize_t H2, int mode, bint reverse) noexcept nogil:
+    """nb rows of T steps: a (H wide) with b (H2 wide; H unless concatenated;
+    in reversed step order when ``reverse``), as Keras's merge does it (NumPy's
+    maximum and minimum: a NaN on either side wins)."""
     cdef Py_ssize_t r, t, j, tb
     cdef const floating* ar
     cdef const floating* br
@@ -154,11 +161,11 @@ cdef void _merge(floating* y, const floating* a, const floating* b, Py_ssize_t n
         for t in range(T):
             tb = T - 1 - t if reverse else t
             ar = a + (r * T + t) * H
-            br = b + (r * T + tb) * H
+            br = b + (r * T + tb) * H2
             if mode == MERGE_CONCAT:
-                yr = y + (r * T + t) * 2 * H
+                yr = y + (r * T + t) * (H + H2)
                 memcpy(yr, ar, H * sizeof(floating))
-                memcpy(yr + H, br, H * sizeof(floating))
+                memcpy(yr + H, br, H2 * sizeof(floating))
                 continue
             yr = y + (r * T + t) * H
             for j in range(H):
@@ -166,8 +173,14 @@ cdef void _merge(floating* y, const floating* a, const floating* b, Py_ssize_t n
                     yr[j] = ar[j] + br[j]
                 elif mode == MERGE_AVE:
                     yr[j] = (ar[j] + br[j]) * <floating>0.5
-                else:
+                elif mode == MERGE_MUL:
                     yr[j] = ar[j] * br[j]
+                elif mode == MERGE_SUB:
+                    yr[j] = ar[j] - br[j]
+                elif mode == MERGE_MAX:
+                    yr[j] = ar[j] if (ar[j] >= br[j] or ar[j] != ar[j]) else br[j]
+                else:
+                    yr[j] = ar[j] if (ar[j] <= br[j] or ar[j] != ar[j]) else br[j]
 
 
 cdef void _run_block(const Step* steps, int n_steps, bint f32, const char* x, char* out,
@@ -205,10 +218,10 @@ cdef void _run_block(const Step* steps, int n_steps, bint f32, const char* x, ch
         if s.kind == MERGE:
             if f32:
                 _merge(<float*>y, <const float*>inp, <const float*>_source(steps, s.src2, x, x_row, b0),
-                       nb, T if s.seq_in else 1, s.H, s.mode, s.seq_in)
+                       nb, T if s.seq_in else 1, s.H, s.H2, s.mode, s.reverse)
             else:
                 _merge(<double*>y, <const double*>inp, <const double*>_source(steps, s.src2, x, x_row, b0),
-                       nb, T if s.seq_in else 1, s.H, s.mode, s.seq_in)
+                       nb, T if s.seq_in else 1, s.H, s.H2, s.mode, s.reverse)
             continue
         if zero_state and h != NULL and not s.carry_state:
             memset(h, 0, nb * s.h_row)
@@ -448,11 +461,13 @@ cdef class CyPlan:
             s.C = spec["C"]
             s.mask_value = spec["mask_value"]
         else:
-            s.H = spec["H"]
+            s.H, s.H2 = spec["H"], spec.get("H2", spec["H"])
             s.mode = MERGE_MODES[spec["mode"]]
-            if s.src2 < 0 or s.y_row != self.steps[s.src].y_row * (2 if s.mode == MERGE_CONCAT else 1) \
-                    or self.steps[s.src].y_row != self.steps[s.src2].y_row:
-                raise ValueError("CyPlan: a merge reads two steps of one shape into its y.")
+            s.reverse = spec.get("reverse", False)
+            if s.src < 0 or s.src2 < 0 or s.y_row != self.steps[s.src].y_row + (
+                    self.steps[s.src2].y_row if s.mode == MERGE_CONCAT else 0) or \
+                    self.steps[s.src2].y_row * s.H != self.steps[s.src].y_row * s.H2:
+                raise ValueError("CyPlan: a merge reads two earlier steps of its shape into its y.")
         keep = spec.get("keep")
         if keep is not None and keep.size:
             s.keep = self._mask(keep)

@@ -33,6 +33,7 @@ from .. import config, kernels
 from ..kernels import contract
 from ..layers import activations
 from ..layers.core import Dense, Dropout, Embedding, Masking
+from ..layers.merge import Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract
 from ..layers.recurrent import _RNN
 from ..layers.wrappers import Bidirectional, TimeDistributed
 
@@ -52,15 +53,29 @@ class Plan:
         self.calls, self.zero, cy_steps, names = [], [], [], []
         flow = _Flow(self.x, flow_seq_T(x_shape, dtype), -1, None)
         binder = _Binder(self.calls, self.zero if states is None else [], cy_steps, names)
-        for i, (layer, buffers) in enumerate(zip(model.layers, self.ws.layer_buffers)):
-            if states is not None and i in states:
-                if isinstance(layer, Bidirectional):
-                    raise _NotPlannable
-                buffers = dict(buffers, **dict(zip(layer._state_names, states[i])))
-            flow = binder.bind(layer, buffers, flow, first=i == 0)
+        if hasattr(model, "_nodes"):  # a functional graph: one input, one output (plannable)
+            flows = {id(model.inputs[0]): flow}
+            for node, buffers in zip(model._nodes, self.ws.node_buffers):
+                ins = [flows[id(t)] for t in node.inputs]
+                if isinstance(node.layer, tuple(_MERGE_LAYERS)):
+                    out = binder.merge(node.layer, buffers, ins)
+                else:
+                    out = binder.bind(node.layer, buffers, ins[0], first=ins[0].src < 0)
+                flows[id(node.outputs[0])] = out
+            flow = flows[id(model.outputs[0])]
+            if flow.src != len(cy_steps) - 1:
+                raise _NotPlannable  # the CyPlan writes its last step into the caller's array
+        else:
+            for i, (layer, buffers) in enumerate(zip(model.layers, self.ws.layer_buffers)):
+                if states is not None and i in states:
+                    if isinstance(layer, Bidirectional):
+                        raise _NotPlannable
+                    buffers = dict(buffers, **dict(zip(layer._state_names, states[i])))
+                flow = binder.bind(layer, buffers, flow, first=i == 0)
         self.stamp = _stamp(model)  # after binding: a stateful layer's first plan creates its states
         y = self.y = flow.y
-        self.nbytes = sum(a.nbytes for buffers in self.ws.layer_buffers for a in buffers.values()
+        self.nbytes = sum(a.nbytes for buffers in getattr(self.ws, "node_buffers", None) or self.ws.layer_buffers
+                          for a in buffers.values()
                           if isinstance(a, np.ndarray)) + self.x.nbytes
         self.cy = None
         if kernels.cython_available() and cy_steps and None not in cy_steps:
@@ -112,20 +127,29 @@ def _same(a, b):
 
 
 def plannable(model):
-    for i, layer in enumerate(model.layers):
-        if isinstance(layer, (_RNN, Bidirectional)):
-            if layer.return_state or (isinstance(layer, Bidirectional) and (layer.stateful or
-                                                                            layer.merge_mode is None)):
-                return False
-        elif isinstance(layer, TimeDistributed):
-            if not isinstance(layer.layer, Dense):
-                return False
-        elif isinstance(layer, Embedding):
-            if i != 0:
-                return False
-        elif not isinstance(layer, (Dense, Dropout, Masking)):
-            return False
-    return True
+    nodes = getattr(model, "_nodes", None)
+    if nodes is not None:  # functional: one input, one output, no states passed along edges
+        return (len(model.inputs) == 1 and len(model.outputs) == 1
+                and all(not node.states and len(node.outputs) == 1
+                        and _plannable_layer(node.layer, 0 if node.inputs[0] is model.inputs[0] else 1)
+                        and (len(node.inputs) == 2 if isinstance(node.layer, tuple(_MERGE_LAYERS))
+                             else len(node.inputs) == 1)
+                        for node in nodes))
+    return all(_plannable_layer(layer, i) for i, layer in enumerate(model.layers))
+
+
+def _plannable_layer(layer, i):
+    """Whether a plan can bind ``layer`` (``i``: its place, 0 = reads the input)."""
+    if isinstance(layer, tuple(_MERGE_LAYERS)):
+        return True
+    if isinstance(layer, (_RNN, Bidirectional)):
+        return not layer.return_state and not (isinstance(layer, Bidirectional) and
+                                               (layer.stateful or layer.merge_mode is None))
+    if isinstance(layer, TimeDistributed):
+        return isinstance(layer.layer, Dense)
+    if isinstance(layer, Embedding):
+        return i == 0
+    return isinstance(layer, (Dense, Dropout, Masking))
 
 
 def flow_seq_T(x_shape, dtype):
@@ -216,6 +240,23 @@ class _Binder:
         y = buffers["y"]
         return (y if layer.return_sequences else y.reshape(B, layer.units)), src
 
+    def merge(self, layer, buffers, flows):
+        """A functional graph's merge layer on two earlier steps' outputs of one
+        dtype; masks combine as Keras's (one mask, or both the same one)."""
+        a, b = flows
+        mode = _MERGE_LAYERS[type(layer)]
+        if (a.src < 0 or b.src < 0 or a.seq != b.seq or a.y.ndim != (3 if a.seq else 2) or b.y.ndim != a.y.ndim
+                or a.y.dtype != b.y.dtype or a.y.dtype != np.dtype(layer.dtype)
+                or (mode == "concat" and layer._axis(a.y.ndim - 1) != a.y.ndim - 2)
+                or (a.keep is not None and b.keep is not None and a.keep is not b.keep)):
+            raise _NotPlannable
+        y = buffers["y"]
+        self.calls.append((_merge, (a.y, b.y, y, mode)))
+        src = self._step({"kind": "merge", "y": y, "src2": b.src, "H": a.y.shape[-1], "H2": b.y.shape[-1],
+                          "mode": mode, "seq_in": a.seq, "seq_out": a.seq}, a.src)
+        self.names.append(type(layer).__name__.lower())
+        return _Flow(y, a.seq, src, a.keep if a.keep is not None else b.keep)
+
     def _embedding(self, layer, buffers, flow, first):
         ids = flow.y
         if not first or ids.dtype != np.int64 or (layer.mask_zero and ids.ndim != 2):
@@ -248,9 +289,9 @@ class _Binder:
         y_b, src_b = self._rnn(layer.backward_layer, sub[1], flow)
         seq = bool(layer.return_sequences)
         y = buffers["y"]
-        self.calls.append((_merge, (y_f, y_b, y, layer.merge_mode, seq)))
+        self.calls.append((_merge, (y_f, y_b[:, ::-1] if seq else y_b, y, layer.merge_mode)))
         src = self._step({"kind": "merge", "y": y, "src2": src_b, "H": y_f.shape[-1], "mode": layer.merge_mode,
-                          "seq_in": seq, "seq_out": seq}, src_f)
+                          "reverse": seq, "seq_in": seq, "seq_out": seq}, src_f)
         self.names.append(f"bidirectional({layer.forward_layer._cell}, {layer.merge_mode})")
         return _Flow(y, seq, src, flow.keep if seq else None)
 
@@ -273,21 +314,24 @@ def _mask(x, y, keep, mask, differs, mask_value):
     np.multiply(x, mask[..., None], out=y)
 
 
-def _merge(y_f, y_b, y, mode, seq):
-    if seq:
-        y_b = y_b[:, ::-1]  # the backward layer's steps, lined up with the forward's
+def _merge(a, b, y, mode):
+    """Two outputs into y (a Bidirectional's backward one passed reversed in time)."""
     if mode == "concat":
-        H = y_f.shape[-1]
-        np.copyto(y[..., :H], y_f)
-        np.copyto(y[..., H:], y_b)
+        H = a.shape[-1]
+        np.copyto(y[..., :H], a)
+        np.copyto(y[..., H:], b)
         return
     with np.errstate(over="ignore", invalid="ignore"):
-        if mode == "mul":
-            np.multiply(y_f, y_b, out=y)
-        else:
-            np.add(y_f, y_b, out=y)
-            if mode == "ave":
-                np.multiply(y, 0.5, out=y)
+        _MERGE_UFUNCS[mode](a, b, out=y)
+        if mode == "ave":
+            np.multiply(y, 0.5, out=y)
+
+
+_MERGE_UFUNCS = {"mul": np.multiply, "sum": np.add, "ave": np.add, "sub": np.subtract, "max": np.maximum,
+                 "min": np.minimum}
+# A functional graph's merge layers, as MERGE steps (two inputs; Concatenate on the feature axis).
+_MERGE_LAYERS = {Add: "sum", Subtract: "sub", Multiply: "mul", Average: "ave", Maximum: "max", Minimum: "min",
+                 Concatenate: "concat"}
 
 
 def _cy_step(cell, fn, args, **extra):
@@ -399,7 +443,7 @@ def get_plan(model, cache, x):
     T open): a longer T rebuilds it at 1.5x (a workspace grown, not one per
     length)."""
     seq = flow_seq_T(x.shape, x.dtype)
-    generic = (seq and model._input_shape[0] is None  # a model declaring its T runs only that T
+    generic = (seq and model.input_shape[1] is None  # a model declaring its T runs only that T
                and kernels.cython_available() and config.get_kernels() != "numba")
     key = (x.shape[0], x.shape[2:], x.dtype.str, "T") if generic else (x.shape, x.dtype.str)
     plans = cache.plans

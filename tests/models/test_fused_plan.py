@@ -422,3 +422,54 @@ def test_stateful_stacks_run_the_fused_plan_carrying_state_as_keras(rng):
     np.testing.assert_array_equal(ours.predict(chunks[0]), first)
     assert not np.allclose(going_on, first)
     assert plan.cy.uses == uses + 3
+
+
+# Functional graphs (one input, one output): merges read two earlier steps.
+def _residual_graph(m, Input, Model):
+    i = Input(shape=(None, 6))
+    a = m.LSTM(6, return_sequences=True)(i)
+    b = m.GRU(6, return_sequences=True)(a)
+    top = m.Maximum()([m.Add()([a, b]), a])
+    c = m.Concatenate()([top, m.TimeDistributed(m.Dense(3))(b)])
+    return Model(i, m.Dense(2)(m.SimpleRNN(4)(c)))
+
+
+def _masked_branches_graph(m, Input, Model):
+    i = Input(shape=(None,), dtype="int64")
+    e = m.Embedding(30, 5, mask_zero=True)(i)
+    a = m.LSTM(4, return_sequences=True)(e)
+    b = m.Bidirectional(m.GRU(2, return_sequences=True))(e)
+    c = m.Subtract()([a, b])
+    d = m.Average()([c, m.Multiply()([a, b])])
+    return Model(i, m.Dense(3, activation="softmax")(m.Minimum()([m.LSTM(3)(d), m.GRU(3)(c)])))
+
+
+@pytest.mark.parametrize("graph, route", [
+    (_residual_graph, "cython-fused: lstm → gru → add → maximum → time_distributed(dense) → concatenate → "
+                      "simple_rnn → dense"),
+    (_masked_branches_graph, "cython-fused: embedding[mask_zero] → lstm → bidirectional(gru, concat) → subtract → "
+                             "multiply → average → lstm → gru → minimum → dense"),
+])
+def test_functional_graphs_run_one_fused_plan_as_keras(rng, graph, route):
+    from rnnengine.models import Model
+    from tests.keras_oracle import keras
+
+    k = keras()
+    ours = graph(layers, lambda shape, dtype=None: layers.Input(shape=shape), Model)
+    ours.set_weights([rng.standard_normal(w.shape).astype(np.float32) * 0.5 for w in ours.get_weights()])
+    theirs = graph(k.layers, k.Input, k.Model)
+    theirs.set_weights(ours.get_weights())
+    ids = graph is _masked_branches_graph
+    for T in (7, 3, 11):
+        x = rng.integers(1, 30, (3, T)) if ids else rng.standard_normal((3, T, 6)).astype(np.float32)
+        x[1, T // 2:] = 0
+        x[2] = 0
+        want = np.asarray(theirs(x))
+        for backend in ("cython", "numba"):
+            config.set_kernels(backend)
+            got = ours.predict(x)
+            np.testing.assert_allclose(got, want, atol=1e-5, err_msg=f"T={T} {backend}")
+            np.testing.assert_array_equal(ours.predict(x), got)
+        config.set_kernels("cython")
+        (plan,) = [p for p in ours._local.plans.plans.values() if p.cy is not None]
+        assert plan.route == route and plan.cy.capacity >= T
