@@ -74,20 +74,37 @@ from _call cimport (dense_d, dense_f, gru_d, gru_f, keep_p, lstm_d, lstm_f, simp
                     simple_rnn_f)
 
 
+cdef enum:
+    # Where a step reads from (Source.kind): a step's y, a plan input, a step's h or c.
+    SRC_Y = 0
+    SRC_X = 1
+    SRC_H = 2
+    SRC_C = 3
+    SRC_NONE = -1
+    MAX_IO = 8  # inputs, and outputs, one plan takes
+
+
+cdef struct Source:
+    int kind
+    int index  # a step's (Y, H, C) or an input's (X)
+
+
 cdef struct Step:
     # One layer's kernel call. Batch-indexed buffers are a base pointer and the
-    # bytes one batch row takes at the plan's capacity T (a thread's block
-    # starts b0 rows in, and writes its rows packed for the call's T, which
-    # never exceeds the capacity); weights are shared by every block. For
-    # Dense, Embedding and Masking, R is the rows per batch item per timestep
-    # when seq_in (the input is (B, T, ...)), else per batch item. seq_in /
-    # seq_out: the input / output rows scale with T (what the plan's x and out
-    # strides depend on). src / src2: the steps whose y this one reads (-1: the
-    # plan's input); a Bidirectional's two layers read one source, its MERGE
-    # both of them. keep: (B, capacity) uint8, used packed as (B, T) per call,
-    # like every other buffer.
+    # bytes one batch row takes at the step's capacity (a thread's block starts
+    # b0 rows in, and writes its rows packed for the call's T, which never
+    # exceeds the capacity); weights are shared by every block. tlen: the
+    # step's time length at capacity (a T-generic plan runs every step at the
+    # call's T). For Dense, Embedding and Masking, R is the rows per batch item
+    # per timestep when seq_in (the input is (B, T, ...)), else per batch item.
+    # seq_in / seq_out: the input / output rows scale with T. src / src2: what
+    # the step reads (a Bidirectional's two layers read one source, its MERGE
+    # both of them); init_h / init_c: a recurrent step's initial state (Keras's
+    # initial_state: a plan input or another step's final state), else zeros.
+    # keep: (B, tlen) uint8, used packed as (B, T) per call, like every buffer.
     int kind
-    int src, src2, mode
+    Source src, src2, init_h, init_c
+    int mode
     double mask_value
     void* fn
     char* y
@@ -100,7 +117,7 @@ cdef struct Step:
     char* keep  # Keras's mask: written by an EMBED or MASKING step, read by recurrent steps; or NULL
     char* h_park  # a stream's plan: where step(rows=) parks rows of h and c (B rows each)
     char* c_park
-    Py_ssize_t y_row, h_row, xproj_row, rec_row
+    Py_ssize_t y_row, h_row, xproj_row, rec_row, tlen
     void* w0
     void* w1
     void* w2
@@ -113,9 +130,29 @@ cdef struct Step:
     int act, ract, go_backwards, return_sequences, reset_after, use_bias, zero_output_for_mask
 
 
-cdef inline const char* _source(const Step* steps, int j, const char* x, Py_ssize_t x_row,
-                                Py_ssize_t b0) noexcept nogil:
-    return x + b0 * x_row if j < 0 else steps[j].y + b0 * steps[j].y_row
+cdef struct Call:
+    # One run's arrays: the inputs and outputs (the caller's, packed for T), and
+    # which source each output copies (``direct``: the one output is the last
+    # step's y, which that step writes in place). T: the call's length for a
+    # T-generic plan, 0 otherwise (each step runs its own tlen).
+    const char* x[MAX_IO]
+    Py_ssize_t x_row[MAX_IO]
+    char* out[MAX_IO]
+    Py_ssize_t out_row[MAX_IO]
+    Source out_src[MAX_IO]
+    int n_out
+    bint direct, zero_state
+    Py_ssize_t T
+
+
+cdef inline const char* _source(const Step* steps, Source src, const Call* call, Py_ssize_t b0) noexcept nogil:
+    cdef const Step* s
+    if src.kind == SRC_X:
+        return call.x[src.index] + b0 * call.x_row[src.index]
+    s = &steps[src.index]
+    if src.kind == SRC_Y:
+        return s.y + b0 * s.y_row
+    return (s.h if src.kind == SRC_H else s.c) + b0 * s.h_row
 
 
 cdef void _embed(char* y, unsigned char* keep, const long long* ids, const char* table,
@@ -183,27 +220,26 @@ cdef void _merge(floating* y, const floating* a, const floating* b, Py_ssize_t n
                     yr[j] = ar[j] if (ar[j] <= br[j] or ar[j] != ar[j]) else br[j]
 
 
-cdef void _run_block(const Step* steps, int n_steps, bint f32, const char* x, char* out,
-                     Py_ssize_t x_row, Py_ssize_t out_row, Py_ssize_t T, Py_ssize_t tcap,
-                     Py_ssize_t b0, Py_ssize_t nb, bint zero_state) noexcept nogil:
-    """Every layer on batch rows [b0, b0 + nb) for T timesteps: each step reads
-    its source step's y (the first, x); x and out rows are x_row and out_row
-    bytes (the caller's arrays, packed for T)."""
-    cdef int i
+cdef void _run_block(const Step* steps, int n_steps, bint f32, const Call* call, Py_ssize_t b0,
+                     Py_ssize_t nb) noexcept nogil:
+    """Every step on batch rows [b0, b0 + nb), in order, each reading its
+    sources; then each output's rows copied out (unless written in place)."""
+    cdef int i, j
     cdef const Step* s
     cdef const char* inp
     cdef char* y
     cdef char* h
     cdef char* c
     cdef keep_p k
-    cdef Py_ssize_t R
+    cdef Py_ssize_t R, T
     for i in range(n_steps):
         s = &steps[i]
-        inp = _source(steps, s.src, x, x_row, b0)
-        y = out + b0 * out_row if i == n_steps - 1 else s.y + b0 * s.y_row
+        T = call.T if call.T > 0 else s.tlen
+        inp = _source(steps, s.src, call, b0) if s.src.kind != SRC_NONE else NULL
+        y = call.out[0] + b0 * call.out_row[0] if call.direct and i == n_steps - 1 else s.y + b0 * s.y_row
         h = s.h + b0 * s.h_row if s.h != NULL else NULL
         c = s.c + b0 * s.h_row if s.c != NULL else NULL
-        k = <keep_p>(s.keep + b0 * tcap) if s.keep != NULL else NULL
+        k = <keep_p>(s.keep + b0 * s.tlen) if s.keep != NULL else NULL
         R = s.R * T if s.seq_in else s.R
         if s.kind == EMBED:
             _embed(y, <unsigned char*>k, <const long long*>inp, <const char*>s.w0, nb * R,
@@ -217,16 +253,21 @@ cdef void _run_block(const Step* steps, int n_steps, bint f32, const char* x, ch
             continue
         if s.kind == MERGE:
             if f32:
-                _merge(<float*>y, <const float*>inp, <const float*>_source(steps, s.src2, x, x_row, b0),
+                _merge(<float*>y, <const float*>inp, <const float*>_source(steps, s.src2, call, b0),
                        nb, T if s.seq_in else 1, s.H, s.H2, s.mode, s.reverse)
             else:
-                _merge(<double*>y, <const double*>inp, <const double*>_source(steps, s.src2, x, x_row, b0),
+                _merge(<double*>y, <const double*>inp, <const double*>_source(steps, s.src2, call, b0),
                        nb, T if s.seq_in else 1, s.H, s.H2, s.mode, s.reverse)
             continue
-        if zero_state and h != NULL and not s.carry_state:
-            memset(h, 0, nb * s.h_row)
-            if c != NULL:
-                memset(c, 0, nb * s.h_row)
+        if h != NULL:
+            if s.init_h.kind != SRC_NONE:  # Keras's initial_state
+                memcpy(h, _source(steps, s.init_h, call, b0), nb * s.h_row)
+                if c != NULL:
+                    memcpy(c, _source(steps, s.init_c, call, b0), nb * s.h_row)
+            elif call.zero_state and not s.carry_state:
+                memset(h, 0, nb * s.h_row)
+                if c != NULL:
+                    memset(c, 0, nb * s.h_row)
         if s.kind == SIMPLE_RNN:
             if f32:
                 (<simple_rnn_f>s.fn)(<float*>y, <float*>h, <float*>(s.xproj + b0 * s.xproj_row),
@@ -277,6 +318,14 @@ cdef void _run_block(const Step* steps, int n_steps, bint f32, const char* x, ch
             else:
                 (<dense_d>s.fn)(<double*>y, <const double*>inp, <const double*>s.w0, <const double*>s.w1,
                                 nb * R, s.C, s.H, s.act, s.use_bias)
+    if not call.direct:
+        for j in range(call.n_out):
+            memcpy(call.out[j] + b0 * call.out_row[j], _source(steps, call.out_src[j], call, b0),
+                   nb * call.out_row[j])
+
+
+cdef inline bint _reads(Source src, int k) noexcept:
+    return src.kind == SRC_X and src.index == k
 
 
 cdef inline char* _data(cnp.ndarray a):
@@ -295,32 +344,44 @@ cdef bint _same_dims(cnp.ndarray a, int ndim, const cnp.npy_intp* dims):
 
 
 cdef class CyPlan:
-    """A stack's kernel calls for one (batch, input features, dtype), bound once.
+    """A model's kernel calls for one batch size and input shapes, bound once.
 
     ``steps`` is a list of dicts built by rnnengine/models/plan.py: ``kind``,
-    ``seq_in`` / ``seq_out``, ``src`` (and a merge's ``src2``), and that
-    layer's forward call by its argument names (rnnengine/kernels/contract.py):
-    buffers and weights (ndarrays, C-contiguous, of the plan's dtype; ``keep``
-    uint8), dims and flags. ``x_shape`` and ``out_shape`` are the input and
-    output arrays' shapes, batch first, at the capacity ``T`` the buffers were
-    allocated for; ``x_dtype`` is the input's (int64 ids for an Embedding
-    first, whose range the plan checks before it runs: an id out of range
-    makes the call return None / False with nothing touched).
+    ``seq_in`` / ``seq_out``, ``tlen`` (its time length at capacity), ``src``
+    (and a merge's ``src2``, a recurrent step's ``init_h`` / ``init_c``), each
+    a source ``("y" | "h" | "c", step index)`` or ``("x", input index)``, and
+    that layer's forward call by its argument names
+    (rnnengine/kernels/contract.py): buffers and weights (ndarrays,
+    C-contiguous, of the plan's dtype; ``keep`` uint8), dims and flags.
+    ``inputs``: [(shape, dtype)], batch first (int64 ids for an input an
+    Embedding reads, whose range the plan checks before it runs: an id out of
+    range makes the call return None / False with nothing touched).
+    ``outputs``: [(shape, source)]. Shapes are at the capacity ``T`` the
+    buffers were allocated for.
 
-    ``t_generic``: the plan runs any 1 <= T <= capacity on axis 1 of ``x``
-    (and of ``out`` when the model returns sequences): every buffer is used
+    ``t_generic`` (one input): the plan runs any 1 <= T <= capacity on axis 1
+    of the input (and of the outputs that are sequences): every buffer is used
     packed for the call's T, so one plan serves every sequence length up to
-    the one it was built for. ``rows``: a stream's plan can also step a subset
-    of its rows (``step(x, out, rows)``), their states gathered into scratch.
+    the one it was built for. A stream's plan (``lock``) can also step a
+    subset of its rows (``step(x, out, rows)``), their states gathered into
+    scratch. One input and one output are passed as arrays, several as lists
+    (``single_output``: a one-output model that returns an array).
     """
     cdef Step* steps
-    cdef int n_steps
-    cdef bint f32, t_generic, out_seq, x_seq
-    cdef int typenum, x_typenum
-    cdef Py_ssize_t B, tcap, x_unit, out_unit, work_T, work_fixed, item, n_ids
-    cdef int x_ndim, out_ndim
-    cdef cnp.npy_intp x_dims[MAX_NDIM]
-    cdef cnp.npy_intp out_dims[MAX_NDIM]
+    cdef int n_steps, n_in, n_out
+    cdef bint f32, t_generic, direct, single_output
+    cdef int typenum
+    cdef Py_ssize_t B, tcap, work_T, work_fixed, work_full, item
+    cdef int x_typenum[MAX_IO]
+    cdef int x_ndim[MAX_IO]
+    cdef bint x_seq[MAX_IO]
+    cdef Py_ssize_t x_unit[MAX_IO]
+    cdef cnp.npy_intp x_dims[MAX_IO][MAX_NDIM]
+    cdef int out_ndim[MAX_IO]
+    cdef bint out_seq[MAX_IO]
+    cdef Py_ssize_t out_unit[MAX_IO]
+    cdef cnp.npy_intp out_dims[MAX_IO][MAX_NDIM]
+    cdef Source out_src[MAX_IO]
     cdef unsigned long long epoch
     cdef public unsigned long long uses  # calls run: models/plan.py's cache sees which plans are in use
     cdef list keep
@@ -331,72 +392,141 @@ cdef class CyPlan:
         self.steps = NULL
         self.seen = NULL
 
-    def __init__(self, list steps, tuple x_shape, tuple out_shape, dtype, lock=None, Py_ssize_t T=1,
-                 bint t_generic=False, x_dtype=None):
+    def __init__(self, list steps, list inputs, list outputs, dtype, lock=None, Py_ssize_t T=1,
+                 bint t_generic=False, bint single_output=True):
         import numpy as np
 
         dtype = np.dtype(dtype)
-        x_dtype = dtype if x_dtype is None else np.dtype(x_dtype)
-        if x_dtype != dtype and not (x_dtype == np.int64 and steps and steps[0]["kind"] == "embed"):
-            raise ValueError("CyPlan: the input is the plan's dtype, or int64 ids into an Embedding first.")
         if dtype not in (np.float32, np.float64):
             raise ValueError(f"CyPlan: dtype must be float32 or float64, got {dtype}.")
-        if not steps or len(x_shape) > MAX_NDIM or len(out_shape) > MAX_NDIM:
-            raise ValueError("CyPlan: needs at least one step and shapes of at most 8 dims.")
-        if T < 1 or (t_generic and (not steps[0]["seq_in"] or len(x_shape) < 2 or x_shape[1] != T)):
-            raise ValueError("CyPlan: a T-generic plan needs a (B, T, ...) input of the capacity T.")
+        if not steps or not 1 <= len(inputs) <= MAX_IO or not 1 <= len(outputs) <= MAX_IO:
+            raise ValueError("CyPlan: needs at least one step, and 1 to 8 inputs and outputs.")
+        if T < 1 or (t_generic and len(inputs) != 1):
+            raise ValueError("CyPlan: a T-generic plan has one (B, T, ...) input of the capacity T.")
         self.f32 = dtype == np.float32
         self.typenum = dtype.num
-        self.x_typenum = x_dtype.num
         self.item = dtype.itemsize
-        self.B = x_shape[0]
+        self.B = inputs[0][0][0]
         self.tcap = T
         self.t_generic = t_generic
-        self.x_ndim = len(x_shape)
-        self.out_ndim = len(out_shape)
-        for i, d in enumerate(x_shape):
-            self.x_dims[i] = d
-        for i, d in enumerate(out_shape):
-            self.out_dims[i] = d
+        self.single_output = single_output and len(outputs) == 1
         self.keep = []
         self.lock = lock
+        self.n_in, self.n_out = len(inputs), len(outputs)
+        for k, (shape, x_dtype) in enumerate(inputs):
+            x_dtype = np.dtype(x_dtype)
+            if len(shape) > MAX_NDIM or shape[0] != self.B or (x_dtype != dtype and x_dtype != np.int64):
+                raise ValueError("CyPlan: an input is (B, ...) of the plan's dtype, or int64 ids into an "
+                                 "Embedding, of at most 8 dims.")
+            self.x_typenum[k] = x_dtype.num
+            self.x_ndim[k] = len(shape)
+            for i, d in enumerate(shape):
+                self.x_dims[k][i] = d
         self.steps = <Step*>malloc(len(steps) * sizeof(Step))
         if self.steps == NULL:
             raise MemoryError()
         memset(self.steps, 0, len(steps) * sizeof(Step))
         self.n_steps = len(steps)
-        cdef Py_ssize_t in_row = int(np.prod(x_shape)) // self.B * x_dtype.itemsize
-        self.x_seq = steps[0]["seq_in"]
-        self.x_unit = in_row // T if self.x_seq else in_row
-        self.n_ids = in_row // T // 8 if self.x_seq else in_row // 8  # an Embedding's ids per row (per step)
-        self.work_T = self.work_fixed = 0
+        self.work_T = self.work_fixed = self.work_full = 0
         for i, spec in enumerate(steps):
-            src, src2 = spec.get("src", i - 1), spec.get("src2", -1)
-            if not -1 <= src < i or not -1 <= src2 < i or (spec["kind"] == "embed") != (i == 0 and
-                                                                                         x_dtype != dtype):
-                raise ValueError("CyPlan: a step reads earlier steps only; ids feed the first, an Embedding.")
-            self.steps[i].src, self.steps[i].src2 = src, src2
-            self._bind(&self.steps[i], spec, dtype)
-            in_row = self.steps[i].y_row
-        self.out_seq = steps[len(steps) - 1]["seq_out"]
-        if t_generic and self.out_seq and (len(out_shape) < 3 or out_shape[1] != T):
-            raise ValueError("CyPlan: a T-generic plan's sequence output must be (B, T, ...).")
-        self.out_unit = in_row // T if self.out_seq else in_row
-        if in_row * self.B != int(np.prod(out_shape)) * self.item:
-            raise ValueError("CyPlan: the last layer's output does not fill out_shape.")
+            s = &self.steps[i]
+            s.kind = KINDS[spec["kind"]]
+            s.src = self._source(spec.get("src"), i, spec["kind"] == "embed")
+            s.src2 = self._source(spec.get("src2"), i, False)
+            s.init_h = self._source(spec.get("init_h"), i, False)
+            s.init_c = self._source(spec.get("init_c"), i, False)
+            if s.src.kind == SRC_X:
+                self._input_seq(s.src.index, spec["seq_in"], spec.get("tlen", T))
+            self._bind(s, spec, dtype)
+        for k in range(self.n_in):
+            if not self._is_read(k):
+                raise ValueError(f"CyPlan: input {k} is read by no step.")
+            self.x_unit[k] = int(np.prod(inputs[k][0])) // self.B * np.dtype(inputs[k][1]).itemsize
+            if self.x_seq[k]:
+                self.x_unit[k] //= self.x_dims[k][1]
+        for k, (shape, source) in enumerate(outputs):
+            self._bind_output(k, tuple(shape), source)
+        self.direct = self.n_out == 1 and self.out_src[0].kind == SRC_Y and self.out_src[0].index == \
+            self.n_steps - 1
         if lock is not None:
+            if self.n_in != 1 or self.n_out != 1:
+                raise ValueError("CyPlan: a stream's plan has one input and one output.")
             self.seen = <unsigned char*>malloc(self.B)
             if self.seen == NULL:
                 raise MemoryError()
         self.epoch = rnnengine_weights_epoch
 
+    cdef Source _source(self, value, int i, bint ids) except *:
+        """A source from its spec: ("y" | "h" | "c", an earlier step) or ("x",
+        an input; int64 ids only into an Embedding), or None (none)."""
+        cdef Source src
+        src.kind, src.index = SRC_NONE, 0
+        if value is None:
+            return src
+        kind, index = value
+        src.kind = {"y": SRC_Y, "x": SRC_X, "h": SRC_H, "c": SRC_C}[kind]
+        src.index = index
+        if src.kind == SRC_X:
+            if not 0 <= index < self.n_in or (self.x_typenum[index] != self.typenum) != ids:
+                raise ValueError("CyPlan: a step reads an input of the plan's dtype (ids: an Embedding).")
+        elif not 0 <= index < i or (src.kind == SRC_H and self.steps[index].h == NULL) or \
+                (src.kind == SRC_C and self.steps[index].c == NULL):
+            raise ValueError("CyPlan: a step reads an earlier step's output or state.")
+        return src
+
+    cdef bint _is_read(self, int k):
+        cdef int i
+        cdef const Step* s
+        for i in range(self.n_steps):
+            s = &self.steps[i]
+            if _reads(s.src, k) or _reads(s.init_h, k) or _reads(s.init_c, k):
+                return True
+        return False
+
+    cdef int _input_seq(self, int k, bint seq, Py_ssize_t tlen) except -1:
+        """Input k is read as a sequence (its axis 1 is T) or not. A stream's
+        plan reads its (B, features) input as one step."""
+        cdef bint ids = self.x_typenum[k] != self.typenum
+        if seq and self.x_ndim[k] >= (2 if ids else 3) and self.x_dims[k][1] == tlen:
+            self.x_seq[k] = True
+        elif seq and tlen == 1 and not ids:
+            self.x_seq[k] = False
+        elif seq:
+            raise ValueError("CyPlan: a sequence input is (B, T, ...) with the reading step's T.")
+        return 0
+
+    cdef int _bind_output(self, int k, tuple shape, source) except -1:
+        cdef Source src = self._source(source, self.n_steps, False)
+        if src.kind == SRC_X or len(shape) > MAX_NDIM or shape[0] != self.B:
+            raise ValueError("CyPlan: an output is a step's output or state, (B, ...), of at most 8 dims.")
+        cdef const Step* s = &self.steps[src.index]
+        cdef Py_ssize_t row = s.y_row if src.kind == SRC_Y else s.h_row
+        cdef Py_ssize_t n = 1
+        for d in shape[1:]:
+            n *= d
+        if n * self.item != row:
+            raise ValueError("CyPlan: the output does not fill out_shape.")
+        self.out_src[k] = src
+        self.out_ndim[k] = len(shape)
+        for i, d in enumerate(shape):
+            self.out_dims[k][i] = d
+        self.out_seq[k] = src.kind == SRC_Y and s.seq_out
+        if self.t_generic and self.out_seq[k] and (len(shape) < 3 or shape[1] != self.tcap):
+            raise ValueError("CyPlan: a T-generic plan's sequence output must be (B, T, ...).")
+        self.out_unit[k] = row // s.tlen if self.out_seq[k] else row
+        return 0
+
     cdef int _bind(self, Step* s, dict spec, dtype) except -1:
-        kind = KINDS[spec["kind"]]
-        s.kind = kind
+        kind = s.kind
         s.seq_in, s.seq_out = spec["seq_in"], spec["seq_out"]
+        s.tlen = spec.get("tlen", self.tcap) if s.seq_in or s.seq_out else 1
+        if self.t_generic and (s.seq_in or s.seq_out) and s.tlen != self.tcap:
+            raise ValueError("CyPlan: a T-generic plan's sequences all run its T.")
         cdef Py_ssize_t work
         if kind in (EMBED, MASKING, MERGE):
             return self._bind_data_step(s, spec, dtype)
+        if s.src.kind == SRC_NONE:
+            raise ValueError("CyPlan: a kernel step needs a source.")
         capsule = spec["kernels"][0 if self.f32 else 1]
         s.fn = PyCapsule_GetPointer(capsule, NULL)
         # Dense's y_out is its (N, F) view: the plan binds the (B, ...) buffer.
@@ -404,21 +534,20 @@ cdef class CyPlan:
         s.C, s.H = spec["C"], spec["F"] if kind == DENSE else spec["H"]
         s.act = spec["activation"]
         if kind == DENSE:
-            s.R = spec["R"] // self.tcap if s.seq_in else spec["R"]
+            s.R = spec["R"] // s.tlen if s.seq_in else spec["R"]
             s.use_bias = spec["use_bias"]
             s.w0 = self._weight(spec["kernel"], dtype)
             s.w1 = self._weight(spec["bias"], dtype)
-            work = self.B * s.R * s.C * s.H
-            if s.seq_in:
-                self.work_T += work
-            else:
-                self.work_fixed += work
+            self._add_work(s, self.B * s.R * s.C * s.H)
             return 0
-        if spec["T"] != self.tcap or not s.seq_in:
-            raise ValueError("CyPlan: a recurrent step must run the plan's T on a (B, T, C) input.")
+        if spec["T"] != s.tlen or not s.seq_in:
+            raise ValueError("CyPlan: a recurrent step must run its T on a (B, T, C) input.")
+        if (kind == LSTM and (s.init_h.kind == SRC_NONE) != (s.init_c.kind == SRC_NONE)) or \
+                (kind != LSTM and s.init_c.kind != SRC_NONE):
+            raise ValueError("CyPlan: an initial state is h (and c for an LSTM).")
         keep = spec["keep"]
         if keep.size:
-            s.keep = self._mask(keep)
+            s.keep = self._mask(keep, s.tlen)
         s.zero_output_for_mask = spec["zero_output_for_mask"]
         s.carry_state = spec.get("carry_state", False)
         s.ract = spec.get("recurrent_activation", 0)
@@ -441,20 +570,46 @@ cdef class CyPlan:
             s.w2 = self._weight(spec["bias"], dtype)
         s.w0 = self._weight(spec["kernel"], dtype)
         s.w1 = self._weight(spec["recurrent_kernel"], dtype)
-        self.work_T += self.B * (s.C + s.H) * (s.xproj_row // self.item // self.tcap)
+        for init in (s.init_h, s.init_c):
+            if init.kind != SRC_NONE and self._row_of(init) != s.h_row:
+                raise ValueError("CyPlan: an initial state is (B, units) of the step's units.")
+        self._add_work(s, self.B * (s.C + s.H) * (s.xproj_row // self.item // s.tlen) * s.tlen)
         return 0
+
+    cdef Py_ssize_t _row_of(self, Source src):
+        """The bytes per batch row of a source (a plan input: at its bound shape)."""
+        cdef Py_ssize_t n = self.item if src.kind != SRC_X or self.x_typenum[src.index] == self.typenum else 8
+        cdef int i
+        if src.kind == SRC_X:
+            for i in range(1, self.x_ndim[src.index]):
+                n *= self.x_dims[src.index][i]
+            return n
+        return self.steps[src.index].y_row if src.kind == SRC_Y else self.steps[src.index].h_row
+
+    cdef void _add_work(self, const Step* s, Py_ssize_t work):
+        """Multiply-adds of a step at its capacity: scaled by the call's T when it is a sequence."""
+        self.work_full += work
+        if s.seq_in:
+            self.work_T += work // s.tlen
+        else:
+            self.work_fixed += work
 
     cdef int _bind_data_step(self, Step* s, dict spec, dtype) except -1:
         """EMBED (ids, table (V, D), y, keep or empty), MASKING (y, keep,
-        mask_value, C features) or MERGE (y, mode, H per side): steps of this
-        module, no kernel pointer; their work counts as one multiply-add per value."""
+        mask_value, C features) or MERGE (y, mode, H and H2, reverse): steps of
+        this module, no kernel pointer; their work counts as one multiply-add per value."""
         s.y = self._buffer(spec["y"], dtype, &s.y_row)
         s.R = spec.get("R", 1)
+        cdef Py_ssize_t row
+        if s.src.kind == SRC_NONE:
+            raise ValueError("CyPlan: a step needs a source.")
         if s.kind == EMBED:
             table = spec["table"]
-            if table.ndim != 2 or s.y_row != s.R * (self.tcap if s.seq_in else 1) * table.shape[1] * self.item \
-                    or s.R != self.n_ids:
-                raise ValueError("CyPlan: an Embedding's y must hold one table row per id.")
+            row = 8 * s.R * (s.tlen if s.seq_in else 1)
+            if s.src.kind != SRC_X or table.ndim != 2 or \
+                    s.y_row != s.R * (s.tlen if s.seq_in else 1) * table.shape[1] * self.item or \
+                    self._row_of(s.src) != row:
+                raise ValueError("CyPlan: an Embedding's y must hold one table row per id of its input.")
             s.w0 = self._weight(table, dtype)
             s.C, s.H = table.shape[0], table.shape[1]
         elif s.kind == MASKING:
@@ -464,20 +619,16 @@ cdef class CyPlan:
             s.H, s.H2 = spec["H"], spec.get("H2", spec["H"])
             s.mode = MERGE_MODES[spec["mode"]]
             s.reverse = spec.get("reverse", False)
-            if s.src < 0 or s.src2 < 0 or s.y_row != self.steps[s.src].y_row + (
-                    self.steps[s.src2].y_row if s.mode == MERGE_CONCAT else 0) or \
-                    self.steps[s.src2].y_row * s.H != self.steps[s.src].y_row * s.H2:
+            if s.src.kind != SRC_Y or s.src2.kind != SRC_Y or s.y_row != self.steps[s.src.index].y_row + (
+                    self.steps[s.src2.index].y_row if s.mode == MERGE_CONCAT else 0) or \
+                    self.steps[s.src2.index].y_row * s.H != self.steps[s.src.index].y_row * s.H2:
                 raise ValueError("CyPlan: a merge reads two earlier steps of its shape into its y.")
         keep = spec.get("keep")
         if keep is not None and keep.size:
-            s.keep = self._mask(keep)
+            s.keep = self._mask(keep, s.tlen)
         elif s.kind == MASKING:
             raise ValueError("CyPlan: a Masking step writes a keep array.")
-        work = self.B * s.y_row // self.item
-        if s.seq_in:
-            self.work_T += work // self.tcap
-        else:
-            self.work_fixed += work
+        self._add_work(s, self.B * s.y_row // self.item)
         return 0
 
     cdef char* _buffer(self, a, dtype, Py_ssize_t* row) except NULL:
@@ -498,11 +649,11 @@ cdef class CyPlan:
             park[0] = self._buffer(a.copy(), dtype, row)
         return p
 
-    cdef char* _mask(self, a) except NULL:
-        """A (B, T) uint8 mask buffer (kernels/contract.py's keep), T the capacity."""
+    cdef char* _mask(self, a, Py_ssize_t tlen) except NULL:
+        """A (B, tlen) uint8 mask buffer (kernels/contract.py's keep)."""
         if not isinstance(a, cnp.ndarray) or a.dtype.num != cnp.NPY_UINT8 or not a.flags.c_contiguous \
-                or a.ndim != 2 or a.shape[0] != self.B or a.shape[1] != self.tcap:
-            raise ValueError(f"CyPlan: a mask must be a C-contiguous uint8 ({self.B}, {self.tcap}) array.")
+                or a.ndim != 2 or a.shape[0] != self.B or a.shape[1] != tlen:
+            raise ValueError(f"CyPlan: a mask must be a C-contiguous uint8 ({self.B}, {tlen}) array.")
         self.keep.append(a)
         return _data(a)
 
@@ -530,63 +681,64 @@ cdef class CyPlan:
         """The longest T one call runs (the buffers' T); every T up to it when t_generic."""
         return self.tcap
 
-    cdef bint _ids_in_range(self, const char* x, Py_ssize_t nb, Py_ssize_t T) noexcept:
-        """For a plan fed ids (an Embedding first): every id in [0, input_dim).
-        The gather then needs no check of its own; a call with a bad id runs
-        nothing, and the caller's general path raises the layer's error."""
-        if self.x_typenum == self.typenum:
-            return True
-        cdef const long long* ids = <const long long*>x
-        cdef Py_ssize_t i, n = nb * self.n_ids * (T if self.x_seq else 1)
-        cdef long long V = self.steps[0].C
-        for i in range(n):
-            if ids[i] < 0 or ids[i] >= V:
-                return False
+    cdef bint _ids_in_range(self, const Call* call, Py_ssize_t nb) noexcept:
+        """Every id an Embedding step reads is in [0, input_dim). The gather then
+        needs no check of its own; a call with a bad id runs nothing, and the
+        caller's general path raises the layer's error."""
+        cdef int i
+        cdef const Step* s
+        cdef const long long* ids
+        cdef Py_ssize_t j, n
+        for i in range(self.n_steps):
+            s = &self.steps[i]
+            if s.kind != EMBED:
+                continue
+            ids = <const long long*>call.x[s.src.index]
+            n = nb * s.R * ((call.T if call.T > 0 else s.tlen) if s.seq_in else 1)
+            for j in range(n):
+                if ids[j] < 0 or ids[j] >= s.C:
+                    return False
         return True
 
-    cdef void _call(self, const char* x, char* out, Py_ssize_t T, Py_ssize_t nb, bint zero_state):
+    cdef void _call(self, Call* call, Py_ssize_t nb):
         """_run, without the GIL unless the call is tiny (under GIL_RELEASE_MIN_WORK
         multiply-adds, a few microseconds): a thread that gives the GIL up while
         another Python thread runs waits up to the interpreter's switch interval
         (5 ms) to get it back, so releasing it for a 2 us stream step cost that
         step milliseconds under contention (NumPy keeps the GIL for small arrays
         for the same reason)."""
-        cdef Py_ssize_t work = (self.work_T * T + self.work_fixed) // self.B * nb
+        cdef Py_ssize_t work = ((self.work_T * call.T + self.work_fixed) if call.T > 0 else self.work_full) \
+            // self.B * nb
         self.uses += 1
         if work < GIL_RELEASE_MIN_WORK:
-            self._run(x, out, T, nb, work, zero_state)
+            self._run(call, nb, work)
         else:
             with nogil:
-                self._run(x, out, T, nb, work, zero_state)
+                self._run(call, nb, work)
 
-    cdef void _run(self, const char* x, char* out, Py_ssize_t T, Py_ssize_t B, Py_ssize_t work,
-                   bint zero_state) noexcept nogil:
+    cdef void _run(self, const Call* call, Py_ssize_t B, Py_ssize_t work) noexcept nogil:
         cdef int n = _batch_threads(B, work)
         cdef Py_ssize_t i, b0, nb
-        cdef Py_ssize_t x_row = self.x_unit * T if self.x_seq else self.x_unit
-        cdef Py_ssize_t out_row = self.out_unit * T if self.out_seq else self.out_unit
         if n == 1:
-            _run_block(self.steps, self.n_steps, self.f32, x, out, x_row, out_row, T, self.tcap, 0, B,
-                       zero_state)
+            _run_block(self.steps, self.n_steps, self.f32, call, 0, B)
         else:
             for i in prange(n, schedule='static', num_threads=n):
                 b0 = i * B // n
                 nb = (i + 1) * B // n - b0
-                _run_block(self.steps, self.n_steps, self.f32, x, out, x_row, out_row, T, self.tcap, b0, nb,
-                           zero_state)
+                _run_block(self.steps, self.n_steps, self.f32, call, b0, nb)
 
-    cdef Py_ssize_t _input_T(self, object x, int ndim, Py_ssize_t rows):
-        """The T of an input ``x`` of ``rows`` rows laid out as the plan's x
-        (``ndim`` dims: the plan's, or one less for a stream's batch-less step),
+    cdef Py_ssize_t _input_T(self, int k, object x, int skip, Py_ssize_t rows):
+        """The T of input k's array ``x`` of ``rows`` rows laid out as the plan
+        binds it (without its first ``skip`` dims: a stream's batch-less step),
         or -1 when its dtype, layout or shape does not match."""
         if not cnp.PyArray_Check(x):
             return -1
         cdef cnp.ndarray a = <cnp.ndarray>x
-        if cnp.PyArray_TYPE(a) != self.x_typenum or not cnp.PyArray_IS_C_CONTIGUOUS(a) or \
+        cdef int ndim = self.x_ndim[k] - skip
+        if cnp.PyArray_TYPE(a) != self.x_typenum[k] or not cnp.PyArray_IS_C_CONTIGUOUS(a) or \
                 cnp.PyArray_NDIM(a) != ndim:
             return -1
         cdef cnp.npy_intp* got = cnp.PyArray_DIMS(a)
-        cdef int skip = self.x_ndim - ndim  # leading plan dims the array does not have
         cdef int i
         cdef Py_ssize_t T = self.tcap
         for i in range(ndim):
@@ -597,22 +749,22 @@ cdef class CyPlan:
                 T = got[i]
                 if T < 1 or T > self.tcap:
                     return -1
-            elif got[i] != self.x_dims[i + skip]:
+            elif got[i] != self.x_dims[k][i + skip]:
                 return -1
         return T
 
-    cdef object _output(self, object out, Py_ssize_t T, int skip, Py_ssize_t rows):
-        """``out`` when it is a writeable C-contiguous array of the output's shape
+    cdef object _output(self, int k, object out, Py_ssize_t T, int skip, Py_ssize_t rows):
+        """``out`` when it is a writeable C-contiguous array of output k's shape
         for T (without its first ``skip`` dims, ``rows`` rows), a new array when
         None; None when it does not match."""
         cdef cnp.npy_intp dims[MAX_NDIM]
         cdef int i
-        cdef int ndim = self.out_ndim - skip
+        cdef int ndim = self.out_ndim[k] - skip
         for i in range(ndim):
-            dims[i] = self.out_dims[i + skip]
+            dims[i] = self.out_dims[k][i + skip]
         if skip == 0:
             dims[0] = rows
-        if self.t_generic and self.out_seq and skip == 0:
+        if self.t_generic and self.out_seq[k] and skip == 0:
             dims[1] = T
         if out is None:
             return cnp.PyArray_EMPTY(ndim, dims, self.typenum, 0)
@@ -624,38 +776,77 @@ cdef class CyPlan:
             return None
         return out
 
+    cdef bint _prepare(self, Call* call, object x, object out, list outs, Py_ssize_t rows, int skip,
+                       bint zero_state):
+        """Check the inputs (an array, or a list or tuple of n_in) and the
+        outputs (out: None, an array for one output, else a list or tuple of
+        n_out arrays or Nones; the arrays used land in ``outs``) and fill
+        ``call``; False when anything does not match."""
+        cdef int k
+        cdef Py_ssize_t T = -1, Tk
+        if self.n_in == 1 and cnp.PyArray_Check(x):
+            xs = (x,)
+        elif type(x) in (list, tuple) and len(x) == self.n_in:
+            xs = x
+        else:
+            return False
+        for k in range(self.n_in):
+            Tk = self._input_T(k, xs[k], skip, rows)
+            if Tk < 0:
+                return False
+            if self.t_generic:
+                T = Tk
+            call.x[k] = _data(<cnp.ndarray>xs[k])
+            call.x_row[k] = self.x_unit[k] * (Tk if self.t_generic else self.x_dims[k][1]) if self.x_seq[k] \
+                else self.x_unit[k]
+        call.T = T if self.t_generic else 0
+        if self.single_output:
+            given = (out,)
+        elif out is None:
+            given = (None,) * self.n_out
+        elif type(out) in (list, tuple) and len(out) == self.n_out:
+            given = out
+        else:
+            return False
+        for k in range(self.n_out):
+            o = self._output(k, given[k], T, skip, rows)
+            if o is None:
+                return False
+            outs.append(o)
+            call.out[k] = _data(<cnp.ndarray>o)
+            call.out_row[k] = self.out_unit[k] * (T if self.t_generic else self.out_dims[k][1]) \
+                if self.out_seq[k] else self.out_unit[k]
+            call.out_src[k] = self.out_src[k]
+        call.n_out = self.n_out
+        call.direct = self.direct
+        call.zero_state = zero_state
+        return self._ids_in_range(call, rows)
+
     def run(self, x, out, bint zero_state=True):
         """Run on ``x`` into ``out`` (the plan's batch, a T it runs, dtype,
-        C-contiguous); True when it ran, False when an array did not match
-        (nothing was touched)."""
-        if not self.current:
+        C-contiguous; lists for several); True when it ran, False when an array
+        did not match (nothing was touched)."""
+        cdef Call call
+        if not self.current or not self._prepare(&call, x, out, [], self.B, 0, zero_state):
             return False
-        cdef Py_ssize_t T = self._input_T(x, self.x_ndim, self.B)
-        if T < 0 or self._output(out, T, 0, self.B) is None or \
-                not self._ids_in_range(_data(<cnp.ndarray>x), self.B, T):
-            return False
-        self._call(_data(<cnp.ndarray>x), _data(<cnp.ndarray>out), T, self.B, zero_state)
+        self._call(&call, self.B)
         return True
 
     def predict(self, x, out=None, batch_size=None):
-        """The model's output for ``x`` when ``x`` (and ``out``, if given) are
+        """The model's outputs for ``x`` when ``x`` (and ``out``, if given) are
         what the plan runs (its batch, a T up to its capacity when T-generic),
         and ``batch_size`` does not split the call; None otherwise (the caller
         then takes the general path)."""
+        cdef Call call
+        cdef list outs = []
         if not self.current:
-            return None
-        cdef Py_ssize_t T = self._input_T(x, self.x_ndim, self.B)
-        if T < 0:
             return None
         if batch_size is not None and (type(batch_size) is not int or batch_size < self.B):
             return None
-        if not self._ids_in_range(_data(<cnp.ndarray>x), self.B, T):
+        if not self._prepare(&call, x, out, outs, self.B, 0, True):
             return None
-        out = self._output(out, T, 0, self.B)
-        if out is None:
-            return None
-        self._call(_data(<cnp.ndarray>x), _data(<cnp.ndarray>out), T, self.B, True)
-        return out
+        self._call(&call, self.B)
+        return outs[0] if self.single_output else outs
 
     def step(self, x, out=None, rows=None):
         """One stream step, the recurrent state carried in the plan's state
@@ -666,7 +857,8 @@ cdef class CyPlan:
         scattered back. None when ``x``, ``out`` or ``rows`` does not match
         (nothing was touched). Holds the stream's lock while it runs: a second
         thread stepping the same stream gets RuntimeError."""
-        if not self.current:
+        cdef Call call
+        if not self.current or self.lock is None:
             return None
         cdef Py_ssize_t n = self.B
         cdef Py_ssize_t* idx = NULL
@@ -682,15 +874,9 @@ cdef class CyPlan:
             if n < 1 or n > self.B:
                 return None
             idx = <Py_ssize_t*>cnp.PyArray_DATA(r)
-        cdef bint single = n == 1 and self._input_T(x, self.x_ndim - 1, n) == self.tcap
-        if not single and self._input_T(x, self.x_ndim, n) != self.tcap:
-            return None
-        out = self._output(out, self.tcap, 1 if single else 0, n)
-        if out is None:
-            return None
-        cdef const char* xp = _data(<cnp.ndarray>x)
-        cdef char* op = _data(<cnp.ndarray>out)
-        if not self._ids_in_range(xp, n, self.tcap):
+        cdef bint single = n == 1 and self._input_T(0, x, 1, n) >= 0
+        cdef list outs = []
+        if not self._prepare(&call, x, out, outs, n, 1 if single else 0, False):
             return None
         if not self.lock.acquire(False):
             raise RuntimeError("This stream cannot be stepped now: another thread is using it (stepping, "
@@ -698,14 +884,14 @@ cdef class CyPlan:
                                "per thread (they are cheap).")
         try:
             if idx == NULL:
-                self._call(xp, op, self.tcap, n, False)
-            elif not self._step_rows(xp, op, idx, n):
+                self._call(&call, n)
+            elif not self._step_rows(&call, idx, n):
                 return None
         finally:
             self.lock.release()
-        return out
+        return outs[0]
 
-    cdef bint _step_rows(self, const char* x, char* out, const Py_ssize_t* idx, Py_ssize_t n):
+    cdef bint _step_rows(self, Call* call, const Py_ssize_t* idx, Py_ssize_t n):
         """step(rows=): validate the indices, swap each stepped row's state into
         rows [0, n) of the states (the displaced rows parked in the scratch
         copies), run n rows, and put every row back where it was."""
@@ -717,7 +903,7 @@ cdef class CyPlan:
                 return False
             self.seen[r] = 1
         self._swap_states(idx, n, True)
-        self._call(x, out, self.tcap, n, False)
+        self._call(call, n)
         self._swap_states(idx, n, False)
         return True
 

@@ -73,8 +73,8 @@ class BaseModel:
             plans = getattr(self._local, "plans", None)
             if plans is None:
                 plans = self._local.plans = ThreadPlans()
-            plan = get_plan(self, plans, arrays[0])
-            if plan is not None and plan.run(arrays[0], dests[0]):
+            plan = get_plan(self, plans, arrays)
+            if plan is not None and plan.run(arrays, dests):
                 if plan.cached:
                     plans.fast = plan.cy  # the next predict of this shape goes straight to it
                 return

@@ -1,12 +1,16 @@
-"""Call plans: a Sequential model's kernel calls with every argument bound once.
+"""Call plans: a model's kernel calls with every argument bound once.
 
-For an inference stack of Embedding (first), Masking, SimpleRNN, LSTM, GRU
-(stateful too: its carried state arrays are bound in place and not zeroed),
-Bidirectional (merged), Dense, TimeDistributed(Dense) and Dropout layers, with
-no returned state, everything a call passes to the kernels is fixed per (batch, input shape, dtype): the workspace buffers, the weights,
-the dims, the activation codes, and where a mask is written and read (an
-Embedding's mask_zero or a Masking layer writes a (B, T) keep array that the
-recurrent steps downstream read, as Keras propagates masks). A ``Plan`` binds those argument tuples once; a call then
+For an inference model of Embedding (on an input), Masking, SimpleRNN, LSTM,
+GRU (stateful too: its carried state arrays are bound in place and not
+zeroed), Bidirectional (merged), Dense, TimeDistributed(Dense) and Dropout
+layers, Sequential or functional (up to 8 inputs and outputs; merge layers;
+a recurrent layer's ``initial_state`` from model inputs or another layer's
+returned state; returned states as outputs: seq2seq encoders and decoder
+steps), everything a call passes to the kernels is fixed per (batch, input
+shapes, dtype): the workspace buffers, the weights, the dims, the activation
+codes, and where a mask is written and read (an Embedding's mask_zero or a
+Masking layer writes a (B, T) keep array that the recurrent steps downstream
+read, as Keras propagates masks). A ``Plan`` binds those argument tuples once; a call then
 copies its input into the plan's input buffer, zeroes the states, runs
 ``fn(*args)`` for each kernel, and copies the output out. That cuts the Python
 between ``predict`` and the kernels to a few attribute reads, which is what a
@@ -34,56 +38,70 @@ from ..kernels import contract
 from ..layers import activations
 from ..layers.core import Dense, Dropout, Embedding, Masking
 from ..layers.merge import Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract
-from ..layers.recurrent import _RNN
+from ..layers.recurrent import GRU, LSTM, SimpleRNN, _RNN
 from ..layers.wrappers import Bidirectional, TimeDistributed
 
 
 class Plan:
-    """``states``: for a stream, {layer index: [h] or [h, c]}, the arrays that
-    carry the state from call to call (bound in place of the workspace's, and
-    not zeroed); ``cy_shapes``: the input and output shapes the CyPlan checks
-    (a stream steps (B, features) into the (B, 1, features) buffers);
-    ``t_generic``: the CyPlan runs every T up to ``x_shape[1]`` (the Python
-    call list, the Numba backend's, runs exactly ``x_shape``)."""
+    """``x_shapes``: the model's input shapes (batch first; one shape or a
+    list). ``states``: for a stream, {layer index: [h] or [h, c]}, the arrays
+    that carry the state from call to call (bound in place of the
+    workspace's, and not zeroed); ``cy_shapes``: the input and output shapes
+    the CyPlan checks (a stream steps (B, features) into the (B, 1, features)
+    buffers); ``t_generic``: the CyPlan runs every T up to ``x_shape[1]`` (the
+    Python call list, the Numba backend's, runs exactly ``x_shapes``)."""
 
-    def __init__(self, model, x_shape, dtype, states=None, cy_shapes=None, lock=None, t_generic=False):
-        B = x_shape[0]
-        self.ws = model._make_workspace((B, (tuple(x_shape[1:]), np.dtype(dtype).str)))
-        self.x = np.zeros(x_shape, dtype)
+    def __init__(self, model, x_shapes, dtypes, states=None, cy_shapes=None, lock=None, t_generic=False):
+        if not isinstance(x_shapes, list):
+            x_shapes, dtypes = [x_shapes], [dtypes]
+        B = x_shapes[0][0]
+        self.ws = model._make_workspace((B,) + tuple((tuple(s[1:]), np.dtype(d).str)
+                                                     for s, d in zip(x_shapes, dtypes)))
+        self.xs = [np.zeros(s, d) for s, d in zip(x_shapes, dtypes)]
+        self.x = self.xs[0]
         self.calls, self.zero, cy_steps, names = [], [], [], []
-        flow = _Flow(self.x, flow_seq_T(x_shape, dtype), -1, None)
+        inputs = [_Flow(x, flow_seq_T(x.shape, x.dtype), ("x", k), None) for k, x in enumerate(self.xs)]
         binder = _Binder(self.calls, self.zero if states is None else [], cy_steps, names)
-        if hasattr(model, "_nodes"):  # a functional graph: one input, one output (plannable)
-            flows = {id(model.inputs[0]): flow}
+        if hasattr(model, "_nodes"):  # a functional graph (plannable)
+            flows = {id(t): f for t, f in zip(model.inputs, inputs)}
             for node, buffers in zip(model._nodes, self.ws.node_buffers):
                 ins = [flows[id(t)] for t in node.inputs]
                 if isinstance(node.layer, tuple(_MERGE_LAYERS)):
-                    out = binder.merge(node.layer, buffers, ins)
+                    outs = [binder.merge(node.layer, buffers, ins)]
                 else:
-                    out = binder.bind(node.layer, buffers, ins[0], first=ins[0].src < 0)
-                flows[id(node.outputs[0])] = out
-            flow = flows[id(model.outputs[0])]
-            if flow.src != len(cy_steps) - 1:
-                raise _NotPlannable  # the CyPlan writes its last step into the caller's array
+                    outs = binder.bind(node.layer, buffers, ins[0], first=ins[0].src[0] == "x",
+                                       initial=[flows[id(t)] for t in node.states], all_outputs=True)
+                for t, f in zip(node.outputs, outs):
+                    flows[id(t)] = f
+            outputs = [flows[id(t)] for t in model.outputs]
         else:
+            flow = inputs[0]
             for i, (layer, buffers) in enumerate(zip(model.layers, self.ws.layer_buffers)):
                 if states is not None and i in states:
                     if isinstance(layer, Bidirectional):
                         raise _NotPlannable
                     buffers = dict(buffers, **dict(zip(layer._state_names, states[i])))
                 flow = binder.bind(layer, buffers, flow, first=i == 0)
+            outputs = [flow]
+        if any(f.src[0] == "x" for f in outputs):
+            raise _NotPlannable  # an input returned as it came: nothing to plan
         self.stamp = _stamp(model)  # after binding: a stateful layer's first plan creates its states
-        y = self.y = flow.y
-        self.nbytes = sum(a.nbytes for buffers in getattr(self.ws, "node_buffers", None) or self.ws.layer_buffers
-                          for a in buffers.values()
-                          if isinstance(a, np.ndarray)) + self.x.nbytes
+        self.ys = [f.y for f in outputs]
+        y = self.y = self.ys[0]
+        buffers = getattr(self.ws, "node_buffers", None) or self.ws.layer_buffers
+        self.nbytes = sum(a.nbytes for b in buffers for a in b.values() if isinstance(a, np.ndarray)) + \
+            sum(x.nbytes for x in self.xs)
         self.cy = None
         if kernels.cython_available() and cy_steps and None not in cy_steps:
             from ..kernels import _cy_plan
 
-            cy_x_shape, cy_out_shape = cy_shapes or (x_shape, y.shape)
-            self.cy = _cy_plan.CyPlan(cy_steps, tuple(cy_x_shape), tuple(cy_out_shape), y.dtype, lock,
-                                      x_shape[1] if flow_seq_T(x_shape, dtype) else 1, t_generic, dtype)
+            cy_x_shapes, cy_out_shapes = ([cy_shapes[0]], [cy_shapes[1]]) if cy_shapes else \
+                ([x.shape for x in self.xs], [y.shape for y in self.ys])
+            T = self.x.shape[1] if t_generic else 1
+            self.single_output = bool(getattr(model, "_single_output", True)) and len(outputs) == 1
+            self.cy = _cy_plan.CyPlan(cy_steps, [(tuple(s), x.dtype) for s, x in zip(cy_x_shapes, self.xs)],
+                                      [(tuple(s), f.src) for s, f in zip(cy_out_shapes, outputs)], y.dtype, lock,
+                                      T, t_generic, bool(getattr(model, "_single_output", True)))
         self.route = ("cython-fused: " if self.cy is not None else "python-calls: ") + " → ".join(names)
         self.last_uses = -1  # the cache's second chance (_Caches.trim)
         self.cached = False  # in a thread's ThreadPlans (a dropped plan must not stay its ``fast``)
@@ -98,19 +116,22 @@ class Plan:
             self.cy.revalidate()
         return True
 
-    def run(self, x, dest):
-        """Run on ``x`` into ``dest``; False (nothing done) when the plan does not
-        run that shape (a T-generic plan's Python calls run only its own)."""
-        if self.cy is not None and self.cy.run(x, dest):
+    def run(self, xs, dests):
+        """Run on the inputs ``xs`` into ``dests`` (lists); False (nothing done)
+        when the plan does not run those shapes (a T-generic plan's Python calls
+        run only its own)."""
+        if self.cy is not None and self.cy.run(xs, dests[0] if self.single_output else dests):
             return True
-        if x.shape != self.x.shape:
+        if any(x.shape != mine.shape for x, mine in zip(xs, self.xs)):
             return False
-        np.copyto(self.x, x)
+        for x, mine in zip(xs, self.xs):
+            np.copyto(mine, x)
         for s in self.zero:
             s.fill(0)
         for fn, args in self.calls:
             fn(*args)
-        np.copyto(dest, self.y)
+        for dest, y in zip(dests, self.ys):
+            np.copyto(dest, y)
         return True
 
 
@@ -128,27 +149,31 @@ def _same(a, b):
 
 def plannable(model):
     nodes = getattr(model, "_nodes", None)
-    if nodes is not None:  # functional: one input, one output, no states passed along edges
-        return (len(model.inputs) == 1 and len(model.outputs) == 1
-                and all(not node.states and len(node.outputs) == 1
-                        and _plannable_layer(node.layer, 0 if node.inputs[0] is model.inputs[0] else 1)
-                        and (len(node.inputs) == 2 if isinstance(node.layer, tuple(_MERGE_LAYERS))
-                             else len(node.inputs) == 1)
-                        for node in nodes))
-    return all(_plannable_layer(layer, i) for i, layer in enumerate(model.layers))
+    if nodes is None:
+        return all(_plannable_layer(layer, i == 0, False) for i, layer in enumerate(model.layers))
+    # A functional graph: up to 8 inputs and outputs; initial states only into recurrent layers.
+    inputs = {id(t) for t in model.inputs}
+    return (len(model.inputs) <= 8 and len(model.outputs) <= 8
+            and all((not node.states or type(node.layer) in _RNN_TYPES)
+                    and _plannable_layer(node.layer, id(node.inputs[0]) in inputs, True)
+                    and (len(node.inputs) == 2 if isinstance(node.layer, tuple(_MERGE_LAYERS))
+                         else len(node.inputs) == 1)
+                    for node in nodes))
 
 
-def _plannable_layer(layer, i):
-    """Whether a plan can bind ``layer`` (``i``: its place, 0 = reads the input)."""
+def _plannable_layer(layer, reads_input, functional):
+    """Whether a plan can bind ``layer`` (an Embedding only on a model input; a
+    returned state only in a functional graph, from an unwrapped layer)."""
     if isinstance(layer, tuple(_MERGE_LAYERS)):
-        return True
-    if isinstance(layer, (_RNN, Bidirectional)):
-        return not layer.return_state and not (isinstance(layer, Bidirectional) and
-                                               (layer.stateful or layer.merge_mode is None))
+        return functional
+    if isinstance(layer, Bidirectional):
+        return not (layer.return_state or layer.stateful or layer.merge_mode is None)
+    if isinstance(layer, _RNN):
+        return functional or not layer.return_state
     if isinstance(layer, TimeDistributed):
         return isinstance(layer.layer, Dense)
     if isinstance(layer, Embedding):
-        return i == 0
+        return reads_input
     return isinstance(layer, (Dense, Dropout, Masking))
 
 
@@ -160,13 +185,15 @@ def flow_seq_T(x_shape, dtype):
 
 class _Flow:
     """What the next layer reads: ``y``, whether it is a sequence (rows scale
-    with T), ``src``, the CyPlan step that writes it (-1: the plan's input), and
-    ``keep``, the (B, T) uint8 mask that comes with it (None: unmasked)."""
+    with T: ``T``, its length at capacity), ``src``, where the CyPlan finds it
+    (("y" | "h" | "c", step) or ("x", input)), and ``keep``, the (B, T) uint8
+    mask that comes with it (None: unmasked)."""
 
-    __slots__ = ("y", "seq", "src", "keep")
+    __slots__ = ("y", "seq", "src", "keep", "T")
 
     def __init__(self, y, seq, src, keep):
         self.y, self.seq, self.src, self.keep = y, seq, src, keep
+        self.T = y.shape[1] if seq else 1
 
 
 class _Binder:
@@ -177,31 +204,43 @@ class _Binder:
     def __init__(self, calls, zero, cy_steps, names):
         self.calls, self.zero, self.cy_steps, self.names = calls, zero, cy_steps, names
 
-    def _step(self, spec, src):
-        self.cy_steps.append(None if spec is None else dict(spec, src=src))
-        return len(self.cy_steps) - 1
+    def _step(self, spec, src, tlen):
+        self.cy_steps.append(None if spec is None else dict(spec, src=src, tlen=tlen))
+        return ("y", len(self.cy_steps) - 1)
 
-    def bind(self, layer, buffers, flow, first):
+    def bind(self, layer, buffers, flow, first, initial=(), all_outputs=False):
+        """The layer's output flow; with ``all_outputs``, the list of them
+        (a recurrent layer's returned states after its output). ``initial``:
+        the flows of a recurrent layer's initial_state."""
+        outs = self._bind(layer, buffers, flow, first, initial)
+        return outs if all_outputs else outs[0]
+
+    def _bind(self, layer, buffers, flow, first, initial):
+        if initial and not isinstance(layer, _RNN):
+            raise _NotPlannable
         if isinstance(layer, Dropout):
-            return flow
+            return [flow]
         x = flow.y
         if isinstance(layer, Embedding):
-            return self._embedding(layer, buffers, flow, first)
+            return [self._embedding(layer, buffers, flow, first)]
         if x.dtype != np.dtype(layer.dtype):
             raise _NotPlannable
         if isinstance(layer, Dense):
-            return self._dense(layer, layer, buffers["y"], flow)
+            return [self._dense(layer, layer, buffers["y"], flow)]
         if isinstance(layer, TimeDistributed):
             inner = layer.layer
-            return self._dense(layer, inner, buffers["y"].reshape(x.shape[:-1] + (inner.units,)), flow)
+            return [self._dense(layer, inner, buffers["y"].reshape(x.shape[:-1] + (inner.units,)), flow)]
         if isinstance(layer, Masking):
-            return self._masking(layer, buffers, flow)
+            return [self._masking(layer, buffers, flow)]
         if isinstance(layer, Bidirectional):
-            return self._bidirectional(layer, buffers, flow)
-        y, src = self._rnn(layer, buffers, flow)
-        self.names.append(layer._cell)
+            return [self._bidirectional(layer, buffers, flow)]
+        y, src = self._rnn(layer, buffers, flow, initial)
+        self.names.append(layer._cell + ("[initial_state]" if initial else ""))
         seq = bool(layer.return_sequences)
-        return _Flow(y, seq, src, flow.keep if seq else None)
+        outs = [_Flow(y, seq, src, flow.keep if seq else None)]
+        if layer.return_state:  # the final states, read where the step leaves them
+            outs += [_Flow(buffers[n], False, (n, src[1]), None) for n in layer._state_names]
+        return outs
 
     def _dense(self, layer, dense, y, flow):
         x = flow.y
@@ -215,14 +254,19 @@ class _Binder:
                              kernel=kernel, bias=bias, N=N, C=C, F=dense.units,
                              activation=activations.code(dense.activation), use_bias=int(dense.use_bias))
         self.calls.append((fn, args))
-        src = self._step(_cy_step("dense", fn, args, y=y, R=N // B, seq_in=flow.seq, seq_out=flow.seq), flow.src)
+        src = self._step(_cy_step("dense", fn, args, y=y, R=N // B, seq_in=flow.seq, seq_out=flow.seq), flow.src,
+                         flow.T)
         self.names.append("dense" if layer is dense else "time_distributed(dense)")
         return _Flow(y, flow.seq, src, flow.keep)
 
-    def _rnn(self, layer, buffers, flow):
+    def _rnn(self, layer, buffers, flow, initial=()):
         x = flow.y
         if x.ndim != 3 or not flow.seq or x.dtype != np.dtype(layer.dtype):
             raise _NotPlannable
+        if initial and (layer.stateful or len(initial) != len(layer._state_names) or
+                        any(f.y.shape != buffers[n].shape or f.y.dtype != buffers[n].dtype
+                            for f, n in zip(initial, layer._state_names))):
+            raise _NotPlannable  # the general path raises what is wrong
         B = x.shape[0]
         if layer.stateful:  # its carried state, bound in place and never zeroed (reset_states zeroes it)
             if layer._states is None:
@@ -232,10 +276,13 @@ class _Binder:
             buffers = dict(buffers, **dict(zip(layer._state_names, layer._states)))
         fn = kernels.get_kernel(layer._cell, "forward", None, B)
         args = layer._forward_args(buffers, x, contract.NO_MASK if flow.keep is None else flow.keep)
+        for f, n in zip(initial, layer._state_names):  # Keras's initial_state, copied in before the call
+            self.calls.append((np.copyto, (buffers[n], f.y)))
         self.calls.append((fn, args))
+        init = {"init_" + n: f.src for f, n in zip(initial, layer._state_names)}
         src = self._step(_cy_step(layer._cell, fn, args, seq_in=True, seq_out=bool(layer.return_sequences),
-                                  carry_state=bool(layer.stateful)), flow.src)
-        if not layer.stateful:
+                                  carry_state=bool(layer.stateful), **init), flow.src, flow.T)
+        if not layer.stateful and not initial:
             self.zero.extend(buffers[n] for n in layer._state_names)
         y = buffers["y"]
         return (y if layer.return_sequences else y.reshape(B, layer.units)), src
@@ -245,7 +292,7 @@ class _Binder:
         dtype; masks combine as Keras's (one mask, or both the same one)."""
         a, b = flows
         mode = _MERGE_LAYERS[type(layer)]
-        if (a.src < 0 or b.src < 0 or a.seq != b.seq or a.y.ndim != (3 if a.seq else 2) or b.y.ndim != a.y.ndim
+        if (a.src[0] != "y" or b.src[0] != "y" or a.seq != b.seq or a.T != b.T or a.y.ndim != (3 if a.seq else 2) or b.y.ndim != a.y.ndim
                 or a.y.dtype != b.y.dtype or a.y.dtype != np.dtype(layer.dtype)
                 or (mode == "concat" and layer._axis(a.y.ndim - 1) != a.y.ndim - 2)
                 or (a.keep is not None and b.keep is not None and a.keep is not b.keep)):
@@ -253,7 +300,7 @@ class _Binder:
         y = buffers["y"]
         self.calls.append((_merge, (a.y, b.y, y, mode)))
         src = self._step({"kind": "merge", "y": y, "src2": b.src, "H": a.y.shape[-1], "H2": b.y.shape[-1],
-                          "mode": mode, "seq_in": a.seq, "seq_out": a.seq}, a.src)
+                          "mode": mode, "seq_in": a.seq, "seq_out": a.seq}, a.src, a.T)
         self.names.append(type(layer).__name__.lower())
         return _Flow(y, a.seq, src, a.keep if a.keep is not None else b.keep)
 
@@ -268,7 +315,7 @@ class _Binder:
         B = ids.shape[0]
         R = ids.size // B // (ids.shape[1] if flow.seq else 1)
         src = self._step({"kind": "embed", "y": y, "table": table, "keep": keep, "R": R,
-                          "seq_in": flow.seq, "seq_out": flow.seq}, -1)
+                          "seq_in": flow.seq, "seq_out": flow.seq}, flow.src, flow.T)
         self.names.append("embedding[mask_zero]" if layer.mask_zero else "embedding")
         return _Flow(y, flow.seq, src, keep)
 
@@ -279,7 +326,7 @@ class _Binder:
         y, keep = buffers["y"], buffers["mask"].view(np.uint8)
         self.calls.append((_mask, (x, y, keep, buffers["mask"], buffers["differs"], layer.mask_value)))
         src = self._step({"kind": "masking", "y": y, "keep": keep, "C": x.shape[2],
-                          "mask_value": layer.mask_value, "seq_in": True, "seq_out": True}, flow.src)
+                          "mask_value": layer.mask_value, "seq_in": True, "seq_out": True}, flow.src, flow.T)
         self.names.append("masking")
         return _Flow(y, True, src, keep)
 
@@ -291,7 +338,7 @@ class _Binder:
         y = buffers["y"]
         self.calls.append((_merge, (y_f, y_b[:, ::-1] if seq else y_b, y, layer.merge_mode)))
         src = self._step({"kind": "merge", "y": y, "src2": src_b, "H": y_f.shape[-1], "mode": layer.merge_mode,
-                          "reverse": seq, "seq_in": seq, "seq_out": seq}, src_f)
+                          "reverse": seq, "seq_in": seq, "seq_out": seq}, src_f, flow.T)
         self.names.append(f"bidirectional({layer.forward_layer._cell}, {layer.merge_mode})")
         return _Flow(y, seq, src, flow.keep if seq else None)
 
@@ -327,6 +374,7 @@ def _merge(a, b, y, mode):
             np.multiply(y, 0.5, out=y)
 
 
+_RNN_TYPES = (SimpleRNN, LSTM, GRU)
 _MERGE_UFUNCS = {"mul": np.multiply, "sum": np.add, "ave": np.add, "sub": np.subtract, "max": np.maximum,
                  "min": np.minimum}
 # A functional graph's merge layers, as MERGE steps (two inputs; Concatenate on the feature axis).
@@ -434,18 +482,23 @@ class _Caches:
 _CACHES = _Caches()
 
 
-def get_plan(model, cache, x):
-    """The thread's plan for ``x`` (``cache``: the thread's ThreadPlans), built
-    or rebuilt as needed; None when the model needs the general path.
+def get_plan(model, cache, arrays):
+    """The thread's plan for the inputs ``arrays`` (``cache``: the thread's
+    ThreadPlans), built or rebuilt as needed; None when the model needs the
+    general path.
 
-    With the Cython kernels, a (B, T, ...) input's plan serves every T up to
-    the longest seen for that batch and feature shape (where the model leaves
-    T open): a longer T rebuilds it at 1.5x (a workspace grown, not one per
-    length)."""
-    seq = flow_seq_T(x.shape, x.dtype)
+    With the Cython kernels, a one-input model's (B, T, ...) plan serves every
+    T up to the longest seen for that batch and feature shape (where the model
+    leaves T open): a longer T rebuilds it at 1.5x (a workspace grown, not one
+    per length). Several inputs: one plan per shapes."""
+    x = arrays[0]
+    seq = len(arrays) == 1 and flow_seq_T(x.shape, x.dtype)
     generic = (seq and model.input_shape[1] is None  # a model declaring its T runs only that T
                and kernels.cython_available() and config.get_kernels() != "numba")
-    key = (x.shape[0], x.shape[2:], x.dtype.str, "T") if generic else (x.shape, x.dtype.str)
+    if generic:
+        key = (x.shape[0], x.shape[2:], x.dtype.str, "T")
+    else:
+        key = tuple((a.shape, a.dtype.str) for a in arrays)
     plans = cache.plans
     plan = plans.get(key)
     if plan is not None and plan.fresh_for(model) and (not generic or plan.x.shape[1] >= x.shape[1]):
@@ -453,16 +506,18 @@ def get_plan(model, cache, x):
         return plan
     if not plannable(model):
         return None
-    T = x.shape[1] if seq else None
-    if generic and plan is not None and plan.x.shape[1] < T:
-        T = max(T, -(-plan.x.shape[1] * 3 // 2 // 16) * 16)
-    shape = (x.shape[0], T) + x.shape[2:] if generic else x.shape
+    shapes = [a.shape for a in arrays]
+    if generic:
+        T = x.shape[1]
+        if plan is not None and plan.x.shape[1] < T:
+            T = max(T, -(-plan.x.shape[1] * 3 // 2 // 16) * 16)
+        shapes = [(x.shape[0], T) + x.shape[2:]]
     cache.drop(key)
     # Built under the model's weights lock, so a plan never binds a half-done
     # set_weights (some layers new, some old); it then runs on what it bound.
     with model._weights_lock:
         try:
-            plan = Plan(model, shape, x.dtype, t_generic=generic)
+            plan = Plan(model, shapes, [a.dtype for a in arrays], t_generic=generic)
         except _NotPlannable:
             return None
     while len(plans) >= _PLANS_PER_THREAD:

@@ -180,22 +180,32 @@ def test_stream_fast_steps_track_state_and_weights(rng):
 def test_cyplan_rejects_what_it_cannot_run():
     from rnnengine.kernels import _cy_plan
 
+    def plan(steps, x_shape=(2, 4), out_shape=(2, 3), dtype=np.float32, source=("y", 0)):
+        return _cy_plan.CyPlan(steps, [(x_shape, np.float32)], [(out_shape, source)], dtype)
+
     with pytest.raises(ValueError, match="dtype"):
-        _cy_plan.CyPlan([{}], (1, 2), (1, 2), np.int32)
+        plan([{}], (1, 2), (1, 2), np.int32)
     with pytest.raises(ValueError, match="at least one step"):
-        _cy_plan.CyPlan([], (1, 2), (1, 2), np.float32)
+        plan([], (1, 2), (1, 2))
     kernels_ = kernels._cy_dense._pointer_kernels()
     spec = dict(kind="dense", kernels=kernels_, y=np.zeros((2, 3), np.float32), kernel=np.zeros((4, 3), np.float32),
                 bias=np.zeros(3, np.float32), C=4, F=3, R=1, activation=0, use_bias=1, seq_in=False,
-                seq_out=False)
-    plan = _cy_plan.CyPlan([spec], (2, 4), (2, 3), np.float32)
-    assert plan.predict(np.ones((2, 4), np.float32)).shape == (2, 3)
+                seq_out=False, src=("x", 0))
+    assert plan([spec]).predict(np.ones((2, 4), np.float32)).shape == (2, 3)
     with pytest.raises(ValueError, match="buffer"):
-        _cy_plan.CyPlan([dict(spec, y=np.zeros((3, 3), np.float32))], (2, 4), (2, 3), np.float32)
+        plan([dict(spec, y=np.zeros((3, 3), np.float32))])
     with pytest.raises(ValueError, match="weight"):
-        _cy_plan.CyPlan([dict(spec, kernel=np.zeros((4, 3), np.float64))], (2, 4), (2, 3), np.float32)
+        plan([dict(spec, kernel=np.zeros((4, 3), np.float64))])
     with pytest.raises(ValueError, match="out_shape"):
-        _cy_plan.CyPlan([spec], (2, 4), (2, 4), np.float32)
+        plan([spec], out_shape=(2, 4))
+    with pytest.raises(ValueError, match="earlier step"):
+        plan([dict(spec, src=("y", 0))])  # a step reading itself
+    with pytest.raises(ValueError, match="earlier step"):
+        plan([spec], source=("h", 0))  # a Dense has no state to return
+    with pytest.raises(ValueError, match="read by no step"):
+        _cy_plan.CyPlan([spec], [((2, 4), np.float32)] * 2, [((2, 3), ("y", 0))], np.float32)
+    with pytest.raises(ValueError, match="Embedding"):
+        _cy_plan.CyPlan([spec], [((2, 4), np.int64)], [((2, 3), ("y", 0))], np.float32)  # ids into a Dense
 
 
 def _plans(model):
@@ -473,3 +483,60 @@ def test_functional_graphs_run_one_fused_plan_as_keras(rng, graph, route):
         config.set_kernels("cython")
         (plan,) = [p for p in ours._local.plans.plans.values() if p.cy is not None]
         assert plan.route == route and plan.cy.capacity >= T
+
+
+# Seq2seq: initial_state from another layer's returned state or from model inputs, states as outputs.
+def _seq2seq_graphs(m, Input, Model):
+    enc_in, dec_in = Input(shape=(None, 5)), Input(shape=(None, 4))
+    _, h, c = m.LSTM(6, return_state=True)(m.Masking()(enc_in))
+    decoder_lstm = m.LSTM(6, return_sequences=True, return_state=True)
+    dense = m.Dense(4, activation="softmax")
+    y, _, _ = decoder_lstm(dec_in, initial_state=[h, c])
+    h_in, c_in = Input(shape=(6,)), Input(shape=(6,))
+    y_step, h_step, c_step = decoder_lstm(dec_in, initial_state=[h_in, c_in])
+    g_in = Input(shape=(None, 5))
+    g_y, g_h = m.GRU(3, return_sequences=True, return_state=True)(g_in)
+    return {"training": Model([enc_in, dec_in], dense(y)), "encoder": Model(enc_in, [h, c]),
+            "decoder_step": Model([dec_in, h_in, c_in], [dense(y_step), h_step, c_step]),
+            "gru_with_state": Model(g_in, [g_y, g_h])}
+
+
+_SEQ2SEQ_ROUTES = {"training": "cython-fused: masking → lstm → lstm[initial_state] → dense",
+                   "encoder": "cython-fused: masking → lstm", "decoder_step": "cython-fused: lstm[initial_state] → dense",
+                   "gru_with_state": "cython-fused: gru"}
+
+
+def test_seq2seq_models_run_one_fused_plan_as_keras(rng):
+    from rnnengine.models import Model
+    from tests.keras_oracle import keras
+
+    k = keras()
+    ours = _seq2seq_graphs(layers, lambda shape: layers.Input(shape=shape), Model)
+    theirs = _seq2seq_graphs(k.layers, k.Input, k.Model)
+    for name in ours:
+        ours[name].set_weights([rng.standard_normal(w.shape).astype(np.float32) * 0.5
+                                for w in ours[name].get_weights()])
+        theirs[name].set_weights(ours[name].get_weights())
+    for T_enc, T_dec in ((7, 5), (3, 1)):
+        enc = rng.standard_normal((2, T_enc, 5)).astype(np.float32)
+        enc[1, T_enc // 2:] = 0  # masked: the encoder's state is its last real step's
+        dec = rng.standard_normal((2, T_dec, 4)).astype(np.float32)
+        h, c = rng.standard_normal((2, 2, 6)).astype(np.float32)
+        inputs = {"training": [enc, dec], "encoder": enc, "decoder_step": [dec, h, c], "gru_with_state": enc}
+        for name, x in inputs.items():
+            want = theirs[name](x)
+            want = [np.asarray(w) for w in want] if isinstance(want, (list, tuple)) else [np.asarray(want)]
+            for backend in ("numba", "cython"):  # Cython last: a plan per shapes, the last backend's kept
+                config.set_kernels(backend)
+                got = ours[name].predict(x)
+                got = got if isinstance(got, list) else [got]
+                assert len(got) == len(want)
+                for g, w in zip(got, want):
+                    np.testing.assert_allclose(g, w, atol=1e-5, err_msg=f"{name} {backend}")
+            (plan,) = [p for p in ours[name]._local.plans.plans.values() if p.cy is _fast(ours[name])]
+            assert plan.route == _SEQ2SEQ_ROUTES[name]
+            uses = plan.cy.uses
+            again = ours[name].predict(x)  # the thread's fast plan: one C call, same numbers
+            for g, a in zip(got, again if isinstance(again, list) else [again]):
+                np.testing.assert_array_equal(g, a)
+            assert plan.cy.uses == uses + 1
