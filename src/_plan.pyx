@@ -52,6 +52,7 @@ cdef enum:
     DENSE = 3
     EMBED = 4  # ids -> rows of the table, and keep = (id != 0) for mask_zero
     MASKING = 5  # keep = any(x != mask_value) per step, y = x * keep
+    REPEAT = 7  # RepeatVector: (B, H) -> (B, n, H)
     MERGE = 6  # two steps' outputs: a Bidirectional's (the backward one re-reversed in time), a merge layer's
     MERGE_CONCAT = 0
     MERGE_SUM = 1
@@ -64,7 +65,7 @@ cdef enum:
     GIL_RELEASE_MIN_WORK = 1 << 18  # multiply-adds; see CyPlan._call
 
 KINDS = {"simple_rnn": SIMPLE_RNN, "lstm": LSTM, "gru": GRU, "dense": DENSE, "embed": EMBED,
-         "masking": MASKING, "merge": MERGE}
+         "masking": MASKING, "merge": MERGE, "repeat": REPEAT}
 MERGE_MODES = {"concat": MERGE_CONCAT, "sum": MERGE_SUM, "ave": MERGE_AVE, "mul": MERGE_MUL, "sub": MERGE_SUB,
                "max": MERGE_MAX, "min": MERGE_MIN}
 
@@ -125,6 +126,7 @@ cdef struct Step:
     void* w4
     Py_ssize_t C, H, R
     bint seq_in, seq_out, carry_state  # carry_state: a stateful layer's h (and c), never zeroed
+    bint t_follows  # its T is the plan input's (a T-generic call's T), not a fixed one (after a RepeatVector)
     bint reverse  # MERGE: the second source's steps in reversed order (a Bidirectional's backward layer)
     Py_ssize_t H2  # MERGE concat: the second source's width
     int act, ract, go_backwards, return_sequences, reset_after, use_bias, zero_output_for_mask
@@ -231,10 +233,10 @@ cdef void _run_block(const Step* steps, int n_steps, bint f32, const Call* call,
     cdef char* h
     cdef char* c
     cdef keep_p k
-    cdef Py_ssize_t R, T
+    cdef Py_ssize_t R, T, t
     for i in range(n_steps):
         s = &steps[i]
-        T = call.T if call.T > 0 else s.tlen
+        T = call.T if call.T > 0 and s.t_follows else s.tlen
         inp = _source(steps, s.src, call, b0) if s.src.kind != SRC_NONE else NULL
         y = call.out[0] + b0 * call.out_row[0] if call.direct and i == n_steps - 1 else s.y + b0 * s.y_row
         h = s.h + b0 * s.h_row if s.h != NULL else NULL
@@ -244,6 +246,11 @@ cdef void _run_block(const Step* steps, int n_steps, bint f32, const Call* call,
         if s.kind == EMBED:
             _embed(y, <unsigned char*>k, <const long long*>inp, <const char*>s.w0, nb * R,
                    s.H * (4 if f32 else 8))
+            continue
+        if s.kind == REPEAT:
+            for j in range(nb * s.R):
+                for t in range(s.tlen):
+                    memcpy(y + (j * s.tlen + t) * s.H, inp + j * s.H, s.H)  # H: bytes per row here
             continue
         if s.kind == MASKING:
             if f32:
@@ -380,6 +387,7 @@ cdef class CyPlan:
     cdef int out_ndim[MAX_IO]
     cdef bint out_seq[MAX_IO]
     cdef Py_ssize_t out_unit[MAX_IO]
+    cdef bint out_follows[MAX_IO]  # a sequence output whose T is the call's
     cdef cnp.npy_intp out_dims[MAX_IO][MAX_NDIM]
     cdef Source out_src[MAX_IO]
     cdef unsigned long long epoch
@@ -511,7 +519,8 @@ cdef class CyPlan:
         for i, d in enumerate(shape):
             self.out_dims[k][i] = d
         self.out_seq[k] = src.kind == SRC_Y and s.seq_out
-        if self.t_generic and self.out_seq[k] and (len(shape) < 3 or shape[1] != self.tcap):
+        self.out_follows[k] = self.t_generic and self.out_seq[k] and s.t_follows
+        if self.out_follows[k] and (len(shape) < 3 or shape[1] != self.tcap):
             raise ValueError("CyPlan: a T-generic plan's sequence output must be (B, T, ...).")
         self.out_unit[k] = row // s.tlen if self.out_seq[k] else row
         return 0
@@ -520,10 +529,11 @@ cdef class CyPlan:
         kind = s.kind
         s.seq_in, s.seq_out = spec["seq_in"], spec["seq_out"]
         s.tlen = spec.get("tlen", self.tcap) if s.seq_in or s.seq_out else 1
-        if self.t_generic and (s.seq_in or s.seq_out) and s.tlen != self.tcap:
-            raise ValueError("CyPlan: a T-generic plan's sequences all run its T.")
+        s.t_follows = spec.get("t_follows", True)
+        if self.t_generic and (s.seq_in or s.seq_out) and s.t_follows and s.tlen != self.tcap:
+            raise ValueError("CyPlan: a T-generic plan's sequences run its T (or a fixed one, not following).")
         cdef Py_ssize_t work
-        if kind in (EMBED, MASKING, MERGE):
+        if kind in (EMBED, MASKING, MERGE, REPEAT):
             return self._bind_data_step(s, spec, dtype)
         if s.src.kind == SRC_NONE:
             raise ValueError("CyPlan: a kernel step needs a source.")
@@ -589,7 +599,7 @@ cdef class CyPlan:
     cdef void _add_work(self, const Step* s, Py_ssize_t work):
         """Multiply-adds of a step at its capacity: scaled by the call's T when it is a sequence."""
         self.work_full += work
-        if s.seq_in:
+        if s.seq_in and s.t_follows:
             self.work_T += work // s.tlen
         else:
             self.work_fixed += work
@@ -615,6 +625,10 @@ cdef class CyPlan:
         elif s.kind == MASKING:
             s.C = spec["C"]
             s.mask_value = spec["mask_value"]
+        elif s.kind == REPEAT:
+            s.H = self._row_of(s.src)  # bytes of one input row, copied tlen times
+            if s.seq_in or not s.seq_out or s.t_follows or s.y_row != s.H * s.tlen:
+                raise ValueError("CyPlan: a RepeatVector repeats a (B, H) source n times into (B, n, H).")
         else:
             s.H, s.H2 = spec["H"], spec.get("H2", spec["H"])
             s.mode = MERGE_MODES[spec["mode"]]
@@ -694,7 +708,7 @@ cdef class CyPlan:
             if s.kind != EMBED:
                 continue
             ids = <const long long*>call.x[s.src.index]
-            n = nb * s.R * ((call.T if call.T > 0 else s.tlen) if s.seq_in else 1)
+            n = nb * s.R * ((call.T if call.T > 0 and s.t_follows else s.tlen) if s.seq_in else 1)
             for j in range(n):
                 if ids[j] < 0 or ids[j] >= s.C:
                     return False
@@ -764,7 +778,7 @@ cdef class CyPlan:
             dims[i] = self.out_dims[k][i + skip]
         if skip == 0:
             dims[0] = rows
-        if self.t_generic and self.out_seq[k] and skip == 0:
+        if self.out_follows[k] and skip == 0:
             dims[1] = T
         if out is None:
             return cnp.PyArray_EMPTY(ndim, dims, self.typenum, 0)
@@ -814,7 +828,7 @@ cdef class CyPlan:
                 return False
             outs.append(o)
             call.out[k] = _data(<cnp.ndarray>o)
-            call.out_row[k] = self.out_unit[k] * (T if self.t_generic else self.out_dims[k][1]) \
+            call.out_row[k] = self.out_unit[k] * (T if self.out_follows[k] else self.out_dims[k][1]) \
                 if self.out_seq[k] else self.out_unit[k]
             call.out_src[k] = self.out_src[k]
         call.n_out = self.n_out

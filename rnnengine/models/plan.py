@@ -2,8 +2,8 @@
 
 For an inference model of Embedding (on an input), Masking, SimpleRNN, LSTM,
 GRU (stateful too: its carried state arrays are bound in place and not
-zeroed), Bidirectional (merged), Dense, TimeDistributed(Dense) and Dropout
-layers, Sequential or functional (up to 8 inputs and outputs; merge layers;
+zeroed), Bidirectional (merged), Dense, TimeDistributed(Dense), RepeatVector
+(its n steps run whatever the input's T), Flatten and Dropout layers, Sequential or functional (up to 8 inputs and outputs; merge layers;
 a recurrent layer's ``initial_state`` from model inputs or another layer's
 returned state; returned states as outputs: seq2seq encoders and decoder
 steps), everything a call passes to the kernels is fixed per (batch, input
@@ -36,7 +36,7 @@ import numpy as np
 from .. import config, kernels
 from ..kernels import contract
 from ..layers import activations
-from ..layers.core import Dense, Dropout, Embedding, Masking
+from ..layers.core import Dense, Dropout, Embedding, Flatten, Masking, RepeatVector
 from ..layers.merge import Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract
 from ..layers.recurrent import GRU, LSTM, SimpleRNN, _RNN
 from ..layers.wrappers import Bidirectional, TimeDistributed
@@ -61,7 +61,7 @@ class Plan:
         self.x = self.xs[0]
         self.calls, self.zero, cy_steps, names = [], [], [], []
         inputs = [_Flow(x, flow_seq_T(x.shape, x.dtype), ("x", k), None) for k, x in enumerate(self.xs)]
-        binder = _Binder(self.calls, self.zero if states is None else [], cy_steps, names)
+        binder = _Binder(self.calls, self.zero if states is None else [], cy_steps, names, t_generic)
         if hasattr(model, "_nodes"):  # a functional graph (plannable)
             flows = {id(t): f for t, f in zip(model.inputs, inputs)}
             for node, buffers in zip(model._nodes, self.ws.node_buffers):
@@ -97,7 +97,7 @@ class Plan:
 
             cy_x_shapes, cy_out_shapes = ([cy_shapes[0]], [cy_shapes[1]]) if cy_shapes else \
                 ([x.shape for x in self.xs], [y.shape for y in self.ys])
-            T = self.x.shape[1] if t_generic else 1
+            T = self.x.shape[1] if inputs[0].seq and self.x.ndim >= 2 else 1
             self.single_output = bool(getattr(model, "_single_output", True)) and len(outputs) == 1
             self.cy = _cy_plan.CyPlan(cy_steps, [(tuple(s), x.dtype) for s, x in zip(cy_x_shapes, self.xs)],
                                       [(tuple(s), f.src) for s, f in zip(cy_out_shapes, outputs)], y.dtype, lock,
@@ -174,7 +174,7 @@ def _plannable_layer(layer, reads_input, functional):
         return isinstance(layer.layer, Dense)
     if isinstance(layer, Embedding):
         return reads_input
-    return isinstance(layer, (Dense, Dropout, Masking))
+    return isinstance(layer, (Dense, Dropout, Masking, Flatten, RepeatVector))
 
 
 def flow_seq_T(x_shape, dtype):
@@ -189,11 +189,12 @@ class _Flow:
     (("y" | "h" | "c", step) or ("x", input)), and ``keep``, the (B, T) uint8
     mask that comes with it (None: unmasked)."""
 
-    __slots__ = ("y", "seq", "src", "keep", "T")
+    __slots__ = ("y", "seq", "src", "keep", "T", "follows")
 
-    def __init__(self, y, seq, src, keep):
+    def __init__(self, y, seq, src, keep, follows=True):
         self.y, self.seq, self.src, self.keep = y, seq, src, keep
         self.T = y.shape[1] if seq else 1
+        self.follows = follows  # a sequence whose T is the input's (not a RepeatVector's n)
 
 
 class _Binder:
@@ -201,11 +202,12 @@ class _Binder:
     pairs) and CyPlan steps (None where a kernel is not a Cython one) and
     route names; ``zero``: the state buffers a call zeroes first."""
 
-    def __init__(self, calls, zero, cy_steps, names):
+    def __init__(self, calls, zero, cy_steps, names, t_generic):
         self.calls, self.zero, self.cy_steps, self.names = calls, zero, cy_steps, names
+        self.t_generic = t_generic
 
-    def _step(self, spec, src, tlen):
-        self.cy_steps.append(None if spec is None else dict(spec, src=src, tlen=tlen))
+    def _step(self, spec, src, tlen, follows=True):
+        self.cy_steps.append(None if spec is None else dict(spec, src=src, tlen=tlen, t_follows=follows))
         return ("y", len(self.cy_steps) - 1)
 
     def bind(self, layer, buffers, flow, first, initial=(), all_outputs=False):
@@ -232,12 +234,19 @@ class _Binder:
             return [self._dense(layer, inner, buffers["y"].reshape(x.shape[:-1] + (inner.units,)), flow)]
         if isinstance(layer, Masking):
             return [self._masking(layer, buffers, flow)]
+        if isinstance(layer, Flatten):
+            if flow.seq and flow.follows and self.t_generic:
+                raise _NotPlannable  # its width would be the call's T
+            self.names.append("flatten")
+            return [_Flow(x.reshape(x.shape[0], -1), False, flow.src, None)]  # a view: no step
+        if isinstance(layer, RepeatVector):
+            return [self._repeat(layer, buffers, flow)]
         if isinstance(layer, Bidirectional):
             return [self._bidirectional(layer, buffers, flow)]
         y, src = self._rnn(layer, buffers, flow, initial)
         self.names.append(layer._cell + ("[initial_state]" if initial else ""))
         seq = bool(layer.return_sequences)
-        outs = [_Flow(y, seq, src, flow.keep if seq else None)]
+        outs = [_Flow(y, seq, src, flow.keep if seq else None, flow.follows)]
         if layer.return_state:  # the final states, read where the step leaves them
             outs += [_Flow(buffers[n], False, (n, src[1]), None) for n in layer._state_names]
         return outs
@@ -255,9 +264,9 @@ class _Binder:
                              activation=activations.code(dense.activation), use_bias=int(dense.use_bias))
         self.calls.append((fn, args))
         src = self._step(_cy_step("dense", fn, args, y=y, R=N // B, seq_in=flow.seq, seq_out=flow.seq), flow.src,
-                         flow.T)
+                         flow.T, flow.follows)
         self.names.append("dense" if layer is dense else "time_distributed(dense)")
-        return _Flow(y, flow.seq, src, flow.keep)
+        return _Flow(y, flow.seq, src, flow.keep, flow.follows)
 
     def _rnn(self, layer, buffers, flow, initial=()):
         x = flow.y
@@ -281,7 +290,7 @@ class _Binder:
         self.calls.append((fn, args))
         init = {"init_" + n: f.src for f, n in zip(initial, layer._state_names)}
         src = self._step(_cy_step(layer._cell, fn, args, seq_in=True, seq_out=bool(layer.return_sequences),
-                                  carry_state=bool(layer.stateful), **init), flow.src, flow.T)
+                                  carry_state=bool(layer.stateful), **init), flow.src, flow.T, flow.follows)
         if not layer.stateful and not initial:
             self.zero.extend(buffers[n] for n in layer._state_names)
         y = buffers["y"]
@@ -292,7 +301,7 @@ class _Binder:
         dtype; masks combine as Keras's (one mask, or both the same one)."""
         a, b = flows
         mode = _MERGE_LAYERS[type(layer)]
-        if (a.src[0] != "y" or b.src[0] != "y" or a.seq != b.seq or a.T != b.T or a.y.ndim != (3 if a.seq else 2) or b.y.ndim != a.y.ndim
+        if (a.src[0] != "y" or b.src[0] != "y" or a.seq != b.seq or a.T != b.T or a.follows != b.follows or a.y.ndim != (3 if a.seq else 2) or b.y.ndim != a.y.ndim
                 or a.y.dtype != b.y.dtype or a.y.dtype != np.dtype(layer.dtype)
                 or (mode == "concat" and layer._axis(a.y.ndim - 1) != a.y.ndim - 2)
                 or (a.keep is not None and b.keep is not None and a.keep is not b.keep)):
@@ -300,9 +309,9 @@ class _Binder:
         y = buffers["y"]
         self.calls.append((_merge, (a.y, b.y, y, mode)))
         src = self._step({"kind": "merge", "y": y, "src2": b.src, "H": a.y.shape[-1], "H2": b.y.shape[-1],
-                          "mode": mode, "seq_in": a.seq, "seq_out": a.seq}, a.src, a.T)
+                          "mode": mode, "seq_in": a.seq, "seq_out": a.seq}, a.src, a.T, a.follows)
         self.names.append(type(layer).__name__.lower())
-        return _Flow(y, a.seq, src, a.keep if a.keep is not None else b.keep)
+        return _Flow(y, a.seq, src, a.keep if a.keep is not None else b.keep, a.follows)
 
     def _embedding(self, layer, buffers, flow, first):
         ids = flow.y
@@ -319,6 +328,16 @@ class _Binder:
         self.names.append("embedding[mask_zero]" if layer.mask_zero else "embedding")
         return _Flow(y, flow.seq, src, keep)
 
+    def _repeat(self, layer, buffers, flow):
+        if flow.seq or flow.y.ndim != 2 or flow.src[0] == "x":
+            raise _NotPlannable
+        y = buffers["y"]
+        self.calls.append((np.copyto, (y, flow.y[:, None, :])))
+        src = self._step({"kind": "repeat", "y": y, "seq_in": False, "seq_out": True}, flow.src, layer.n,
+                         follows=False)
+        self.names.append("repeat_vector")
+        return _Flow(y, True, src, None, follows=False)
+
     def _masking(self, layer, buffers, flow):
         x = flow.y
         if x.ndim != 3 or not flow.seq:
@@ -326,9 +345,10 @@ class _Binder:
         y, keep = buffers["y"], buffers["mask"].view(np.uint8)
         self.calls.append((_mask, (x, y, keep, buffers["mask"], buffers["differs"], layer.mask_value)))
         src = self._step({"kind": "masking", "y": y, "keep": keep, "C": x.shape[2],
-                          "mask_value": layer.mask_value, "seq_in": True, "seq_out": True}, flow.src, flow.T)
+                          "mask_value": layer.mask_value, "seq_in": True, "seq_out": True}, flow.src, flow.T,
+                         flow.follows)
         self.names.append("masking")
-        return _Flow(y, True, src, keep)
+        return _Flow(y, True, src, keep, flow.follows)
 
     def _bidirectional(self, layer, buffers, flow):
         sub = [{k[2:]: v for k, v in buffers.items() if k.startswith(p)} for p in ("f/", "b/")]
@@ -338,9 +358,9 @@ class _Binder:
         y = buffers["y"]
         self.calls.append((_merge, (y_f, y_b[:, ::-1] if seq else y_b, y, layer.merge_mode)))
         src = self._step({"kind": "merge", "y": y, "src2": src_b, "H": y_f.shape[-1], "mode": layer.merge_mode,
-                          "reverse": seq, "seq_in": seq, "seq_out": seq}, src_f, flow.T)
+                          "reverse": seq, "seq_in": seq, "seq_out": seq}, src_f, flow.T, flow.follows)
         self.names.append(f"bidirectional({layer.forward_layer._cell}, {layer.merge_mode})")
-        return _Flow(y, seq, src, flow.keep if seq else None)
+        return _Flow(y, seq, src, flow.keep if seq else None, flow.follows)
 
 
 # The Python route's steps for the layers that are not kernel calls (the

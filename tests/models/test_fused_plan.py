@@ -341,6 +341,11 @@ _FAMILIES = {
     "bidirectional_mul_sum": (lambda m: [m.Bidirectional(m.SimpleRNN(5, return_sequences=True), merge_mode="mul"),
                                          m.Dropout(0.2), m.Bidirectional(m.LSTM(4), merge_mode="sum"), m.Dense(3)],
                               "cython-fused: bidirectional(simple_rnn, mul) → bidirectional(lstm, sum) → dense"),
+    "lstm_autoencoder": (lambda m: [m.LSTM(8), m.RepeatVector(6), m.LSTM(8, return_sequences=True),
+                                    m.TimeDistributed(m.Dense(4))],  # the decoder's T is 6, whatever the input's
+                         "cython-fused: lstm → repeat_vector → lstm → time_distributed(dense)"),
+    "flatten_fixed_T": (lambda m: [m.GRU(5, return_sequences=True), m.Flatten(), m.Dense(4)],
+                        "cython-fused: gru → flatten → dense", 9),
 }
 
 
@@ -361,17 +366,18 @@ def _family_input(family, rng, B, T):
 def test_masked_embedding_and_bidirectional_models_run_one_fused_plan_as_keras(rng, family):
     from tests.keras_oracle import keras
 
-    build, route = _FAMILIES[family]
-    shape = (None,) if family.startswith("embedding") else (None, 4)
+    build, route, *fixed_T = _FAMILIES[family]
+    T_in = fixed_T[0] if fixed_T else None
+    shape = (T_in,) if family.startswith("embedding") else (T_in, 4)
     ours = Sequential([layers.Input(shape=shape)] + build(layers))
     ours.set_weights([rng.standard_normal(w.shape).astype(np.float32) * 0.4 for w in ours.get_weights()])
     k = keras()
     theirs = k.Sequential([k.Input(shape=shape, dtype="int64" if len(shape) == 1 else "float32")] + build(k.layers))
     theirs.set_weights(ours.get_weights())
-    for T in (9, 4, 13):  # a longer T grows the one plan
+    for T in fixed_T or (9, 4, 13):  # a longer T grows the one plan
         x = _family_input(family, rng, 3, T)
         want = np.asarray(theirs(x))
-        for backend in ("cython", "numba"):
+        for backend in ("numba", "cython"):  # Cython last: a declared T has one plan per shape, the last kept
             config.set_kernels(backend)
             got = ours.predict(x)
             np.testing.assert_allclose(got, want, atol=1e-5, err_msg=f"{family} T={T} {backend}")
