@@ -487,7 +487,7 @@ cdef class CyPlan:
         cdef const Step* s
         for i in range(self.n_steps):
             s = &self.steps[i]
-            if _reads(s.src, k) or _reads(s.init_h, k) or _reads(s.init_c, k):
+            if _reads(s.src, k) or _reads(s.src2, k) or _reads(s.init_h, k) or _reads(s.init_c, k):
                 return True
         return False
 
@@ -633,10 +633,10 @@ cdef class CyPlan:
             s.H, s.H2 = spec["H"], spec.get("H2", spec["H"])
             s.mode = MERGE_MODES[spec["mode"]]
             s.reverse = spec.get("reverse", False)
-            if s.src.kind != SRC_Y or s.src2.kind != SRC_Y or s.y_row != self.steps[s.src.index].y_row + (
-                    self.steps[s.src2.index].y_row if s.mode == MERGE_CONCAT else 0) or \
-                    self.steps[s.src2.index].y_row * s.H != self.steps[s.src.index].y_row * s.H2:
-                raise ValueError("CyPlan: a merge reads two earlier steps of its shape into its y.")
+            if s.src2.kind == SRC_NONE or s.y_row != self._row_of(s.src) + (
+                    self._row_of(s.src2) if s.mode == MERGE_CONCAT else 0) or \
+                    self._row_of(s.src2) * s.H != self._row_of(s.src) * s.H2:
+                raise ValueError("CyPlan: a merge reads two sources of its shape into its y.")
         keep = spec.get("keep")
         if keep is not None and keep.size:
             s.keep = self._mask(keep, s.tlen)

@@ -154,7 +154,7 @@ def plannable(model):
     # A functional graph: up to 8 inputs and outputs; initial states only into recurrent layers.
     inputs = {id(t) for t in model.inputs}
     return (len(model.inputs) <= 8 and len(model.outputs) <= 8
-            and all((not node.states or type(node.layer) in _RNN_TYPES)
+            and all((not node.states or type(node.layer) in _RNN_TYPES or isinstance(node.layer, Bidirectional))
                     and _plannable_layer(node.layer, id(node.inputs[0]) in inputs, True)
                     and (len(node.inputs) == 2 if isinstance(node.layer, tuple(_MERGE_LAYERS))
                          else len(node.inputs) == 1)
@@ -167,7 +167,7 @@ def _plannable_layer(layer, reads_input, functional):
     if isinstance(layer, tuple(_MERGE_LAYERS)):
         return functional
     if isinstance(layer, Bidirectional):
-        return not (layer.return_state or layer.stateful or layer.merge_mode is None)
+        return not (layer.stateful or layer.merge_mode is None or (layer.return_state and not functional))
     if isinstance(layer, _RNN):
         return functional or not layer.return_state
     if isinstance(layer, TimeDistributed):
@@ -218,7 +218,7 @@ class _Binder:
         return outs if all_outputs else outs[0]
 
     def _bind(self, layer, buffers, flow, first, initial):
-        if initial and not isinstance(layer, _RNN):
+        if initial and not isinstance(layer, (_RNN, Bidirectional)):
             raise _NotPlannable
         if isinstance(layer, Dropout):
             return [flow]
@@ -242,7 +242,7 @@ class _Binder:
         if isinstance(layer, RepeatVector):
             return [self._repeat(layer, buffers, flow)]
         if isinstance(layer, Bidirectional):
-            return [self._bidirectional(layer, buffers, flow)]
+            return self._bidirectional(layer, buffers, flow, initial)
         y, src = self._rnn(layer, buffers, flow, initial)
         self.names.append(layer._cell + ("[initial_state]" if initial else ""))
         seq = bool(layer.return_sequences)
@@ -301,7 +301,7 @@ class _Binder:
         dtype; masks combine as Keras's (one mask, or both the same one)."""
         a, b = flows
         mode = _MERGE_LAYERS[type(layer)]
-        if (a.src[0] != "y" or b.src[0] != "y" or a.seq != b.seq or a.T != b.T or a.follows != b.follows or a.y.ndim != (3 if a.seq else 2) or b.y.ndim != a.y.ndim
+        if (a.seq != b.seq or a.T != b.T or a.follows != b.follows or a.y.ndim != (3 if a.seq else 2) or b.y.ndim != a.y.ndim
                 or a.y.dtype != b.y.dtype or a.y.dtype != np.dtype(layer.dtype)
                 or (mode == "concat" and layer._axis(a.y.ndim - 1) != a.y.ndim - 2)
                 or (a.keep is not None and b.keep is not None and a.keep is not b.keep)):
@@ -350,17 +350,26 @@ class _Binder:
         self.names.append("masking")
         return _Flow(y, True, src, keep, flow.follows)
 
-    def _bidirectional(self, layer, buffers, flow):
+    def _bidirectional(self, layer, buffers, flow, initial=()):
+        """The merged output, then (return_state) the forward layer's states and the backward one's."""
         sub = [{k[2:]: v for k, v in buffers.items() if k.startswith(p)} for p in ("f/", "b/")]
-        y_f, src_f = self._rnn(layer.forward_layer, sub[0], flow)
-        y_b, src_b = self._rnn(layer.backward_layer, sub[1], flow)
+        n = len(layer.forward_layer._state_names)
+        if initial and len(initial) != 2 * n:
+            raise _NotPlannable  # the general path raises the count error
+        y_f, src_f = self._rnn(layer.forward_layer, sub[0], flow, initial[:n])
+        y_b, src_b = self._rnn(layer.backward_layer, sub[1], flow, initial[n:])
         seq = bool(layer.return_sequences)
         y = buffers["y"]
         self.calls.append((_merge, (y_f, y_b[:, ::-1] if seq else y_b, y, layer.merge_mode)))
         src = self._step({"kind": "merge", "y": y, "src2": src_b, "H": y_f.shape[-1], "mode": layer.merge_mode,
                           "reverse": seq, "seq_in": seq, "seq_out": seq}, src_f, flow.T, flow.follows)
-        self.names.append(f"bidirectional({layer.forward_layer._cell}, {layer.merge_mode})")
-        return _Flow(y, seq, src, flow.keep if seq else None, flow.follows)
+        self.names.append(f"bidirectional({layer.forward_layer._cell}, {layer.merge_mode})"
+                          + ("[initial_state]" if initial else ""))
+        outs = [_Flow(y, seq, src, flow.keep if seq else None, flow.follows)]
+        if layer.return_state:
+            for sub_buffers, (_, step) in ((sub[0], src_f), (sub[1], src_b)):
+                outs += [_Flow(sub_buffers[n], False, (n, step), None) for n in layer.forward_layer._state_names]
+        return outs
 
 
 # The Python route's steps for the layers that are not kernel calls (the

@@ -502,14 +502,26 @@ def _seq2seq_graphs(m, Input, Model):
     y_step, h_step, c_step = decoder_lstm(dec_in, initial_state=[h_in, c_in])
     g_in = Input(shape=(None, 5))
     g_y, g_h = m.GRU(3, return_sequences=True, return_state=True)(g_in)
+    # A Bidirectional encoder: its four states, concatenated, start the decoder.
+    b_in, b_dec = Input(shape=(None, 5)), Input(shape=(None, 4))
+    _, fh, fc, bh, bc = m.Bidirectional(m.LSTM(3, return_state=True))(m.Masking()(b_in))
+    b_y = m.LSTM(6, return_sequences=True)(b_dec, initial_state=[m.Concatenate()([fh, bh]),
+                                                                  m.Concatenate()([fc, bc])])
+    s_in, s_h, s_hb = Input(shape=(None, 5)), Input(shape=(3,)), Input(shape=(3,))
+    s_y = m.Bidirectional(m.GRU(3), merge_mode="sum")(s_in, initial_state=[s_h, s_hb])
     return {"training": Model([enc_in, dec_in], dense(y)), "encoder": Model(enc_in, [h, c]),
             "decoder_step": Model([dec_in, h_in, c_in], [dense(y_step), h_step, c_step]),
-            "gru_with_state": Model(g_in, [g_y, g_h])}
+            "gru_with_state": Model(g_in, [g_y, g_h]),
+            "bidirectional_encoder": Model([b_in, b_dec], m.Dense(2)(b_y)),
+            "bidirectional_initial_state": Model([s_in, s_h, s_hb], s_y)}
 
 
 _SEQ2SEQ_ROUTES = {"training": "cython-fused: masking → lstm → lstm[initial_state] → dense",
                    "encoder": "cython-fused: masking → lstm", "decoder_step": "cython-fused: lstm[initial_state] → dense",
-                   "gru_with_state": "cython-fused: gru"}
+                   "gru_with_state": "cython-fused: gru",
+                   "bidirectional_encoder": "cython-fused: masking → bidirectional(lstm, concat) → concatenate → "
+                                            "concatenate → lstm[initial_state] → dense",
+                   "bidirectional_initial_state": "cython-fused: bidirectional(gru, sum)[initial_state]"}
 
 
 def test_seq2seq_models_run_one_fused_plan_as_keras(rng):
@@ -528,7 +540,8 @@ def test_seq2seq_models_run_one_fused_plan_as_keras(rng):
         enc[1, T_enc // 2:] = 0  # masked: the encoder's state is its last real step's
         dec = rng.standard_normal((2, T_dec, 4)).astype(np.float32)
         h, c = rng.standard_normal((2, 2, 6)).astype(np.float32)
-        inputs = {"training": [enc, dec], "encoder": enc, "decoder_step": [dec, h, c], "gru_with_state": enc}
+        inputs = {"training": [enc, dec], "encoder": enc, "decoder_step": [dec, h, c], "gru_with_state": enc,
+                  "bidirectional_encoder": [enc, dec], "bidirectional_initial_state": [enc, h[:, :3], c[:, :3]]}
         for name, x in inputs.items():
             want = theirs[name](x)
             want = [np.asarray(w) for w in want] if isinstance(want, (list, tuple)) else [np.asarray(want)]
