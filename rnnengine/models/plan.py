@@ -91,7 +91,7 @@ class Plan:
         buffers = getattr(self.ws, "node_buffers", None) or self.ws.layer_buffers
         self.nbytes = sum(a.nbytes for b in buffers for a in b.values() if isinstance(a, np.ndarray)) + \
             sum(x.nbytes for x in self.xs)
-        self.cy = None
+        self.cy, refused = None, ""
         if kernels.cython_available() and cy_steps and None not in cy_steps:
             from ..kernels import _cy_plan
 
@@ -99,10 +99,13 @@ class Plan:
                 ([x.shape for x in self.xs], [y.shape for y in self.ys])
             T = self.x.shape[1] if inputs[0].seq and self.x.ndim >= 2 else 1
             self.single_output = bool(getattr(model, "_single_output", True)) and len(outputs) == 1
-            self.cy = _cy_plan.CyPlan(cy_steps, [(tuple(s), x.dtype) for s, x in zip(cy_x_shapes, self.xs)],
-                                      [(tuple(s), f.src) for s, f in zip(cy_out_shapes, outputs)], y.dtype, lock,
-                                      T, t_generic, bool(getattr(model, "_single_output", True)))
-        self.route = ("cython-fused: " if self.cy is not None else "python-calls: ") + " → ".join(names)
+            try:
+                self.cy = _cy_plan.CyPlan(cy_steps, [(tuple(s), x.dtype) for s, x in zip(cy_x_shapes, self.xs)],
+                                          [(tuple(s), f.src) for s, f in zip(cy_out_shapes, outputs)], y.dtype,
+                                          lock, T, t_generic, bool(getattr(model, "_single_output", True)))
+            except ValueError as e:  # a binding the C side refuses: the bound Python calls still run it right
+                refused = f" (CyPlan refused: {e})"
+        self.route = ("cython-fused: " if self.cy is not None else "python-calls: ") + " → ".join(names) + refused
         self.last_uses = -1  # the cache's second chance (_Caches.trim)
         self.cached = False  # in a thread's ThreadPlans (a dropped plan must not stay its ``fast``)
 
