@@ -62,7 +62,7 @@ class Plan:
         self.calls, self.zero, cy_steps, names = [], [], [], []
         inputs = [_Flow(x, flow_seq_T(x.shape, x.dtype), ("x", k), None) for k, x in enumerate(self.xs)]
         binder = _Binder(self.calls, self.zero if states is None else [], cy_steps, names, t_generic)
-        if hasattr(model, "_nodes"):  # a functional graph (plannable)
+        if hasattr(model, "_nodes"):  # a functional graph: its nodes in order, each on its inputs' flows
             flows = {id(t): f for t, f in zip(model.inputs, inputs)}
             for node, buffers in zip(model._nodes, self.ws.node_buffers):
                 ins = [flows[id(t)] for t in node.inputs]
@@ -92,17 +92,18 @@ class Plan:
         self.nbytes = sum(a.nbytes for b in buffers for a in b.values() if isinstance(a, np.ndarray)) + \
             sum(x.nbytes for x in self.xs)
         self.cy, refused = None, ""
+        # A one-output model returns an array (its CyPlan takes one for out), else a list.
+        self.single_output = bool(getattr(model, "_single_output", True)) and len(outputs) == 1
         if kernels.cython_available() and cy_steps and None not in cy_steps:
             from ..kernels import _cy_plan
 
             cy_x_shapes, cy_out_shapes = ([cy_shapes[0]], [cy_shapes[1]]) if cy_shapes else \
                 ([x.shape for x in self.xs], [y.shape for y in self.ys])
             T = self.x.shape[1] if inputs[0].seq and self.x.ndim >= 2 else 1
-            self.single_output = bool(getattr(model, "_single_output", True)) and len(outputs) == 1
             try:
                 self.cy = _cy_plan.CyPlan(cy_steps, [(tuple(s), x.dtype) for s, x in zip(cy_x_shapes, self.xs)],
                                           [(tuple(s), f.src) for s, f in zip(cy_out_shapes, outputs)], y.dtype,
-                                          lock, T, t_generic, bool(getattr(model, "_single_output", True)))
+                                          lock, T, t_generic, self.single_output)
             except ValueError as e:  # a binding the C side refuses: the bound Python calls still run it right
                 refused = f" (CyPlan refused: {e})"
         self.route = ("cython-fused: " if self.cy is not None else "python-calls: ") + " → ".join(names) + refused
