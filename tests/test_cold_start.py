@@ -54,6 +54,35 @@ def test_fresh_process_first_prediction_imports_no_jit_and_no_heavy_scipy():
     assert not [m for m in imported if m.startswith("numpy.random")], imported
 
 
+TRAIN_SCRIPT = r"""
+import json, sys
+import numpy as np
+import rnnengine
+from rnnengine import layers as L
+from rnnengine.models import Sequential
+x = np.random.default_rng(0).standard_normal((8, 5, 3)).astype(np.float32)
+y = np.eye(3, dtype=np.float32)[[0, 1, 2, 0, 1, 2, 0, 1]]
+for cell in (L.SimpleRNN, L.LSTM, L.GRU):
+    model = Sequential([L.Input((5, 3)), cell(4, recurrent_dropout=0.3, dropout=0.2),
+                                         L.Dense(3, activation="relu"), L.Activation("softmax")])
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    assert np.isfinite(model.train_on_batch(x, y))
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] == "numba")))
+"""
+
+
+@pytest.mark.skipif(not kernels.cython_available(), reason="the Cython build's training path")
+def test_fresh_process_training_on_cython_imports_no_numba():
+    """Every training kernel, recurrent dropout's and the Dense/Activation
+    activation backward included, exists in the Cython backend."""
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("RNNENGINE_KERNELS", None)
+    proc = subprocess.run([sys.executable, "-c", TRAIN_SCRIPT], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
+
+
 def test_training_modules_load_on_first_use():
     code = ("import sys, rnnengine\n"
             "assert 'rnnengine.training.losses' not in sys.modules\n"

@@ -126,7 +126,8 @@ backends, Numba in ``numba_*.py`` and Cython in ``src/_*.pyx``)::
   over threads in the training passes as in the forward.
 
 Contract (training with recurrent dropout: passes ``"forward_train_rdrop"`` and
-``"backward_rdrop"``, Numba only, ``numba_rdrop.py``). Keras 3 with
+``"backward_rdrop"``; both backends, Numba in ``numba_rdrop.py`` and Cython in
+``src/_rdrop.pyx``). Keras 3 with
 ``recurrent_dropout > 0`` runs its cells with ``implementation=1``: each of the K
 gates has its own input mask ``dp[g]`` (B, C) and recurrent mask ``rdp[g]``
 (B, H), inverted-dropout values (0 or 1/(1-rate)) fixed for the whole sequence;
@@ -171,8 +172,25 @@ and the state itself is carried unmasked::
   ``dp`` (K, B, C) and ``rdp`` (K, B, H) are the masks (all ones for "no input
   dropout"); ``hh_rec_seq`` without ``reset_after`` saves ``r * h_tm1 * rdp[2]``.
 - Scratch: ``xm`` (B*T, C), ``pm`` and ``hseq`` (B*T, H), ``hm`` and ``recg``
-  (B, H). Gradients are w.r.t. the unmasked ``x``, initial state and weights
-  (``dkernel`` and ``drecurrent_kernel`` in Keras layout, accumulated).
+  (B, H) (the Cython kernels' products address their column blocks in place
+  and leave ``pm`` and ``recg`` unused). Gradients are w.r.t. the unmasked
+  ``x``, initial state and weights (``dkernel`` and ``drecurrent_kernel`` in
+  Keras layout, accumulated). Both backends split a large batch over threads
+  as in the plain training passes.
+
+Contract (the activations' backward, for Dense and Activation: cell
+``"activation"``, pass ``"backward"``; Numba in ``numba_dense_backward.py``,
+Cython in ``src/_dense.pyx``)::
+
+    activation_backward(dz_out, dy, z, y, activation)
+
+- ``dz_out`` (written) is the gradient w.r.t. ``z`` of ``y = act(z)`` given
+  ``dy``; all four are (N, F), C-contiguous, one float dtype; ``dz_out`` may
+  alias ``dy``. Softmax and log_softmax reduce over F (their row sums in
+  float64 on both backends), the other codes are elementwise through
+  ``apply_grad``. Dense's matrix products are single BLAS calls made by the
+  layer (``rnnengine/layers/core.py``); the NumPy spec is
+  ``reference.dense_backward``.
 """
 from .. import config
 
@@ -186,6 +204,7 @@ def _numba_table():
     global _NUMBA
     if _NUMBA is None:
         from .numba_dense import _activation_inplace, _dense_forward
+        from .numba_dense_backward import _activation_backward
         from .numba_gru import _gru_backward, _gru_forward, _gru_forward_train
         from .numba_lstm import _lstm_backward, _lstm_forward, _lstm_forward_train
         from .numba_rdrop import (_gru_backward_rdrop, _gru_forward_train_rdrop, _lstm_backward_rdrop,
@@ -211,6 +230,7 @@ def _numba_table():
             ("gru", "backward_rdrop"): _gru_backward_rdrop,
             ("dense", "forward"): _dense_forward,
             ("activation", "forward"): _activation_inplace,
+            ("activation", "backward"): _activation_backward,
         }
     return _NUMBA
 
@@ -262,7 +282,7 @@ try:
         raise ImportError(
             f"no Cython kernel build for this CPU (built: {', '.join(_isa.built_isas()) or 'none'})")
     globals().update(_isa.load(ISA))
-    from . import _cy_blas, _cy_dense, _cy_gru, _cy_lstm, _cy_plan, _cy_simple_rnn
+    from . import _cy_blas, _cy_dense, _cy_gru, _cy_lstm, _cy_plan, _cy_rdrop, _cy_simple_rnn
 
     _CYTHON = {
         ("simple_rnn", "forward"): _cy_simple_rnn.simple_rnn_forward,
@@ -274,11 +294,18 @@ try:
         ("simple_rnn", "backward"): _cy_simple_rnn.simple_rnn_backward,
         ("lstm", "backward"): _cy_lstm.lstm_backward,
         ("gru", "backward"): _cy_gru.gru_backward,
+        ("simple_rnn", "forward_train_rdrop"): _cy_rdrop.simple_rnn_forward_train_rdrop,
+        ("lstm", "forward_train_rdrop"): _cy_rdrop.lstm_forward_train_rdrop,
+        ("gru", "forward_train_rdrop"): _cy_rdrop.gru_forward_train_rdrop,
+        ("simple_rnn", "backward_rdrop"): _cy_rdrop.simple_rnn_backward_rdrop,
+        ("lstm", "backward_rdrop"): _cy_rdrop.lstm_backward_rdrop,
+        ("gru", "backward_rdrop"): _cy_rdrop.gru_backward_rdrop,
         ("dense", "forward"): _cy_dense.dense_forward,
         ("activation", "forward"): _cy_dense.activation_inplace,
+        ("activation", "backward"): _cy_dense.activation_backward,
     }
     CYTHON_IMPORT_ERROR = None
-    _CYTHON_MODULES = (_cy_blas, _cy_dense, _cy_gru, _cy_lstm, _cy_simple_rnn, _cy_plan)
+    _CYTHON_MODULES = (_cy_blas, _cy_dense, _cy_gru, _cy_lstm, _cy_rdrop, _cy_simple_rnn, _cy_plan)
     bump_epoch = _cy_plan.bump_epoch
 except ImportError as exc:  # source tree without a build: Numba still works
     _CYTHON = {}
@@ -367,10 +394,11 @@ def _auto_backend(cell, B):
 
 def get_kernel(cell, pass_="forward", backend=None, B=1):
     """The kernel function for ``cell`` ("simple_rnn", "lstm", "gru"; "dense" and
-    "activation" for Dense and Activation layers, forward only) and
-    ``pass_`` ("forward", "forward_train", "backward", and the recurrent-dropout
-    training passes "forward_train_rdrop", "backward_rdrop"), from ``backend``
-    (default: ``config.get_kernels()``).
+    "activation" for Dense and Activation layers: "dense" forward only,
+    "activation" forward and backward) and ``pass_`` ("forward",
+    "forward_train", "backward", and the recurrent-dropout training passes
+    "forward_train_rdrop", "backward_rdrop"), from ``backend`` (default:
+    ``config.get_kernels()``).
 
     ``auto`` picks per batch size and falls back to Numba where the Cython
     modules are not built (a source tree without a build); a backend named
@@ -400,6 +428,7 @@ def get_kernel(cell, pass_="forward", backend=None, B=1):
     except KeyError:
         hint = ""
         if cell in ("dense", "activation"):
-            hint = (": Dense and Activation layers have a forward kernel only (their backward "
-                    "is driven by rnnengine/layers/core.py, its activation derivative on Numba)")
+            hint = (": Dense has a forward kernel only and Activation a forward and a backward "
+                    "(Dense's backward is driven by rnnengine/layers/core.py: BLAS products and "
+                    "the 'activation' backward kernel)")
         raise ValueError(f"No {pass_!r} kernel for {cell!r} in the {backend} backend{hint}.") from None

@@ -88,7 +88,7 @@ def choose_isa(requested=None, features=None, built=None):
     return None
 
 
-MODULES = ("_cy_blas", "_cy_dense", "_cy_gru", "_cy_lstm", "_cy_simple_rnn", "_cy_plan")
+MODULES = ("_cy_blas", "_cy_dense", "_cy_gru", "_cy_lstm", "_cy_rdrop", "_cy_simple_rnn", "_cy_plan")
 
 
 def load(isa):

@@ -92,8 +92,8 @@ CALLS = {
         "y_out:out:N,F x:in:N,C kernel:weight:C,F bias:weight:F N:dim C:dim F:dim activation:code use_bias:flag"),
 }
 
-# Recurrent dropout (Numba only): the plain training passes with per-gate
-# weights and masks; see kernels/__init__.py.
+# Recurrent dropout: the plain training passes with per-gate weights and
+# masks; see kernels/__init__.py.
 _RDROP_IN = "dp:in:K,B,C rdp:in:K,B,H xm:scratch:BT,C pm:scratch:BT,H hm:scratch:B,H recg:scratch:B,H"
 
 
@@ -116,6 +116,8 @@ for _cell in GATES:
     for _pass in ("forward_train", "backward"):
         CALLS[(_cell, _pass + "_rdrop")] = _rdrop(_cell, _pass)
 CALLS[("activation", "forward")] = _args("y:inout activation:code")
+# The activations' backward (Dense, Activation): four (N, F) arrays, dz_out may alias dy.
+CALLS[("activation", "backward")] = _args("dz_out:out dy:in z:in y:in activation:code")
 
 NAMES = {key: tuple(a[0] for a in args) for key, args in CALLS.items()}
 

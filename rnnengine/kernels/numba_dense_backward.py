@@ -7,6 +7,8 @@ output ``y = act(z)``. All four arrays are (N, F), C-contiguous, one float dtype
 the others are elementwise through ``_activations.apply_grad``. The NumPy spec
 is ``reference.dense_backward``. The matrix products of Dense's backward are
 single BLAS calls made by the layer (``np.dot(..., out=)`` into its buffers).
+It is the ``("activation", "backward")`` kernel of ``kernels/__init__.py``; the
+Cython twin is ``activation_backward`` in ``src/_dense.pyx``.
 """
 import math
 

@@ -28,11 +28,15 @@ def _activation_inplace(y, code):
     kernels.get_kernel("activation", "forward")(y, code)
 
 
-def _activation_backward(*args):
-    # Training runs on Numba (kernels/__init__.py); imported on first use.
-    from ..kernels.numba_dense_backward import _activation_backward as fn
-
-    fn(*args)
+def _activation_backward(dz, dy, z, y, code):
+    """dz = the gradient w.r.t. z of y = act(z), given dy: the selected backend's
+    kernel (kernels/__init__.py: four (N, F) C-contiguous arrays of one dtype;
+    dz may alias dy). An input of another dtype or layout (an Activation
+    layer's raw input z, a strided upstream gradient) is converted first."""
+    dt = dz.dtype
+    dy = dy if dy.dtype == dt and dy.flags.c_contiguous else np.ascontiguousarray(dy, dt)
+    z = z if z.dtype == dt and z.flags.c_contiguous else np.ascontiguousarray(z, dt)
+    kernels.get_kernel("activation", "backward", None, dz.shape[0])(dz, dy, z, y, code)
 
 
 class Dense(Layer):

@@ -25,14 +25,15 @@ sequence, applied to the input at every step (``DropoutRNNCell``).
 ``recurrent_dropout`` in training is Keras 3's too: LSTM and GRU then run as
 Keras's ``implementation=1`` cells, one input mask and one ``h_tm1`` mask per
 gate (SimpleRNN: one each), drawn once per sequence and applied inside the
-``*_forward_train_rdrop`` / ``*_backward_rdrop`` kernels (``numba_rdrop.py``);
+``*_forward_train_rdrop`` / ``*_backward_rdrop`` kernels (``numba_rdrop.py``,
+``src/_rdrop.pyx``);
 so with ``recurrent_dropout`` the input dropout is per gate as well.
 A masked sequence trains through a Python loop over steps, one T=1 kernel call
 each, with the saved buffers viewed as (T, B, 1, ...) so each step's slice is
 contiguous; the backward undoes the forward's blend (masked rows carry state
-and output unchanged) step by step. Both backends have the training passes:
-they run on the backend ``kernels.get_kernel`` picks, as inference does (the
-recurrent-dropout passes exist in Numba only, see ``_training_kernel``).
+and output unchanged) step by step. Both backends have every training pass,
+recurrent dropout's included: they run on the backend ``kernels.get_kernel``
+picks, as inference does.
 """
 import warnings
 
@@ -44,9 +45,9 @@ from . import activations, initializers
 from .base import Layer, serialize_option
 
 def _training_kernel(cell, pass_, B):
-    """The training kernel from the selected backend; the recurrent-dropout
-    passes exist in Numba only (numba_rdrop.py), so they always run there."""
-    return kernels.get_kernel(cell, pass_, "numba" if pass_.endswith("_rdrop") else None, B)
+    """The training kernel from the selected backend (every pass, the
+    recurrent-dropout ones included, exists in both)."""
+    return kernels.get_kernel(cell, pass_, None, B)
 
 
 class _RNN(Layer):

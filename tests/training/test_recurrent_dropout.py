@@ -12,6 +12,9 @@ while set). Then
   loss (no Keras involved), plain and masked sequences, every cell variant;
 - one ``SGD(learning_rate=1)`` step equals minus the gradient TensorFlow's
   ``GradientTape`` takes through Keras's own layer with those masks.
+
+Every test runs on both kernel backends (the ``backend`` fixture): the
+``*_rdrop`` kernels exist in Numba (numba_rdrop.py) and Cython (src/_rdrop.pyx).
 """
 import numpy as np
 import pytest
@@ -88,7 +91,7 @@ def _fd_check(rng, model, x, y, tol=1e-6, mask=None):
 
 @pytest.mark.parametrize("cell,kw", CASES, ids=IDS)
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
-def test_gradient_matches_float64_finite_differences(rng, cell, kw, dropout):
+def test_gradient_matches_float64_finite_differences(backend, rng, cell, kw, dropout):
     layer = getattr(L, cell)(H, dropout=dropout, recurrent_dropout=0.4, dtype="float64", **kw)
     model = Sequential([L.Input((T, C), dtype="float64"), layer, L.Dense(2, dtype="float64")])
     dp, rdp = _masks(rng, GATES[cell], dropout, 0.4, np.float64)
@@ -101,7 +104,7 @@ def test_gradient_matches_float64_finite_differences(rng, cell, kw, dropout):
 @pytest.mark.parametrize("cell,kw", [("SimpleRNN", {}), ("LSTM", {"return_sequences": True}),
                                      ("GRU", {"reset_after": False, "go_backwards": True})],
                          ids=["SimpleRNN", "LSTM-seq", "GRU-before-backwards"])
-def test_masked_sequence_gradient_matches_finite_differences(rng, cell, kw):
+def test_masked_sequence_gradient_matches_finite_differences(backend, rng, cell, kw):
     """A Masking layer upstream: the step-by-step path with recurrent dropout."""
     layer = getattr(L, cell)(H, dropout=0.2, recurrent_dropout=0.5, dtype="float64", **kw)
     model = Sequential([L.Input((T, C), dtype="float64"), L.Masking(dtype="float64"), layer,
@@ -138,7 +141,7 @@ def _keras_inject(cell_obj, dp, rdp, dropout):
 
 @pytest.mark.parametrize("cell,kw", CASES, ids=IDS)
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
-def test_sgd_step_is_gradient_tape_gradient_with_the_same_masks(rng, cell, kw, dropout):
+def test_sgd_step_is_gradient_tape_gradient_with_the_same_masks(backend, rng, cell, kw, dropout):
     import tensorflow as tf
 
     km, rm = _keras_twin(cell, kw, dropout)
@@ -158,7 +161,7 @@ def test_sgd_step_is_gradient_tape_gradient_with_the_same_masks(rng, cell, kw, d
         np.testing.assert_allclose(w0 - w1, g.numpy(), rtol=1e-4, atol=1e-5, err_msg=f"d{v.path}")
 
 
-def test_seeded_masks_repeat_and_inference_ignores_them(rng):
+def test_seeded_masks_repeat_and_inference_ignores_them(backend, rng):
     x = rng.standard_normal((8, T, C)).astype(np.float32)
     y = rng.standard_normal((8, 2)).astype(np.float32)
 
@@ -182,7 +185,7 @@ def test_seeded_masks_repeat_and_inference_ignores_them(rng):
     assert m1.evaluate(x, y, verbose=0) == pytest.approx(plain.evaluate(x, y, verbose=0), rel=1e-6)
 
 
-def test_fit_trains_every_cell_with_recurrent_dropout(rng):
+def test_fit_trains_every_cell_with_recurrent_dropout(backend, rng):
     x = rng.standard_normal((32, T, C)).astype(np.float32)
     y = np.eye(3, dtype=np.float32)[(x[:, :, 0].sum(axis=1) > 0).astype(int) + (x[:, 0, 1] > 1)]
     for cell in ("SimpleRNN", "LSTM", "GRU"):
@@ -193,3 +196,37 @@ def test_fit_trains_every_cell_with_recurrent_dropout(rng):
         first = model.evaluate(x, y, verbose=0)
         model.fit(x, y, epochs=10, batch_size=8, verbose=0)
         assert model.evaluate(x, y, verbose=0) < first, cell
+
+
+def test_cython_backend_runs_the_rdrop_kernels(rng, monkeypatch):
+    """With the Cython backend selected, recurrent-dropout training calls the
+    Cython rdrop kernels and the Cython activation backward (no Numba fallback)."""
+    from rnnengine import kernels
+
+    if not kernels.cython_available():
+        pytest.fail(f"Cython kernels are not built: {kernels.CYTHON_IMPORT_ERROR}")
+    called = []
+    get_kernel = kernels.get_kernel
+
+    def spy(cell, pass_="forward", backend=None, B=1):
+        fn = get_kernel(cell, pass_, backend, B)
+        called.append((cell, pass_, fn))
+        return fn
+
+    monkeypatch.setattr(kernels, "get_kernel", spy)
+    x = rng.standard_normal((8, T, C)).astype(np.float32)
+    y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 8)]
+    previous = rnnengine.config.set_kernels("cython")
+    try:
+        for cell in ("SimpleRNN", "LSTM", "GRU"):
+            model = Sequential([L.Input((T, C)), getattr(L, cell)(H, recurrent_dropout=0.3, dropout=0.2),
+                                L.Dense(3, activation="tanh"), L.Activation("softmax")])
+            model.compile(optimizer="sgd", loss="mse")
+            assert np.isfinite(model.train_on_batch(x, y))
+    finally:
+        rnnengine.config.set_kernels(previous)
+    used = {(cell, pass_): fn for cell, pass_, fn in called}
+    for cell in ("simple_rnn", "lstm", "gru"):
+        for pass_ in ("forward_train_rdrop", "backward_rdrop"):
+            assert used[(cell, pass_)] is kernels._CYTHON[(cell, pass_)], (cell, pass_)
+    assert used[("activation", "backward")] is kernels._CYTHON[("activation", "backward")]
