@@ -303,7 +303,7 @@ def test_split_threshold_setting():
     if not kernels.cython_available():
         pytest.fail(f"Cython kernels are not built: {kernels.CYTHON_IMPORT_ERROR}")
     modules = [m for m in kernels._CYTHON_MODULES if hasattr(m, "set_min_work_to_split")]
-    assert len(modules) == 4  # simple_rnn, lstm, gru and the fused plans
+    assert len(modules) == 5  # simple_rnn, lstm, gru, the recurrent-dropout kernels and the fused plans
     assert {m.get_min_work_to_split() for m in modules} == {1 << 27}
     previous = kernels._set_min_work_to_split(1000)
     try:
