@@ -53,6 +53,7 @@ def _kernel_timer(cell, backend, model, x):
     h_tm1, c_tm1, preact, gates, rec = z(B, T, H), z(B, T, H), z(B, T, G), z(B, T, G), z(B, G)
     dx, dh0, dc0, dk, drk, db, db2 = z(B, T, C), z(B, H), z(B, H), z(C, G), z(H, G), z(G), z(G)
     dgates, dgt, dw = z(B, T, G), z(B, G), z(max(C, H) * G)
+    dh_rec, dcarry, keep = z(B, H), z(B, H), np.zeros((0, 0), np.uint8)  # no mask
     dy, dhn, dcn = np.ones((B, 1, H), f32), z(B, H), z(B, H)
     a, ra = 1, 2  # tanh, sigmoid
     if name == "simple_rnn":
@@ -60,29 +61,29 @@ def _kernel_timer(cell, backend, model, x):
 
         def step():
             h.fill(0)
-            fwd(y, h, h_tm1, preact, gates, rec, x, kernel, rk, bias, B, T, C, H, a, 0, 0)
-            bwd(dx, dh0, dk, drk, db, dgates, dgt, dw, dy, dhn, h_tm1, preact, gates, x, kernel, rk,
-                B, T, C, H, a, 0, 0)
+            fwd(y, h, h_tm1, preact, gates, rec, x, keep, kernel, rk, bias, B, T, C, H, a, 0, 0, 0)
+            bwd(dx, dh0, dk, drk, db, dgates, dgt, dh_rec, dcarry, dw, dy, dhn, h_tm1, preact, gates, x, keep,
+                kernel, rk, B, T, C, H, a, 0, 0, 0)
     elif name == "lstm":
         bias = w[2]
 
         def step():
             h.fill(0)
             c.fill(0)
-            fwd(y, h, c, h_tm1, c_tm1, preact, gates, rec, x, kernel, rk, bias, B, T, C, H, a, ra, 0, 0)
-            bwd(dx, dh0, dc0, dk, drk, db, dgates, dgt, dw, dy, dhn, dcn, h_tm1, c_tm1, preact, gates,
-                x, kernel, rk, B, T, C, H, a, ra, 0, 0)
+            fwd(y, h, c, h_tm1, c_tm1, preact, gates, rec, x, keep, kernel, rk, bias, B, T, C, H, a, ra, 0, 0, 0)
+            bwd(dx, dh0, dc0, dk, drk, db, dgates, dgt, dh_rec, dcarry, dw, dy, dhn, dcn, h_tm1, c_tm1, preact,
+                gates, x, keep, kernel, rk, B, T, C, H, a, ra, 0, 0, 0)
     else:
         ib, rb = np.ascontiguousarray(w[2][0]), np.ascontiguousarray(w[2][1])  # reset_after
         rkh = np.ascontiguousarray(rk[:, 2 * H:])
-        hh_rec, rec_h, rh, dhh_rec, dh_rec, dhh_t = z(B, T, H), z(B, H), z(B, H), z(B, T, H), z(B, H), z(B, H)
+        hh_rec, rec_h, rh, dhh_rec, dhh_t = z(B, T, H), z(B, H), z(B, H), z(B, T, H), z(B, H)
 
         def step():
             h.fill(0)
-            fwd(y, h, h_tm1, preact, gates, hh_rec, rec, rec_h, rh, x, kernel, rk, rkh, ib, rb, B, T, C, H,
-                a, ra, 0, 0, 1)
-            bwd(dx, dh0, dk, drk, db, db2, dgates, dhh_rec, dgt, dh_rec, dhh_t, dw, dy, dhn, h_tm1, preact,
-                gates, hh_rec, x, kernel, rk, rkh, B, T, C, H, a, ra, 0, 0, 1)
+            fwd(y, h, h_tm1, preact, gates, hh_rec, rec, rec_h, rh, x, keep, kernel, rk, rkh, ib, rb, B, T, C, H,
+                a, ra, 0, 0, 1, 0)
+            bwd(dx, dh0, dk, drk, db, db2, dgates, dhh_rec, dgt, dh_rec, dhh_t, dcarry, dw, dy, dhn, h_tm1,
+                preact, gates, hh_rec, x, keep, kernel, rk, rkh, B, T, C, H, a, ra, 0, 0, 1, 0)
     return step
 
 

@@ -35,13 +35,14 @@ from cpython.pycapsule cimport PyCapsule_New
 from _call cimport gru_d, gru_f
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
 from _blas cimport NoTrans, Trans, _det, _gemm, _input_product, _load_det, _recurrent_product
 from _gates cimport (RNNENGINE_BOUNDSCHECK, _batch_threads, _expect_shape,
                      _set_gate_threads, _set_min_work, activate_block, apply,
                      apply_grad_rows, rnnengine_gate_threads, rnnengine_min_work)
-from _mask cimport _row_runs, _run_end, _step_runs, _write_output
+from _mask cimport (_masked_dout, _row_runs, _run_end, _skip_row, _start_backward, _step_dout, _step_runs,
+                   _take_valid_rows, _write_output)
 from _split cimport (SPLIT_ZBUF, SplitCall, _cache_aligned, _chunk_scratch, _load_pool,
                      _pool_acquire, _pool_release, _set_split_thresholds, _split_call,
                      _split_chunks, _split_output, _split_step, rnnengine_split_min_step,
@@ -282,25 +283,37 @@ def gru_forward(floating[:, :, ::1] y_out,  # OUT
 
 # -- training -----------------------------------------------------------------------------
 
+cdef inline void _gru_skip_row(floating* h_tm1_seq, floating* preact, floating* gates,
+                               floating* hh_rec_seq, floating* rh, const floating* h,
+                               Py_ssize_t b, Py_ssize_t T, Py_ssize_t t,
+                               Py_ssize_t H) noexcept nogil:
+    # forward_train, a masked row's step (_skip_row), its hh_rec_seq and rh rows
+    # zeroed (without reset_after, the product rh @ U_h reads rh; unused).
+    cdef Py_ssize_t bt = b * T + t
+    _skip_row(h_tm1_seq + bt * H, h + b * H, preact + bt * 3 * H, gates + bt * 3 * H, H, 3 * H)
+    memset(hh_rec_seq + bt * H, 0, H * sizeof(floating))
+    memset(rh + b * H, 0, H * sizeof(floating))
+
+
 cdef void _gru_forward_train(floating* y_out, floating* h, floating* h_tm1_seq,
                              floating* preact, floating* gates, floating* hh_rec_seq,
                              floating* rec, floating* rec_h, floating* rh,
-                             const floating* x, const floating* kernel,
+                             const floating* x, const unsigned char* keep, const floating* kernel,
                              const floating* recurrent_kernel,
                              const floating* recurrent_kernel_h,
                              const floating* input_bias, const floating* recurrent_bias,
                              Py_ssize_t B, Py_ssize_t T, Py_ssize_t C, Py_ssize_t H,
                              int activation, int recurrent_activation, bint go_backwards,
-                             bint return_sequences, bint reset_after) noexcept nogil:
+                             bint return_sequences, bint reset_after,
+                             bint zero_output_for_mask) noexcept nogil:
     # y_out is (B, T or 1, H); h is (B, H), initial state in, final state out;
     # h_tm1_seq and hh_rec_seq (B, T, H), preact and gates (B, T, 3H), saved at
     # the input time t; rec (B, 3H), rec_h and rh (B, H) are scratch;
-    # x is (B, T, C); kernel is (C, 3H); recurrent_kernel is (H, 3H);
-    # recurrent_kernel_h is its last block (H, H), contiguous; input_bias and
-    # recurrent_bias are (3H,).
+    # x is (B, T, C); keep is (B, T) or NULL (src/_mask.pxd); kernel is
+    # (C, 3H); recurrent_kernel is (H, 3H); recurrent_kernel_h is its last
+    # block (H, H), contiguous; input_bias and recurrent_bias are (3H,).
     cdef Py_ssize_t K = 3 * H
-    cdef Py_ssize_t T_out = T if return_sequences else 1
-    cdef Py_ssize_t s, t, b, j, s_out
+    cdef Py_ssize_t s, t, b, j
     cdef floating* z
     cdef floating* pa
     cdef floating* hb
@@ -311,10 +324,16 @@ cdef void _gru_forward_train(floating* y_out, floating* h, floating* h_tm1_seq,
     _input_product(preact, x, kernel, B * T, C, K)
     for s in range(T):
         t = T - 1 - s if go_backwards else s
-        if reset_after:
+        if not _step_runs(keep, B, T, t):
+            for b in range(B):
+                _gru_skip_row(h_tm1_seq, preact, gates, hh_rec_seq, rh, h, b, T, t, H)
+        elif reset_after:
             # rec[:] = h_tm1 @ recurrent_kernel
             _recurrent_product(rec, h, recurrent_kernel, <int>B, <int>H, <int>K, <int>K, <int>K)
             for b in range(B):
+                if not _row_runs(keep, T, b, t):  # a masked row carries its state through
+                    _gru_skip_row(h_tm1_seq, preact, gates, hh_rec_seq, rh, h, b, T, t, H)
+                    continue
                 z = rec + b * K
                 pa = preact + (b * T + t) * K
                 hb = h + b * H
@@ -337,6 +356,9 @@ cdef void _gru_forward_train(floating* y_out, floating* h, floating* h_tm1_seq,
             # rec[:, :2H] = h_tm1 @ recurrent_kernel[:, :2H]
             _recurrent_product(rec, h, recurrent_kernel, <int>B, <int>H, <int>(2 * H), <int>K, <int>K)
             for b in range(B):
+                if not _row_runs(keep, T, b, t):
+                    _gru_skip_row(h_tm1_seq, preact, gates, hh_rec_seq, rh, h, b, T, t, H)
+                    continue
                 z = rec + b * K
                 pa = preact + (b * T + t) * K
                 hb = h + b * H
@@ -352,6 +374,8 @@ cdef void _gru_forward_train(floating* y_out, floating* h, floating* h_tm1_seq,
             # rec_h[:] = rh @ recurrent_kernel_h
             _recurrent_product(rec_h, rh, recurrent_kernel_h, <int>B, <int>H, <int>H, <int>H, <int>H)
             for b in range(B):
+                if not _row_runs(keep, T, b, t):
+                    continue
                 z = rec + b * K
                 pa = preact + (b * T + t) * K
                 hb = h + b * H
@@ -364,28 +388,30 @@ cdef void _gru_forward_train(floating* y_out, floating* h, floating* h_tm1_seq,
                 memcpy(gates + (b * T + t) * K + 2 * H, hh, H * sizeof(floating))
                 for j in range(H):
                     hb[j] = z[j] * hb[j] + (1 - z[j]) * hh[j]
-        # y_out[:, s] = h (every step), or y_out[:, 0] = h (last step only)
-        if return_sequences or s == T - 1:
-            s_out = s if return_sequences else 0
-            for b in range(B):
-                memcpy(y_out + (b * T_out + s_out) * H, h + b * H, H * sizeof(floating))
+        # y_out[:, s] = h (every step), or y_out[:, 0] = h (last step only); masked: _mask.pxd
+        _write_output(y_out, h, keep, B, T, H, s, t, return_sequences, zero_output_for_mask)
 
 
 cdef void _gru_backward_rows(floating* dx, floating* dh0, floating* dgates,
                              floating* dhh_rec_seq, floating* dgates_t, floating* dh_rec,
-                             floating* dhh_t, const floating* dy, const floating* dh_n,
+                             floating* dhh_t, floating* dcarry, const floating* dy,
+                             const floating* dh_n,
                              const floating* h_tm1_seq, const floating* preact,
                              const floating* gates, const floating* hh_rec_seq,
+                             const unsigned char* keep,
                              const floating* kernel, const floating* recurrent_kernel,
                              const floating* recurrent_kernel_h, Py_ssize_t B,
                              Py_ssize_t T, Py_ssize_t C, Py_ssize_t H, int activation,
                              int recurrent_activation, bint go_backwards,
-                             bint return_sequences, bint reset_after) noexcept nogil:
+                             bint return_sequences, bint reset_after,
+                             bint zero_output_for_mask) noexcept nogil:
     # The per-row part of the backward for B rows: dx (B, T, C) and dh0 (B, H)
     # written, dh0 carrying the running dh_t; dgates (B, T, 3H) the
     # activations' derivatives, then the gradient w.r.t. preact; dhh_rec_seq
     # (B, T, H) the gradient w.r.t. the candidate's recurrent product;
-    # dgates_t (B, 3H), dh_rec and dhh_t (B, H) scratch; dy (B, T or 1, H);
+    # dgates_t (B, 3H), dh_rec and dhh_t (B, H) scratch; dcarry (B, H) scratch
+    # with a mask (keep (B, T), or NULL: src/_mask.pxd; a masked row's step
+    # passes dh on unchanged); dy (B, T or 1, H);
     # dh_n (B, H), may alias dh0; h_tm1_seq, hh_rec_seq (B, T, H), preact and
     # gates (B, T, 3H).
     cdef Py_ssize_t G = 3 * H
@@ -403,12 +429,7 @@ cdef void _gru_backward_rows(floating* dx, floating* dh0, floating* dgates,
     # dgates starts as the activations' derivatives, e.g. d(z)/d(a_z).
     apply_grad_rows(dgates, preact, gates, B * T, G, 0, 2 * H, recurrent_activation)
     apply_grad_rows(dgates, preact, gates, B * T, G, 2 * H, G, activation)
-    for b in range(B):
-        for j in range(H):
-            dh0[b * H + j] = dh_n[b * H + j]
-        if not return_sequences:
-            for j in range(H):
-                dh0[b * H + j] += dy[b * H + j]  # y is the last h
+    _start_backward(dh0, dcarry, dy, dh_n, keep, B, H, return_sequences)
     for s in range(T - 1, -1, -1):
         t = T - 1 - s if go_backwards else s
         for b in range(B):
@@ -420,8 +441,16 @@ cdef void _gru_backward_rows(floating* dx, floating* dh0, floating* dgates,
             hr = hh_rec_seq + bt * H
             dhr = dhh_rec_seq + bt * H
             w = dgates_t + b * G
-            if return_sequences:
-                dyb = dy + (b * T_out + s) * H
+            dyb = dy + (b * T_out + (s if return_sequences else 0)) * H
+            if keep != NULL:
+                if not keep[b * T + t]:
+                    _masked_dout(dcarry + b * H, w, dg, dyb, H, G, return_sequences,
+                                 zero_output_for_mask)
+                    memset(dhr, 0, H * sizeof(floating))
+                    memset(dhh_t + b * H, 0, H * sizeof(floating))
+                    continue
+                _step_dout(dh, dcarry + b * H, dyb, H, return_sequences)
+            elif return_sequences:
                 for j in range(H):
                     dh[j] += dyb[j]
             for j in range(H):
@@ -450,15 +479,21 @@ cdef void _gru_backward_rows(floating* dx, floating* dh0, floating* dgates,
                     # d(rh), which needs this step's whole da_h: a product first.
                     dhh_t[b * H + j] = da_h
                     dhr[j] = da_h
-        if reset_after:
+        if reset_after and keep == NULL:
             # forward: rec = h_tm1 @ recurrent_kernel, so dh_tm1 += drec @ recurrent_kernel^T
             _gemm(NoTrans, Trans, <int>B, <int>H, <int>G, 1, dgates_t, <int>G,
                   recurrent_kernel, <int>G, 1, dh0, <int>H)
+        elif reset_after:  # masked: a masked row's dh_t passes to the step before unchanged
+            _gemm(NoTrans, Trans, <int>B, <int>H, <int>G, 1, dgates_t, <int>G,
+                  recurrent_kernel, <int>G, 0, dh_rec, <int>H)
+            _take_valid_rows(dh0, dh_rec, keep, B, T, H, t, True)
         else:
             # dh_rec = d(rh) = da_h @ U_h^T
             _gemm(NoTrans, Trans, <int>B, <int>H, <int>H, 1, dhh_t, <int>H,
                   recurrent_kernel_h, <int>H, 0, dh_rec, <int>H)
             for b in range(B):
+                if not _row_runs(keep, T, b, t):
+                    continue
                 bt = b * T + t
                 dh = dh0 + b * H
                 dg = dgates + bt * G
@@ -474,8 +509,13 @@ cdef void _gru_backward_rows(floating* dx, floating* dh0, floating* dgates,
                     w[H + j] = da_r
             # forward: rec[:, :2H] = h_tm1 @ recurrent_kernel[:, :2H], so
             # dh_tm1 += dgates_t[:, :2H] @ recurrent_kernel[:, :2H]^T
-            _gemm(NoTrans, Trans, <int>B, <int>H, <int>(2 * H), 1, dgates_t, <int>G,
-                  recurrent_kernel, <int>G, 1, dh0, <int>H)
+            if keep == NULL:
+                _gemm(NoTrans, Trans, <int>B, <int>H, <int>(2 * H), 1, dgates_t, <int>G,
+                      recurrent_kernel, <int>G, 1, dh0, <int>H)
+            else:  # a masked row's dh_t passes to the step before unchanged
+                _gemm(NoTrans, Trans, <int>B, <int>H, <int>(2 * H), 1, dgates_t, <int>G,
+                      recurrent_kernel, <int>G, 0, dh_rec, <int>H)
+                _take_valid_rows(dh0, dh_rec, keep, B, T, H, t, True)
     # forward: preact = x @ kernel + ..., so dx = dgates @ kernel^T
     _gemm(NoTrans, Trans, <int>(B * T), <int>C, <int>G, 1, dgates, <int>G,
           kernel, <int>G, 0, dx, <int>C)
@@ -537,6 +577,7 @@ def gru_forward_train(floating[:, :, ::1] y_out,  # OUT
                       floating[:, ::1] rec_h,  # SCRATCH
                       floating[:, ::1] rh,  # SCRATCH
                       const floating[:, :, ::1] x,  # IN
+                      const unsigned char[:, ::1] keep,  # IN: (B, T), or empty for no mask
                       const floating[:, ::1] kernel,  # IN
                       const floating[:, ::1] recurrent_kernel,  # IN
                       const floating[:, ::1] recurrent_kernel_h,  # IN
@@ -544,7 +585,7 @@ def gru_forward_train(floating[:, :, ::1] y_out,  # OUT
                       const floating[::1] recurrent_bias,  # IN
                       Py_ssize_t B, Py_ssize_t T, Py_ssize_t C, Py_ssize_t H,
                       int activation, int recurrent_activation, bint go_backwards,
-                      bint return_sequences, bint reset_after):
+                      bint return_sequences, bint reset_after, bint zero_output_for_mask):
     """GRU forward that saves what the backward reads; see rnnengine/kernels/__init__.py."""
     if RNNENGINE_BOUNDSCHECK:
         _expect_shape("y_out", y_out.shape, 3, B, T if return_sequences else 1, H)
@@ -562,10 +603,13 @@ def gru_forward_train(floating[:, :, ::1] y_out,  # OUT
         _expect_shape("recurrent_kernel_h", recurrent_kernel_h.shape, 2, H, H)
         _expect_shape("input_bias", input_bias.shape, 1, 3 * H)
         _expect_shape("recurrent_bias", recurrent_bias.shape, 1, 3 * H)
+        if keep.shape[0] != 0:
+            _expect_shape("keep", keep.shape, 2, B, T)
     cdef Py_ssize_t G = 3 * H
     cdef Py_ssize_t T_out = T if return_sequences else 1
     cdef int n = _batch_threads(B, B * T * (C + H) * G)
     cdef Py_ssize_t i, b0, nb
+    cdef const unsigned char* kp_p = &keep[0, 0] if keep.shape[0] != 0 else NULL
     cdef floating* y_p = &y_out[0, 0, 0]
     cdef floating* h_p = &h[0, 0]
     cdef floating* htm1_p = &h_tm1_seq[0, 0, 0]
@@ -583,10 +627,10 @@ def gru_forward_train(floating[:, :, ::1] y_out,  # OUT
     cdef const floating* rb_p = &recurrent_bias[0]
     with nogil:
         if n == 1:
-            _gru_forward_train(y_p, h_p, htm1_p, pa_p, g_p, hr_p, rec_p, rech_p, rh_p, x_p, k_p,
+            _gru_forward_train(y_p, h_p, htm1_p, pa_p, g_p, hr_p, rec_p, rech_p, rh_p, x_p, kp_p, k_p,
                                rk_p, rkh_p, ib_p, rb_p, B, T, C, H, activation,
                                recurrent_activation, go_backwards, return_sequences,
-                               reset_after)
+                               reset_after, zero_output_for_mask)
         else:
             # rows never interact: one contiguous row block per thread
             for i in prange(n, schedule='static', num_threads=n):
@@ -595,9 +639,9 @@ def gru_forward_train(floating[:, :, ::1] y_out,  # OUT
                 _gru_forward_train(
                     y_p + b0 * T_out * H, h_p + b0 * H, htm1_p + b0 * T * H, pa_p + b0 * T * G,
                     g_p + b0 * T * G, hr_p + b0 * T * H, rec_p + b0 * G, rech_p + b0 * H,
-                    rh_p + b0 * H, x_p + b0 * T * C, k_p, rk_p, rkh_p, ib_p, rb_p, nb, T, C, H,
-                    activation, recurrent_activation, go_backwards, return_sequences,
-                    reset_after)
+                    rh_p + b0 * H, x_p + b0 * T * C, kp_p + b0 * T if kp_p != NULL else NULL, k_p,
+                    rk_p, rkh_p, ib_p, rb_p, nb, T, C, H, activation, recurrent_activation,
+                    go_backwards, return_sequences, reset_after, zero_output_for_mask)
 
 
 def gru_backward(floating[:, :, ::1] dx,  # OUT
@@ -611,6 +655,7 @@ def gru_backward(floating[:, :, ::1] dx,  # OUT
                  floating[:, ::1] dgates_t,  # SCRATCH
                  floating[:, ::1] dh_rec,  # SCRATCH
                  floating[:, ::1] dhh_t,  # SCRATCH
+                 floating[:, ::1] dcarry,  # SCRATCH (with a mask)
                  floating[::1] dw,  # SCRATCH (unused here)
                  const floating[:, :, ::1] dy,  # IN
                  const floating[:, ::1] dh_n,  # IN (may alias dh0)
@@ -619,12 +664,13 @@ def gru_backward(floating[:, :, ::1] dx,  # OUT
                  const floating[:, :, ::1] gates,  # IN (saved)
                  const floating[:, :, ::1] hh_rec_seq,  # IN (saved)
                  const floating[:, :, ::1] x,  # IN
+                 const unsigned char[:, ::1] keep,  # IN: (B, T), or empty for no mask
                  const floating[:, ::1] kernel,  # IN
                  const floating[:, ::1] recurrent_kernel,  # IN
                  const floating[:, ::1] recurrent_kernel_h,  # IN
                  Py_ssize_t B, Py_ssize_t T, Py_ssize_t C, Py_ssize_t H,
                  int activation, int recurrent_activation, bint go_backwards,
-                 bint return_sequences, bint reset_after):
+                 bint return_sequences, bint reset_after, bint zero_output_for_mask):
     """GRU backward over a whole sequence; see rnnengine/kernels/__init__.py."""
     if RNNENGINE_BOUNDSCHECK:
         _expect_shape("dx", dx.shape, 3, B, T, C)
@@ -638,6 +684,7 @@ def gru_backward(floating[:, :, ::1] dx,  # OUT
         _expect_shape("dgates_t", dgates_t.shape, 2, B, 3 * H)
         _expect_shape("dh_rec", dh_rec.shape, 2, B, H)
         _expect_shape("dhh_t", dhh_t.shape, 2, B, H)
+        _expect_shape("dcarry", dcarry.shape, 2, B, H)
         _expect_shape("dw", dw.shape, 1, max(C, H) * 3 * H)
         _expect_shape("dy", dy.shape, 3, B, T if return_sequences else 1, H)
         _expect_shape("dh_n", dh_n.shape, 2, B, H)
@@ -649,8 +696,12 @@ def gru_backward(floating[:, :, ::1] dx,  # OUT
         _expect_shape("kernel", kernel.shape, 2, C, 3 * H)
         _expect_shape("recurrent_kernel", recurrent_kernel.shape, 2, H, 3 * H)
         _expect_shape("recurrent_kernel_h", recurrent_kernel_h.shape, 2, H, H)
+        if keep.shape[0] != 0:
+            _expect_shape("keep", keep.shape, 2, B, T)
     cdef Py_ssize_t G = 3 * H
     cdef Py_ssize_t T_out = T if return_sequences else 1
+    cdef const unsigned char* kp_p = &keep[0, 0] if keep.shape[0] != 0 else NULL
+    cdef floating* dcar_p = &dcarry[0, 0]
     # deterministic mode: one thread, so no gradient depends on the thread count
     cdef int n = 1 if _det() else _batch_threads(B, B * T * (C + H) * G)
     cdef int n_cols = n if n < G else <int>G
@@ -678,10 +729,10 @@ def gru_backward(floating[:, :, ::1] dx,  # OUT
     cdef const floating* rkh_p = &recurrent_kernel_h[0, 0]
     with nogil:
         if n == 1:
-            _gru_backward_rows(dx_p, dh0_p, dg_p, dhr_p, dgt_p, dhrec_p, dhht_p, dy_p, dhn_p,
-                               htm1_p, pa_p, g_p, hr_p, k_p, rk_p, rkh_p, B, T, C, H,
+            _gru_backward_rows(dx_p, dh0_p, dg_p, dhr_p, dgt_p, dhrec_p, dhht_p, dcar_p, dy_p, dhn_p,
+                               htm1_p, pa_p, g_p, hr_p, kp_p, k_p, rk_p, rkh_p, B, T, C, H,
                                activation, recurrent_activation, go_backwards,
-                               return_sequences, reset_after)
+                               return_sequences, reset_after, zero_output_for_mask)
             _weight_grads_cols(dk_p, drk_p, dib_p, drb_p, dg_p, dhr_p, x_p, htm1_p, hr_p,
                                B * T, C, H, reset_after, 0, G)
         else:
@@ -691,10 +742,11 @@ def gru_backward(floating[:, :, ::1] dx,  # OUT
                 nb = (i + 1) * B // n - b0
                 _gru_backward_rows(
                     dx_p + b0 * T * C, dh0_p + b0 * H, dg_p + b0 * T * G, dhr_p + b0 * T * H,
-                    dgt_p + b0 * G, dhrec_p + b0 * H, dhht_p + b0 * H, dy_p + b0 * T_out * H,
-                    dhn_p + b0 * H, htm1_p + b0 * T * H, pa_p + b0 * T * G, g_p + b0 * T * G,
-                    hr_p + b0 * T * H, k_p, rk_p, rkh_p, nb, T, C, H, activation,
-                    recurrent_activation, go_backwards, return_sequences, reset_after)
+                    dgt_p + b0 * G, dhrec_p + b0 * H, dhht_p + b0 * H, dcar_p + b0 * H,
+                    dy_p + b0 * T_out * H, dhn_p + b0 * H, htm1_p + b0 * T * H, pa_p + b0 * T * G,
+                    g_p + b0 * T * G, hr_p + b0 * T * H, kp_p + b0 * T if kp_p != NULL else NULL,
+                    k_p, rk_p, rkh_p, nb, T, C, H, activation, recurrent_activation,
+                    go_backwards, return_sequences, reset_after, zero_output_for_mask)
             # the weight gradients: one column block per thread, no two threads
             # adding into the same element
             for i in prange(n_cols, schedule='static', num_threads=n_cols):

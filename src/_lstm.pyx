@@ -41,7 +41,8 @@ from _gates cimport (RNNENGINE_BOUNDSCHECK, _batch_threads, _expect_shape,
                      _set_gate_threads, _set_min_work, activate_block, apply,
                      apply_grad_block, apply_grad_rows, save_preact,
                      rnnengine_gate_threads, rnnengine_min_work)
-from _mask cimport _row_runs, _run_end, _step_runs, _write_output
+from _mask cimport (_masked_dout, _row_runs, _run_end, _skip_row, _start_backward, _step_dout, _step_runs,
+                   _take_valid_rows, _write_output)
 from _split cimport (SPLIT_ZBUF, SplitCall, _cache_aligned, _chunk_scratch, _load_pool,
                      _pool_acquire, _pool_release, _set_split_thresholds, _split_call,
                      _split_chunks, _split_output, _split_step, rnnengine_split_min_step,
@@ -237,18 +238,19 @@ def lstm_forward(floating[:, :, ::1] y_out,  # OUT
 cdef void _lstm_forward_train(floating* y_out, floating* h, floating* c,
                               floating* h_tm1_seq, floating* c_tm1_seq, floating* preact,
                               floating* gates, floating* rec, const floating* x,
+                              const unsigned char* keep,
                               const floating* kernel, const floating* recurrent_kernel,
                               const floating* bias, Py_ssize_t B, Py_ssize_t T,
                               Py_ssize_t C, Py_ssize_t H, int activation,
                               int recurrent_activation, bint go_backwards,
-                              bint return_sequences) noexcept nogil:
+                              bint return_sequences, bint zero_output_for_mask) noexcept nogil:
     # y_out is (B, T or 1, H); h and c are (B, H), initial state in, final out;
     # h_tm1_seq and c_tm1_seq (B, T, H), preact and gates (B, T, 4H), saved at
-    # the input time t; rec is (B, 4H) scratch; x is (B, T, C);
-    # kernel is (C, 4H); recurrent_kernel is (H, 4H); bias is (4H,)
+    # the input time t; rec is (B, 4H) scratch; x is (B, T, C); keep is (B, T)
+    # or NULL (src/_mask.pxd); kernel is (C, 4H); recurrent_kernel is (H, 4H);
+    # bias is (4H,)
     cdef Py_ssize_t K = 4 * H
-    cdef Py_ssize_t T_out = T if return_sequences else 1
-    cdef Py_ssize_t s, t, b, j, s_out
+    cdef Py_ssize_t s, t, b, j
     cdef floating* z
     cdef floating* pa
     cdef floating* hb
@@ -262,7 +264,9 @@ cdef void _lstm_forward_train(floating* y_out, floating* h, floating* c,
         _input_product(preact, x, kernel, B * T, C, K)
     for s in range(T):
         t = T - 1 - s if go_backwards else s
-        if fused:
+        if not _step_runs(keep, B, T, t):
+            pass
+        elif fused:
             _step_product(rec, h, x, kernel, recurrent_kernel, bias, B, T, C, H, K, t)
         else:
             # rec[:] = h_tm1 @ recurrent_kernel
@@ -272,6 +276,10 @@ cdef void _lstm_forward_train(floating* y_out, floating* h, floating* c,
             pa = preact + (b * T + t) * K
             hb = h + b * H
             cb = c + b * H
+            if not _row_runs(keep, T, b, t):  # a masked row carries its states through
+                _skip_row(h_tm1_seq + (b * T + t) * H, hb, pa, gates + (b * T + t) * K, H, K)
+                memcpy(c_tm1_seq + (b * T + t) * H, cb, H * sizeof(floating))
+                continue
             memcpy(h_tm1_seq + (b * T + t) * H, hb, H * sizeof(floating))
             memcpy(c_tm1_seq + (b * T + t) * H, cb, H * sizeof(floating))
             save_preact(z, pa, bias, K, fused)
@@ -285,26 +293,27 @@ cdef void _lstm_forward_train(floating* y_out, floating* h, floating* c,
             activate_block(hb, H, activation)
             for j in range(H):
                 hb[j] *= z[3 * H + j]  # h = o * act(c)
-        # y_out[:, s] = h (every step), or y_out[:, 0] = h (last step only)
-        if return_sequences or s == T - 1:
-            s_out = s if return_sequences else 0
-            for b in range(B):
-                memcpy(y_out + (b * T_out + s_out) * H, h + b * H, H * sizeof(floating))
+        # y_out[:, s] = h (every step), or y_out[:, 0] = h (last step only); masked: _mask.pxd
+        _write_output(y_out, h, keep, B, T, H, s, t, return_sequences, zero_output_for_mask)
 
 
 cdef void _lstm_backward_rows(floating* dx, floating* dh0, floating* dc0,
-                              floating* dgates, floating* dgates_t, const floating* dy,
+                              floating* dgates, floating* dgates_t, floating* dh_rec,
+                              floating* dcarry, const floating* dy,
                               const floating* dh_n, const floating* dc_n,
                               const floating* c_tm1_seq, const floating* preact,
-                              const floating* gates, const floating* kernel,
+                              const floating* gates, const unsigned char* keep,
+                              const floating* kernel,
                               const floating* recurrent_kernel, Py_ssize_t B,
                               Py_ssize_t T, Py_ssize_t C, Py_ssize_t H, int activation,
                               int recurrent_activation, bint go_backwards,
-                              bint return_sequences) noexcept nogil:
+                              bint return_sequences, bint zero_output_for_mask) noexcept nogil:
     # The per-row part of the backward for B rows: dx (B, T, C), dh0 and dc0
     # (B, H) written, dh0 and dc0 carrying the running dh_t and dc_t; dgates
     # (B, T, 4H) the gates' derivatives, then the gradient w.r.t. preact;
-    # dgates_t (B, 4H) scratch; dy (B, T or 1, H); dh_n and dc_n (B, H), may
+    # dgates_t (B, 4H) scratch; dh_rec and dcarry (B, H) scratch with a mask
+    # (keep (B, T), or NULL: src/_mask.pxd; a masked row's step passes dh and
+    # dc on unchanged); dy (B, T or 1, H); dh_n and dc_n (B, H), may
     # alias dh0 and dc0; c_tm1_seq (B, T, H), preact and gates (B, T, 4H).
     cdef Py_ssize_t G = 4 * H
     cdef Py_ssize_t T_out = T if return_sequences else 1
@@ -323,11 +332,8 @@ cdef void _lstm_backward_rows(floating* dx, floating* dh0, floating* dc0,
     apply_grad_rows(dgates, preact, gates, B * T, G, 3 * H, G, recurrent_activation)
     for b in range(B):
         for j in range(H):
-            dh0[b * H + j] = dh_n[b * H + j]
             dc0[b * H + j] = dc_n[b * H + j]
-        if not return_sequences:
-            for j in range(H):
-                dh0[b * H + j] += dy[b * H + j]  # y is the last h
+    _start_backward(dh0, dcarry, dy, dh_n, keep, B, H, return_sequences)
     for s in range(T - 1, -1, -1):
         t = T - 1 - s if go_backwards else s
         for b in range(B):
@@ -337,8 +343,14 @@ cdef void _lstm_backward_rows(floating* dx, floating* dh0, floating* dc0,
             gt = gates + (b * T + t) * G
             ct = c_tm1_seq + (b * T + t) * H
             w = dgates_t + b * G
-            if return_sequences:
-                dyb = dy + (b * T_out + s) * H
+            dyb = dy + (b * T_out + (s if return_sequences else 0)) * H
+            if keep != NULL:
+                if not keep[b * T + t]:
+                    _masked_dout(dcarry + b * H, w, dg, dyb, H, G, return_sequences,
+                                 zero_output_for_mask)
+                    continue
+                _step_dout(dh, dcarry + b * H, dyb, H, return_sequences)
+            elif return_sequences:
                 for j in range(H):
                     dh[j] += dyb[j]
             # This row of dgates_t holds c (w[:H]), act(c) (w[H:2H]) and
@@ -377,8 +389,11 @@ cdef void _lstm_backward_rows(floating* dx, floating* dh0, floating* dc0,
                 dg[2 * H + j] = dzc
                 dg[3 * H + j] = dzo
         # forward: rec = h_tm1 @ recurrent_kernel, so dh_tm1 = dz @ recurrent_kernel^T
+        # (a masked row's dh_t passes to the step before unchanged)
         _gemm(NoTrans, Trans, <int>B, <int>H, <int>G, 1, dgates_t, <int>G,
-              recurrent_kernel, <int>G, 0, dh0, <int>H)
+              recurrent_kernel, <int>G, 0, dh0 if keep == NULL else dh_rec, <int>H)
+        if keep != NULL:
+            _take_valid_rows(dh0, dh_rec, keep, B, T, H, t, False)
     # forward: preact = x @ kernel + ..., so dx = dgates @ kernel^T
     _gemm(NoTrans, Trans, <int>(B * T), <int>C, <int>G, 1, dgates, <int>G,
           kernel, <int>G, 0, dx, <int>C)
@@ -416,12 +431,13 @@ def lstm_forward_train(floating[:, :, ::1] y_out,  # OUT
                        floating[:, :, ::1] gates,  # OUT (saved)
                        floating[:, ::1] rec,  # SCRATCH
                        const floating[:, :, ::1] x,  # IN
+                       const unsigned char[:, ::1] keep,  # IN: (B, T), or empty for no mask
                        const floating[:, ::1] kernel,  # IN
                        const floating[:, ::1] recurrent_kernel,  # IN
                        const floating[::1] bias,  # IN
                        Py_ssize_t B, Py_ssize_t T, Py_ssize_t C, Py_ssize_t H,
                        int activation, int recurrent_activation, bint go_backwards,
-                       bint return_sequences):
+                       bint return_sequences, bint zero_output_for_mask):
     """LSTM forward that saves what the backward reads; see rnnengine/kernels/__init__.py."""
     if RNNENGINE_BOUNDSCHECK:
         _expect_shape("y_out", y_out.shape, 3, B, T if return_sequences else 1, H)
@@ -436,10 +452,13 @@ def lstm_forward_train(floating[:, :, ::1] y_out,  # OUT
         _expect_shape("kernel", kernel.shape, 2, C, 4 * H)
         _expect_shape("recurrent_kernel", recurrent_kernel.shape, 2, H, 4 * H)
         _expect_shape("bias", bias.shape, 1, 4 * H)
+        if keep.shape[0] != 0:
+            _expect_shape("keep", keep.shape, 2, B, T)
     cdef Py_ssize_t G = 4 * H
     cdef Py_ssize_t T_out = T if return_sequences else 1
     cdef int n = _batch_threads(B, B * T * (C + H) * G)
     cdef Py_ssize_t i, b0, nb
+    cdef const unsigned char* kp_p = &keep[0, 0] if keep.shape[0] != 0 else NULL
     cdef floating* y_p = &y_out[0, 0, 0]
     cdef floating* h_p = &h[0, 0]
     cdef floating* c_p = &c[0, 0]
@@ -454,9 +473,9 @@ def lstm_forward_train(floating[:, :, ::1] y_out,  # OUT
     cdef const floating* b_p = &bias[0]
     with nogil:
         if n == 1:
-            _lstm_forward_train(y_p, h_p, c_p, htm1_p, ctm1_p, pa_p, g_p, rec_p, x_p, k_p, rk_p,
+            _lstm_forward_train(y_p, h_p, c_p, htm1_p, ctm1_p, pa_p, g_p, rec_p, x_p, kp_p, k_p, rk_p,
                                 b_p, B, T, C, H, activation, recurrent_activation,
-                                go_backwards, return_sequences)
+                                go_backwards, return_sequences, zero_output_for_mask)
         else:
             # rows never interact: one contiguous row block per thread
             for i in prange(n, schedule='static', num_threads=n):
@@ -465,8 +484,9 @@ def lstm_forward_train(floating[:, :, ::1] y_out,  # OUT
                 _lstm_forward_train(
                     y_p + b0 * T_out * H, h_p + b0 * H, c_p + b0 * H, htm1_p + b0 * T * H,
                     ctm1_p + b0 * T * H, pa_p + b0 * T * G, g_p + b0 * T * G, rec_p + b0 * G,
-                    x_p + b0 * T * C, k_p, rk_p, b_p, nb, T, C, H, activation,
-                    recurrent_activation, go_backwards, return_sequences)
+                    x_p + b0 * T * C, kp_p + b0 * T if kp_p != NULL else NULL, k_p, rk_p, b_p, nb,
+                    T, C, H, activation, recurrent_activation, go_backwards, return_sequences,
+                    zero_output_for_mask)
 
 
 def lstm_backward(floating[:, :, ::1] dx,  # OUT
@@ -477,6 +497,8 @@ def lstm_backward(floating[:, :, ::1] dx,  # OUT
                   floating[::1] dbias,  # IN/OUT (+=)
                   floating[:, :, ::1] dgates,  # SCRATCH
                   floating[:, ::1] dgates_t,  # SCRATCH
+                  floating[:, ::1] dh_rec,  # SCRATCH (with a mask)
+                  floating[:, ::1] dcarry,  # SCRATCH (with a mask)
                   floating[::1] dw,  # SCRATCH (unused here)
                   const floating[:, :, ::1] dy,  # IN
                   const floating[:, ::1] dh_n,  # IN (may alias dh0)
@@ -486,11 +508,12 @@ def lstm_backward(floating[:, :, ::1] dx,  # OUT
                   const floating[:, :, ::1] preact,  # IN (saved)
                   const floating[:, :, ::1] gates,  # IN (saved)
                   const floating[:, :, ::1] x,  # IN
+                  const unsigned char[:, ::1] keep,  # IN: (B, T), or empty for no mask
                   const floating[:, ::1] kernel,  # IN
                   const floating[:, ::1] recurrent_kernel,  # IN
                   Py_ssize_t B, Py_ssize_t T, Py_ssize_t C, Py_ssize_t H,
                   int activation, int recurrent_activation, bint go_backwards,
-                  bint return_sequences):
+                  bint return_sequences, bint zero_output_for_mask):
     """LSTM backward over a whole sequence; see rnnengine/kernels/__init__.py."""
     if RNNENGINE_BOUNDSCHECK:
         _expect_shape("dx", dx.shape, 3, B, T, C)
@@ -501,6 +524,8 @@ def lstm_backward(floating[:, :, ::1] dx,  # OUT
         _expect_shape("dbias", dbias.shape, 1, 4 * H)
         _expect_shape("dgates", dgates.shape, 3, B, T, 4 * H)
         _expect_shape("dgates_t", dgates_t.shape, 2, B, 4 * H)
+        _expect_shape("dh_rec", dh_rec.shape, 2, B, H)
+        _expect_shape("dcarry", dcarry.shape, 2, B, H)
         _expect_shape("dw", dw.shape, 1, max(C, H) * 4 * H)
         _expect_shape("dy", dy.shape, 3, B, T if return_sequences else 1, H)
         _expect_shape("dh_n", dh_n.shape, 2, B, H)
@@ -512,8 +537,13 @@ def lstm_backward(floating[:, :, ::1] dx,  # OUT
         _expect_shape("x", x.shape, 3, B, T, C)
         _expect_shape("kernel", kernel.shape, 2, C, 4 * H)
         _expect_shape("recurrent_kernel", recurrent_kernel.shape, 2, H, 4 * H)
+        if keep.shape[0] != 0:
+            _expect_shape("keep", keep.shape, 2, B, T)
     cdef Py_ssize_t G = 4 * H
     cdef Py_ssize_t T_out = T if return_sequences else 1
+    cdef const unsigned char* kp_p = &keep[0, 0] if keep.shape[0] != 0 else NULL
+    cdef floating* dhrec_p = &dh_rec[0, 0]
+    cdef floating* dcar_p = &dcarry[0, 0]
     # deterministic mode: one thread, so no gradient depends on the thread count
     cdef int n = 1 if _det() else _batch_threads(B, B * T * (C + H) * G)
     cdef int n_cols = n if n < G else <int>G
@@ -538,9 +568,10 @@ def lstm_backward(floating[:, :, ::1] dx,  # OUT
     cdef const floating* rk_p = &recurrent_kernel[0, 0]
     with nogil:
         if n == 1:
-            _lstm_backward_rows(dx_p, dh0_p, dc0_p, dg_p, dgt_p, dy_p, dhn_p, dcn_p, ctm1_p, pa_p,
-                                g_p, k_p, rk_p, B, T, C, H, activation, recurrent_activation,
-                                go_backwards, return_sequences)
+            _lstm_backward_rows(dx_p, dh0_p, dc0_p, dg_p, dgt_p, dhrec_p, dcar_p, dy_p, dhn_p, dcn_p,
+                                ctm1_p, pa_p, g_p, kp_p, k_p, rk_p, B, T, C, H, activation,
+                                recurrent_activation, go_backwards, return_sequences,
+                                zero_output_for_mask)
             _weight_grads_cols(dk_p, drk_p, db_p, dg_p, x_p, htm1_p, B * T, C, H, G, 0, G)
         else:
             # the time loop: rows never interact, one row block per thread
@@ -549,9 +580,11 @@ def lstm_backward(floating[:, :, ::1] dx,  # OUT
                 nb = (i + 1) * B // n - b0
                 _lstm_backward_rows(
                     dx_p + b0 * T * C, dh0_p + b0 * H, dc0_p + b0 * H, dg_p + b0 * T * G,
-                    dgt_p + b0 * G, dy_p + b0 * T_out * H, dhn_p + b0 * H, dcn_p + b0 * H,
-                    ctm1_p + b0 * T * H, pa_p + b0 * T * G, g_p + b0 * T * G, k_p, rk_p, nb, T,
-                    C, H, activation, recurrent_activation, go_backwards, return_sequences)
+                    dgt_p + b0 * G, dhrec_p + b0 * H, dcar_p + b0 * H, dy_p + b0 * T_out * H,
+                    dhn_p + b0 * H, dcn_p + b0 * H, ctm1_p + b0 * T * H, pa_p + b0 * T * G,
+                    g_p + b0 * T * G, kp_p + b0 * T if kp_p != NULL else NULL, k_p, rk_p, nb, T,
+                    C, H, activation, recurrent_activation, go_backwards, return_sequences,
+                    zero_output_for_mask)
             # the weight gradients: one column block per thread, no two threads
             # adding into the same element
             for i in prange(n_cols, schedule='static', num_threads=n_cols):

@@ -70,3 +70,84 @@ cdef inline void _write_output(floating* y_out, const floating* h, const unsigne
                 memcpy(y_out + b * H, h + b * H, H * sizeof(floating))
             else:
                 memset(y_out + b * H, 0, H * sizeof(floating))
+
+
+# -- the mask in the training passes (spec: rnnengine/kernels/reference.py
+# _MaskRoute; the Numba twins are in kernels/_numba_common.py). forward_train
+# skips a masked row's step like the forward, saving its carried state and
+# zero preact and gates (finite: the backward's derivative sweep and weight
+# GEMMs read them, and its gradients there are zeros). The backward passes a
+# masked row's state gradients to the step before unchanged; the gradient of
+# a masked step's output (the previous output carried) goes, through dcarry
+# (B, H), to the last valid step's output, or nowhere with
+# zero_output_for_mask (a masked output is then a constant zero).
+
+cdef inline void _skip_row(floating* h_tm1_bt, const floating* h_b, floating* preact_bt,
+                           floating* gates_bt, Py_ssize_t H, Py_ssize_t G) noexcept nogil:
+    """forward_train, a masked row's step: h_tm1_bt (H,) = h_b; preact_bt and
+    gates_bt (G,) zeroed."""
+    memcpy(h_tm1_bt, h_b, H * sizeof(floating))
+    memset(preact_bt, 0, G * sizeof(floating))
+    memset(gates_bt, 0, G * sizeof(floating))
+
+
+cdef inline void _start_backward(floating* dh0, floating* dcarry, const floating* dy,
+                                 const floating* dh_n, const unsigned char* keep,
+                                 Py_ssize_t B, Py_ssize_t H,
+                                 bint return_sequences) noexcept nogil:
+    """dh0 = dh_n (+ dy without return_sequences: y is the last h); with a
+    mask that dy enters through dcarry instead (zeros with return_sequences,
+    whose dy enters step by step). dh_n may alias dh0."""
+    cdef Py_ssize_t b, j
+    for b in range(B):
+        for j in range(H):
+            dh0[b * H + j] = dh_n[b * H + j]
+            if keep != NULL:
+                dcarry[b * H + j] = 0 if return_sequences else dy[b * H + j]
+            elif not return_sequences:
+                dh0[b * H + j] += dy[b * H + j]  # y is the last h
+
+
+cdef inline void _masked_dout(floating* dcarry_b, floating* dgates_t_b, floating* dgates_bt,
+                              const floating* dy_bs, Py_ssize_t H, Py_ssize_t G,
+                              bint return_sequences, bint zero_output_for_mask) noexcept nogil:
+    """backward, a masked row's step: y_s = y_{s-1} (or 0), so y_s's gradient
+    (dy_bs (H,), read with return_sequences only) carries to the step before;
+    no gate gradient (dgates_t_b and dgates_bt (G,) zeroed)."""
+    cdef Py_ssize_t j
+    if zero_output_for_mask:
+        memset(dcarry_b, 0, H * sizeof(floating))
+    elif return_sequences:
+        for j in range(H):
+            dcarry_b[j] += dy_bs[j]
+    memset(dgates_t_b, 0, G * sizeof(floating))
+    memset(dgates_bt, 0, G * sizeof(floating))
+
+
+cdef inline void _step_dout(floating* dh_b, floating* dcarry_b, const floating* dy_bs,
+                            Py_ssize_t H, bint return_sequences) noexcept nogil:
+    """backward, a valid row's step with a mask: dh_b += its output's gradient,
+    dy_bs (return_sequences) plus what masked steps after it carried back;
+    dcarry_b restarts at 0."""
+    cdef Py_ssize_t j
+    for j in range(H):
+        if return_sequences:
+            dh_b[j] += dcarry_b[j] + dy_bs[j]
+        else:
+            dh_b[j] += dcarry_b[j]
+        dcarry_b[j] = 0
+
+
+cdef inline void _take_valid_rows(floating* dst, const floating* src, const unsigned char* keep,
+                                  Py_ssize_t B, Py_ssize_t T, Py_ssize_t H, Py_ssize_t t,
+                                  bint add) noexcept nogil:
+    """dst[b] = src[b] (add: +=) for the rows that ran input time t; a masked
+    row's dh passes on unchanged. dst and src are (B, H)."""
+    cdef Py_ssize_t b, j
+    for b in range(B):
+        if keep[b * T + t]:
+            if add:
+                for j in range(H):
+                    dst[b * H + j] += src[b * H + j]
+            else:
+                memcpy(dst + b * H, src + b * H, H * sizeof(floating))

@@ -39,7 +39,8 @@ from _blas cimport (NoTrans, Trans, _det, _fused_step, _gemm, _input_product, _l
 from _gates cimport (RNNENGINE_BOUNDSCHECK, _batch_threads, _expect_shape,
                      _set_gate_threads, _set_min_work, activate_block, apply,
                      apply_grad_rows, save_preact, rnnengine_gate_threads, rnnengine_min_work)
-from _mask cimport _row_runs, _run_end, _step_runs, _write_output
+from _mask cimport (_masked_dout, _row_runs, _run_end, _skip_row, _start_backward, _step_dout, _step_runs,
+                   _take_valid_rows, _write_output)
 from _split cimport (SPLIT_ZBUF, SplitCall, _cache_aligned, _chunk_scratch, _load_pool,
                      _pool_acquire, _pool_release, _set_split_thresholds, _split_call,
                      _split_chunks, _split_output, _split_step, rnnengine_split_min_step,
@@ -201,17 +202,18 @@ def simple_rnn_forward(floating[:, :, ::1] y_out,  # OUT
 
 cdef void _simple_rnn_forward_train(floating* y_out, floating* h, floating* h_tm1_seq,
                                     floating* preact, floating* gates, floating* rec,
-                                    const floating* x, const floating* kernel,
+                                    const floating* x, const unsigned char* keep,
+                                    const floating* kernel,
                                     const floating* recurrent_kernel,
                                     const floating* bias, Py_ssize_t B, Py_ssize_t T,
                                     Py_ssize_t C, Py_ssize_t H, int activation,
-                                    bint go_backwards, bint return_sequences) noexcept nogil:
+                                    bint go_backwards, bint return_sequences,
+                                    bint zero_output_for_mask) noexcept nogil:
     # y_out is (B, T or 1, H); h is (B, H), initial state in, final state out;
     # h_tm1_seq, preact and gates are (B, T, H), saved at the input time t;
-    # rec is (B, H) scratch; x is (B, T, C); kernel is (C, H);
-    # recurrent_kernel is (H, H); bias is (H,)
-    cdef Py_ssize_t T_out = T if return_sequences else 1
-    cdef Py_ssize_t s, t, b, j, bt, s_out
+    # rec is (B, H) scratch; x is (B, T, C); keep is (B, T) or NULL
+    # (src/_mask.pxd); kernel is (C, H); recurrent_kernel is (H, H); bias is (H,)
+    cdef Py_ssize_t s, t, b, j, bt
     cdef floating* z
     cdef floating* pa
     # The pre-activations as _simple_rnn_forward computes them (bit for bit):
@@ -222,13 +224,18 @@ cdef void _simple_rnn_forward_train(floating* y_out, floating* h, floating* h_tm
         _input_product(preact, x, kernel, B * T, C, H)
     for s in range(T):
         t = T - 1 - s if go_backwards else s
-        if fused:
+        if not _step_runs(keep, B, T, t):
+            pass
+        elif fused:
             _step_product(rec, h, x, kernel, recurrent_kernel, bias, B, T, C, H, H, t)
         else:
             # rec[:] = h_tm1 @ recurrent_kernel
             _recurrent_product(rec, h, recurrent_kernel, <int>B, <int>H, <int>H, <int>H, <int>H)
         for b in range(B):
             bt = (b * T + t) * H
+            if not _row_runs(keep, T, b, t):  # a masked row carries its state through
+                _skip_row(h_tm1_seq + bt, h + b * H, preact + bt, gates + bt, H, H)
+                continue
             z = rec + b * H
             pa = preact + bt
             memcpy(h_tm1_seq + bt, h + b * H, H * sizeof(floating))
@@ -236,25 +243,27 @@ cdef void _simple_rnn_forward_train(floating* y_out, floating* h, floating* h_tm
             activate_block(z, H, activation)
             memcpy(gates + bt, z, H * sizeof(floating))
             memcpy(h + b * H, z, H * sizeof(floating))
-        # y_out[:, s] = h (every step), or y_out[:, 0] = h (last step only)
-        if return_sequences or s == T - 1:
-            s_out = s if return_sequences else 0
-            for b in range(B):
-                memcpy(y_out + (b * T_out + s_out) * H, h + b * H, H * sizeof(floating))
+        # y_out[:, s] = h (every step), or y_out[:, 0] = h (last step only); masked: _mask.pxd
+        _write_output(y_out, h, keep, B, T, H, s, t, return_sequences, zero_output_for_mask)
 
 
 cdef void _simple_rnn_backward_rows(floating* dx, floating* dh0, floating* dgates,
-                                    floating* dgates_t, const floating* dy,
+                                    floating* dgates_t, floating* dh_rec, floating* dcarry,
+                                    const floating* dy,
                                     const floating* dh_n, const floating* preact,
-                                    const floating* gates, const floating* kernel,
+                                    const floating* gates, const unsigned char* keep,
+                                    const floating* kernel,
                                     const floating* recurrent_kernel, Py_ssize_t B,
                                     Py_ssize_t T, Py_ssize_t C, Py_ssize_t H,
                                     int activation, bint go_backwards,
-                                    bint return_sequences) noexcept nogil:
+                                    bint return_sequences,
+                                    bint zero_output_for_mask) noexcept nogil:
     # The per-row part of the backward for B rows: dx (B, T, C) and dh0 (B, H)
     # written, dh0 carrying the running dh_t; dgates (B, T, H) the activation's
     # derivative, then the gradient w.r.t. preact; dgates_t (B, H) scratch;
-    # dy (B, T or 1, H); dh_n (B, H), may alias dh0; preact, gates (B, T, H).
+    # dh_rec and dcarry (B, H) scratch with a mask (keep (B, T), or NULL:
+    # src/_mask.pxd); dy (B, T or 1, H); dh_n (B, H), may alias dh0; preact,
+    # gates (B, T, H).
     cdef Py_ssize_t T_out = T if return_sequences else 1
     cdef Py_ssize_t s, t, b, j
     cdef floating dv
@@ -264,20 +273,21 @@ cdef void _simple_rnn_backward_rows(floating* dx, floating* dh0, floating* dgate
     cdef const floating* dyb
     # dgates starts as the activation's derivative, d(h_bt)/dv, for every (b, t).
     apply_grad_rows(dgates, preact, gates, B * T, H, 0, H, activation)
-    for b in range(B):
-        for j in range(H):
-            dh0[b * H + j] = dh_n[b * H + j]
-        if not return_sequences:
-            for j in range(H):
-                dh0[b * H + j] += dy[b * H + j]  # y is the last h
+    _start_backward(dh0, dcarry, dy, dh_n, keep, B, H, return_sequences)
     for s in range(T - 1, -1, -1):
         t = T - 1 - s if go_backwards else s
         for b in range(B):
             dh = dh0 + b * H
             dg = dgates + (b * T + t) * H
             dgt = dgates_t + b * H
-            if return_sequences:
-                dyb = dy + (b * T_out + s) * H
+            dyb = dy + (b * T_out + (s if return_sequences else 0)) * H
+            if keep != NULL:
+                if not keep[b * T + t]:
+                    _masked_dout(dcarry + b * H, dgt, dg, dyb, H, H, return_sequences,
+                                 zero_output_for_mask)
+                    continue
+                _step_dout(dh, dcarry + b * H, dyb, H, return_sequences)
+            elif return_sequences:
                 for j in range(H):
                     dh[j] += dyb[j]
             for j in range(H):
@@ -286,8 +296,11 @@ cdef void _simple_rnn_backward_rows(floating* dx, floating* dh0, floating* dgate
                 dgt[j] = dv
                 dg[j] = dv
         # forward: rec = h_tm1 @ recurrent_kernel, so dh_tm1 = dv @ recurrent_kernel^T
+        # (a masked row's dh_t passes to the step before unchanged)
         _gemm(NoTrans, Trans, <int>B, <int>H, <int>H, 1, dgates_t, <int>H,
-              recurrent_kernel, <int>H, 0, dh0, <int>H)
+              recurrent_kernel, <int>H, 0, dh0 if keep == NULL else dh_rec, <int>H)
+        if keep != NULL:
+            _take_valid_rows(dh0, dh_rec, keep, B, T, H, t, False)
     # forward: preact = x @ kernel + ..., so dx = dgates @ kernel^T
     _gemm(NoTrans, Trans, <int>(B * T), <int>C, <int>H, 1, dgates, <int>H,
           kernel, <int>H, 0, dx, <int>C)
@@ -323,11 +336,13 @@ def simple_rnn_forward_train(floating[:, :, ::1] y_out,  # OUT
                              floating[:, :, ::1] gates,  # OUT (saved)
                              floating[:, ::1] rec,  # SCRATCH
                              const floating[:, :, ::1] x,  # IN
+                             const unsigned char[:, ::1] keep,  # IN: (B, T), or empty for no mask
                              const floating[:, ::1] kernel,  # IN
                              const floating[:, ::1] recurrent_kernel,  # IN
                              const floating[::1] bias,  # IN
                              Py_ssize_t B, Py_ssize_t T, Py_ssize_t C, Py_ssize_t H,
-                             int activation, bint go_backwards, bint return_sequences):
+                             int activation, bint go_backwards, bint return_sequences,
+                             bint zero_output_for_mask):
     """SimpleRNN forward that saves what the backward reads; see rnnengine/kernels/__init__.py."""
     if RNNENGINE_BOUNDSCHECK:
         _expect_shape("y_out", y_out.shape, 3, B, T if return_sequences else 1, H)
@@ -340,9 +355,12 @@ def simple_rnn_forward_train(floating[:, :, ::1] y_out,  # OUT
         _expect_shape("kernel", kernel.shape, 2, C, H)
         _expect_shape("recurrent_kernel", recurrent_kernel.shape, 2, H, H)
         _expect_shape("bias", bias.shape, 1, H)
+        if keep.shape[0] != 0:
+            _expect_shape("keep", keep.shape, 2, B, T)
     cdef Py_ssize_t T_out = T if return_sequences else 1
     cdef int n = _batch_threads(B, B * T * (C + H) * H)
     cdef Py_ssize_t i, b0, nb
+    cdef const unsigned char* k_p = &keep[0, 0] if keep.shape[0] != 0 else NULL
     cdef floating* y_p = &y_out[0, 0, 0]
     cdef floating* h_p = &h[0, 0]
     cdef floating* htm1_p = &h_tm1_seq[0, 0, 0]
@@ -352,9 +370,10 @@ def simple_rnn_forward_train(floating[:, :, ::1] y_out,  # OUT
     cdef const floating* x_p = &x[0, 0, 0]
     with nogil:
         if n == 1:
-            _simple_rnn_forward_train(y_p, h_p, htm1_p, pa_p, g_p, rec_p, x_p, &kernel[0, 0],
+            _simple_rnn_forward_train(y_p, h_p, htm1_p, pa_p, g_p, rec_p, x_p, k_p, &kernel[0, 0],
                                       &recurrent_kernel[0, 0], &bias[0], B, T, C, H,
-                                      activation, go_backwards, return_sequences)
+                                      activation, go_backwards, return_sequences,
+                                      zero_output_for_mask)
         else:
             # rows never interact: one contiguous row block per thread
             for i in prange(n, schedule='static', num_threads=n):
@@ -362,9 +381,10 @@ def simple_rnn_forward_train(floating[:, :, ::1] y_out,  # OUT
                 nb = (i + 1) * B // n - b0
                 _simple_rnn_forward_train(
                     y_p + b0 * T_out * H, h_p + b0 * H, htm1_p + b0 * T * H, pa_p + b0 * T * H,
-                    g_p + b0 * T * H, rec_p + b0 * H, x_p + b0 * T * C, &kernel[0, 0],
+                    g_p + b0 * T * H, rec_p + b0 * H, x_p + b0 * T * C,
+                    k_p + b0 * T if k_p != NULL else NULL, &kernel[0, 0],
                     &recurrent_kernel[0, 0], &bias[0], nb, T, C, H, activation, go_backwards,
-                    return_sequences)
+                    return_sequences, zero_output_for_mask)
 
 
 def simple_rnn_backward(floating[:, :, ::1] dx,  # OUT
@@ -374,6 +394,8 @@ def simple_rnn_backward(floating[:, :, ::1] dx,  # OUT
                         floating[::1] dbias,  # IN/OUT (+=)
                         floating[:, :, ::1] dgates,  # SCRATCH
                         floating[:, ::1] dgates_t,  # SCRATCH
+                        floating[:, ::1] dh_rec,  # SCRATCH (with a mask)
+                        floating[:, ::1] dcarry,  # SCRATCH (with a mask)
                         floating[::1] dw,  # SCRATCH (unused here)
                         const floating[:, :, ::1] dy,  # IN
                         const floating[:, ::1] dh_n,  # IN (may alias dh0)
@@ -381,10 +403,12 @@ def simple_rnn_backward(floating[:, :, ::1] dx,  # OUT
                         const floating[:, :, ::1] preact,  # IN (saved)
                         const floating[:, :, ::1] gates,  # IN (saved)
                         const floating[:, :, ::1] x,  # IN
+                        const unsigned char[:, ::1] keep,  # IN: (B, T), or empty for no mask
                         const floating[:, ::1] kernel,  # IN
                         const floating[:, ::1] recurrent_kernel,  # IN
                         Py_ssize_t B, Py_ssize_t T, Py_ssize_t C, Py_ssize_t H,
-                        int activation, bint go_backwards, bint return_sequences):
+                        int activation, bint go_backwards, bint return_sequences,
+                        bint zero_output_for_mask):
     """SimpleRNN backward over a whole sequence; see rnnengine/kernels/__init__.py."""
     if RNNENGINE_BOUNDSCHECK:
         _expect_shape("dx", dx.shape, 3, B, T, C)
@@ -394,6 +418,8 @@ def simple_rnn_backward(floating[:, :, ::1] dx,  # OUT
         _expect_shape("dbias", dbias.shape, 1, H)
         _expect_shape("dgates", dgates.shape, 3, B, T, H)
         _expect_shape("dgates_t", dgates_t.shape, 2, B, H)
+        _expect_shape("dh_rec", dh_rec.shape, 2, B, H)
+        _expect_shape("dcarry", dcarry.shape, 2, B, H)
         _expect_shape("dw", dw.shape, 1, max(C, H) * H)
         _expect_shape("dy", dy.shape, 3, B, T if return_sequences else 1, H)
         _expect_shape("dh_n", dh_n.shape, 2, B, H)
@@ -403,7 +429,12 @@ def simple_rnn_backward(floating[:, :, ::1] dx,  # OUT
         _expect_shape("x", x.shape, 3, B, T, C)
         _expect_shape("kernel", kernel.shape, 2, C, H)
         _expect_shape("recurrent_kernel", recurrent_kernel.shape, 2, H, H)
+        if keep.shape[0] != 0:
+            _expect_shape("keep", keep.shape, 2, B, T)
     cdef Py_ssize_t T_out = T if return_sequences else 1
+    cdef const unsigned char* k_p = &keep[0, 0] if keep.shape[0] != 0 else NULL
+    cdef floating* dhrec_p = &dh_rec[0, 0]
+    cdef floating* dcar_p = &dcarry[0, 0]
     # deterministic mode: one thread, so no gradient depends on the thread count
     cdef int n = 1 if _det() else _batch_threads(B, B * T * (C + H) * H)
     cdef int n_cols = n if n < H else <int>H
@@ -423,9 +454,10 @@ def simple_rnn_backward(floating[:, :, ::1] dx,  # OUT
     cdef const floating* htm1_p = &h_tm1_seq[0, 0, 0]
     with nogil:
         if n == 1:
-            _simple_rnn_backward_rows(dx_p, dh0_p, dg_p, dgt_p, dy_p, dhn_p, pa_p, g_p,
-                                      &kernel[0, 0], &recurrent_kernel[0, 0], B, T, C, H,
-                                      activation, go_backwards, return_sequences)
+            _simple_rnn_backward_rows(dx_p, dh0_p, dg_p, dgt_p, dhrec_p, dcar_p, dy_p, dhn_p, pa_p, g_p,
+                                      k_p, &kernel[0, 0], &recurrent_kernel[0, 0], B, T, C, H,
+                                      activation, go_backwards, return_sequences,
+                                      zero_output_for_mask)
             _weight_grads_cols(dk_p, drk_p, db_p, dg_p, x_p, htm1_p, B * T, C, H, H, 0, H)
         else:
             # the time loop: rows never interact, one row block per thread
@@ -434,9 +466,11 @@ def simple_rnn_backward(floating[:, :, ::1] dx,  # OUT
                 nb = (i + 1) * B // n - b0
                 _simple_rnn_backward_rows(
                     dx_p + b0 * T * C, dh0_p + b0 * H, dg_p + b0 * T * H, dgt_p + b0 * H,
+                    dhrec_p + b0 * H, dcar_p + b0 * H,
                     dy_p + b0 * T_out * H, dhn_p + b0 * H, pa_p + b0 * T * H, g_p + b0 * T * H,
+                    k_p + b0 * T if k_p != NULL else NULL,
                     &kernel[0, 0], &recurrent_kernel[0, 0], nb, T, C, H, activation,
-                    go_backwards, return_sequences)
+                    go_backwards, return_sequences, zero_output_for_mask)
             # the weight gradients: one column block per thread, no two threads
             # adding into the same element
             for i in prange(n_cols, schedule='static', num_threads=n_cols):

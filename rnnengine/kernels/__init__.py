@@ -47,33 +47,37 @@ data in ``contract.py`` (``CALLS``; build tuples with ``contract.bind``)::
 Contract (training: pass names ``"forward_train"`` and ``"backward"``; both
 backends, Numba in ``numba_*.py`` and Cython in ``src/_*.pyx``)::
 
-    simple_rnn_forward_train(y_out, h, h_tm1_seq, preact, gates, rec, x, kernel,
-                             recurrent_kernel, bias, B, T, C, H, activation,
-                             go_backwards, return_sequences)
+    simple_rnn_forward_train(y_out, h, h_tm1_seq, preact, gates, rec, x, keep,
+                             kernel, recurrent_kernel, bias, B, T, C, H,
+                             activation, go_backwards, return_sequences,
+                             zero_output_for_mask)
     simple_rnn_backward(dx, dh0, dkernel, drecurrent_kernel, dbias, dgates,
-                        dgates_t, dw, dy, dh_n, h_tm1_seq, preact, gates, x,
-                        kernel, recurrent_kernel, B, T, C, H, activation,
-                        go_backwards, return_sequences)
+                        dgates_t, dh_rec, dcarry, dw, dy, dh_n, h_tm1_seq,
+                        preact, gates, x, keep, kernel, recurrent_kernel, B, T,
+                        C, H, activation, go_backwards, return_sequences,
+                        zero_output_for_mask)
 
     lstm_forward_train(y_out, h, c, h_tm1_seq, c_tm1_seq, preact, gates, rec, x,
-                       kernel, recurrent_kernel, bias, B, T, C, H, activation,
-                       recurrent_activation, go_backwards, return_sequences)
+                       keep, kernel, recurrent_kernel, bias, B, T, C, H,
+                       activation, recurrent_activation, go_backwards,
+                       return_sequences, zero_output_for_mask)
     lstm_backward(dx, dh0, dc0, dkernel, drecurrent_kernel, dbias, dgates,
-                  dgates_t, dw, dy, dh_n, dc_n, h_tm1_seq, c_tm1_seq, preact,
-                  gates, x, kernel, recurrent_kernel, B, T, C, H, activation,
-                  recurrent_activation, go_backwards, return_sequences)
+                  dgates_t, dh_rec, dcarry, dw, dy, dh_n, dc_n, h_tm1_seq,
+                  c_tm1_seq, preact, gates, x, keep, kernel, recurrent_kernel,
+                  B, T, C, H, activation, recurrent_activation, go_backwards,
+                  return_sequences, zero_output_for_mask)
 
     gru_forward_train(y_out, h, h_tm1_seq, preact, gates, hh_rec_seq, rec, rec_h,
-                      rh, x, kernel, recurrent_kernel, recurrent_kernel_h,
+                      rh, x, keep, kernel, recurrent_kernel, recurrent_kernel_h,
                       input_bias, recurrent_bias, B, T, C, H, activation,
                       recurrent_activation, go_backwards, return_sequences,
-                      reset_after)
+                      reset_after, zero_output_for_mask)
     gru_backward(dx, dh0, dkernel, drecurrent_kernel, dinput_bias,
                  drecurrent_bias, dgates, dhh_rec_seq, dgates_t, dh_rec, dhh_t,
-                 dw, dy, dh_n, h_tm1_seq, preact, gates, hh_rec_seq, x, kernel,
-                 recurrent_kernel, recurrent_kernel_h, B, T, C, H, activation,
-                 recurrent_activation, go_backwards, return_sequences,
-                 reset_after)
+                 dcarry, dw, dy, dh_n, h_tm1_seq, preact, gates, hh_rec_seq, x,
+                 keep, kernel, recurrent_kernel, recurrent_kernel_h, B, T, C, H,
+                 activation, recurrent_activation, go_backwards,
+                 return_sequences, reset_after, zero_output_for_mask)
 
 - ``forward_train`` computes exactly what ``forward`` does (same ``y_out``, ``h``,
   ``c``, same rules as above) and also fills the saved buffers, each indexed by
@@ -88,6 +92,20 @@ backends, Numba in ``numba_*.py`` and Cython in ``src/_*.pyx``)::
   input-projection scratch, so there is no ``xproj``; ``rec``, ``rec_h``, ``rh``
   are scratch as in the forward. LSTM saves no new c: the backward recomputes
   it as ``f * c_tm1 + i * act(zc)``.
+- ``keep`` and ``zero_output_for_mask`` are the forward's (Keras's mask), the
+  same in a ``forward_train`` call and the ``backward`` that follows it.
+  ``forward_train`` skips a masked row's step as the forward does (states
+  carried, output repeated or zero) and saves for it the carried states in
+  ``h_tm1_seq``/``c_tm1_seq`` and zeros in ``preact``, ``gates`` and
+  ``hh_rec_seq``. The ``backward`` undoes Keras's masked recurrence
+  (``reference._MaskRoute``): at a masked step the state gradients pass to the
+  step before unchanged, no gradient reaches ``dx`` (zeros) or the weights, and
+  the gradient w.r.t. the step's output goes to the last valid step's output
+  (the one it repeats), or nowhere with ``zero_output_for_mask`` or before the
+  first valid step; without ``return_sequences``, ``dy`` is that of the last
+  step's output. ``dh_rec`` (SimpleRNN, LSTM: the recurrent product's
+  gradient) and ``dcarry`` (the carried output's gradient), both (B, H), are
+  scratch that only a masked call uses.
 - ``backward`` reads the saved buffers (and ``x`` and the weights) unchanged,
   with the same dims and flags as the ``forward_train`` call that filled them.
   ``dy`` is the gradient w.r.t. ``y_out``, shaped like it ((B, T, H) in
@@ -165,7 +183,9 @@ and the state itself is carried unmasked::
                        hseq, B, T, C, H, activation, recurrent_activation,
                        go_backwards, return_sequences, reset_after)
 
-- Same buffers, dims, flags and rules as the plain training passes, except:
+- Same buffers, dims, flags and rules as the plain training passes (without a
+  mask: no ``keep``, ``zero_output_for_mask``, ``dcarry``, nor SimpleRNN's
+  and LSTM's ``dh_rec``), except:
   ``x`` is the input *before* dropout (the kernels apply ``dp``); the weights
   come as per-gate contiguous blocks, ``kernel_g`` (K, C, H) with
   ``kernel_g[g] = kernel[:, g*H:(g+1)*H]`` and ``recurrent_kernel_g`` (K, H, H);

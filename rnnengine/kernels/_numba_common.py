@@ -1,5 +1,6 @@
-"""Pieces the Numba inference kernels share: the per-step recurrent product and
-the step output copy. Contract of the kernels: ``kernels/__init__.py``."""
+"""Pieces the Numba kernels share: the per-step recurrent product, the step
+output copy and the mask's pieces of the training passes. Contract of the
+kernels: ``kernels/__init__.py``."""
 import numpy as np
 from numba import njit
 
@@ -66,3 +67,66 @@ def write_step(y_out, h, keep, s, t, B, H, T, return_sequences, zero_output_for_
                 y_out[b, 0] = h[b]
             else:
                 y_out[b, 0] = 0.0
+
+
+# -- the mask in the training passes (spec: reference._MaskRoute) ---------------------------
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH_FLAGS, error_model="numpy")
+def skip_row(h_tm1_seq, preact, gates, h, b, t):
+    # forward_train, a masked row's step: its saved state is the carried one and
+    # its preact and gates are zeros (finite, so the backward's derivative sweep
+    # and weight GEMMs read numbers; its gradients there are zeros).
+    for j in range(h.shape[1]):
+        h_tm1_seq[b, t, j] = h[b, j]
+    for k in range(preact.shape[2]):
+        preact[b, t, k] = 0.0
+        gates[b, t, k] = 0.0
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH_FLAGS, error_model="numpy")
+def start_backward(dh0, dcarry, dy, dh_n, masked, B, H, return_sequences):
+    # dh0 = dh_n (+ dy without return_sequences: y is the last h). With a mask,
+    # dy of the last output enters through dcarry instead, the gradient of the
+    # output a masked step carries back to the last valid step (zeros with
+    # return_sequences, whose dy enters step by step).
+    for b in range(B):
+        for j in range(H):
+            dh0[b, j] = dh_n[b, j]
+            if masked:
+                dcarry[b, j] = 0.0 if return_sequences else dy[b, 0, j]
+            elif not return_sequences:
+                dh0[b, j] += dy[b, 0, j]
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH_FLAGS, error_model="numpy")
+def masked_dout(dcarry, dgates_t, dgates, dy, b, s, t, H, G, return_sequences, zero_output_for_mask):
+    # backward, a masked row's step: the state gradients pass unchanged (the
+    # caller leaves dh0, dc0 alone); forward: y_s = y_{s-1} (or 0 with
+    # zero_output_for_mask), so y_s's gradient carries to the step before; no
+    # gate gradient (the recurrent product and the weight GEMMs read zeros).
+    for j in range(H):
+        if zero_output_for_mask:
+            dcarry[b, j] = 0.0
+        elif return_sequences:
+            dcarry[b, j] += dy[b, s, j]
+    for k in range(G):
+        dgates_t[b, k] = 0.0
+        dgates[b, t, k] = 0.0
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH_FLAGS, error_model="numpy")
+def step_dout(dcarry, dy, b, s, j, return_sequences):
+    # backward, a valid row's step with a mask: the gradient w.r.t. its output,
+    # dy plus what masked steps after it carried back; dcarry restarts at 0.
+    d = dcarry[b, j] + dy[b, s, j] if return_sequences else dcarry[b, j]
+    dcarry[b, j] = 0.0
+    return d
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH_FLAGS, error_model="numpy")
+def take_valid_rows(dst, src, keep, t, B, H):
+    # dst[b] = src[b] for the rows that ran step t (a masked row's dh passes on).
+    for b in range(B):
+        if keep[b, t]:
+            for j in range(H):
+                dst[b, j] = src[b, j]

@@ -43,9 +43,10 @@ _CODES = {"simple_rnn": "activation:code", "lstm": "activation:code recurrent_ac
           "gru": "activation:code recurrent_activation:code"}
 _TAIL = {cell: f"{_DIMS} {_CODES[cell]} {_RNN_FLAGS}" + (" reset_after:flag" if cell == "gru" else "")
          for cell in GATES}
-# The forward's mask: keep[b, t] is Keras's mask at input time t (1 = the step
-# runs; 0 = the state carries through and the output repeats, or is zero with
-# zero_output_for_mask); an empty keep means no mask.
+# The mask of forward, forward_train and backward: keep[b, t] is Keras's mask
+# at input time t (1 = the step runs; 0 = the state carries through and the
+# output repeats, or is zero with zero_output_for_mask; the backward routes the
+# gradients accordingly); an empty keep means no mask.
 _MASK_IN = "keep:in:B,T"
 _MASK_FLAG = " zero_output_for_mask:flag"
 
@@ -62,44 +63,52 @@ CALLS = {
         "recurrent_kernel_h:weight:H,H input_bias:weight:G recurrent_bias:weight:G " + _TAIL["gru"] + _MASK_FLAG),
     ("simple_rnn", "forward_train"): _args(
         "y_out:out:B,Ty,H h:inout:B,H h_tm1_seq:saved:B,T,H preact:saved:B,T,G gates:saved:B,T,G "
-        "rec:scratch:B,G x:in:B,T,C kernel:weight:C,G recurrent_kernel:weight:H,G bias:weight:G "
-        + _TAIL["simple_rnn"]),
+        "rec:scratch:B,G x:in:B,T,C " + _MASK_IN + " kernel:weight:C,G recurrent_kernel:weight:H,G bias:weight:G "
+        + _TAIL["simple_rnn"] + _MASK_FLAG),
     ("lstm", "forward_train"): _args(
         "y_out:out:B,Ty,H h:inout:B,H c:inout:B,H h_tm1_seq:saved:B,T,H c_tm1_seq:saved:B,T,H "
-        "preact:saved:B,T,G gates:saved:B,T,G rec:scratch:B,G x:in:B,T,C kernel:weight:C,G "
-        "recurrent_kernel:weight:H,G bias:weight:G " + _TAIL["lstm"]),
+        "preact:saved:B,T,G gates:saved:B,T,G rec:scratch:B,G x:in:B,T,C " + _MASK_IN + " kernel:weight:C,G "
+        "recurrent_kernel:weight:H,G bias:weight:G " + _TAIL["lstm"] + _MASK_FLAG),
     ("gru", "forward_train"): _args(
         "y_out:out:B,Ty,H h:inout:B,H h_tm1_seq:saved:B,T,H preact:saved:B,T,G gates:saved:B,T,G "
-        "hh_rec_seq:saved:B,T,H rec:scratch:B,G rec_h:scratch:B,H rh:scratch:B,H x:in:B,T,C "
-        "kernel:weight:C,G recurrent_kernel:weight:H,G recurrent_kernel_h:weight:H,H input_bias:weight:G "
-        "recurrent_bias:weight:G " + _TAIL["gru"]),
+        "hh_rec_seq:saved:B,T,H rec:scratch:B,G rec_h:scratch:B,H rh:scratch:B,H x:in:B,T,C " + _MASK_IN +
+        " kernel:weight:C,G recurrent_kernel:weight:H,G recurrent_kernel_h:weight:H,H input_bias:weight:G "
+        "recurrent_bias:weight:G " + _TAIL["gru"] + _MASK_FLAG),
     ("simple_rnn", "backward"): _args(
         "dx:out:B,T,C dh0:out:B,H dkernel:acc:C,G drecurrent_kernel:acc:H,G dbias:acc:G dgates:scratch:B,T,G "
-        "dgates_t:scratch:B,G dw:scratch:W dy:in:B,Ty,H dh_n:in:B,H h_tm1_seq:saved:B,T,H preact:saved:B,T,G "
-        "gates:saved:B,T,G x:in:B,T,C kernel:weight:C,G recurrent_kernel:weight:H,G " + _TAIL["simple_rnn"]),
+        "dgates_t:scratch:B,G dh_rec:scratch:B,H dcarry:scratch:B,H dw:scratch:W dy:in:B,Ty,H dh_n:in:B,H "
+        "h_tm1_seq:saved:B,T,H preact:saved:B,T,G gates:saved:B,T,G x:in:B,T,C " + _MASK_IN +
+        " kernel:weight:C,G recurrent_kernel:weight:H,G " + _TAIL["simple_rnn"] + _MASK_FLAG),
     ("lstm", "backward"): _args(
         "dx:out:B,T,C dh0:out:B,H dc0:out:B,H dkernel:acc:C,G drecurrent_kernel:acc:H,G dbias:acc:G "
-        "dgates:scratch:B,T,G dgates_t:scratch:B,G dw:scratch:W dy:in:B,Ty,H dh_n:in:B,H dc_n:in:B,H "
-        "h_tm1_seq:saved:B,T,H c_tm1_seq:saved:B,T,H preact:saved:B,T,G gates:saved:B,T,G x:in:B,T,C "
-        "kernel:weight:C,G recurrent_kernel:weight:H,G " + _TAIL["lstm"]),
+        "dgates:scratch:B,T,G dgates_t:scratch:B,G dh_rec:scratch:B,H dcarry:scratch:B,H dw:scratch:W "
+        "dy:in:B,Ty,H dh_n:in:B,H dc_n:in:B,H h_tm1_seq:saved:B,T,H c_tm1_seq:saved:B,T,H preact:saved:B,T,G "
+        "gates:saved:B,T,G x:in:B,T,C " + _MASK_IN + " kernel:weight:C,G recurrent_kernel:weight:H,G "
+        + _TAIL["lstm"] + _MASK_FLAG),
     ("gru", "backward"): _args(
         "dx:out:B,T,C dh0:out:B,H dkernel:acc:C,G drecurrent_kernel:acc:H,G dinput_bias:acc:G "
         "drecurrent_bias:acc:G dgates:scratch:B,T,G dhh_rec_seq:scratch:B,T,H dgates_t:scratch:B,G "
-        "dh_rec:scratch:B,H dhh_t:scratch:B,H dw:scratch:W dy:in:B,Ty,H dh_n:in:B,H h_tm1_seq:saved:B,T,H "
-        "preact:saved:B,T,G gates:saved:B,T,G hh_rec_seq:saved:B,T,H x:in:B,T,C kernel:weight:C,G "
-        "recurrent_kernel:weight:H,G recurrent_kernel_h:weight:H,H " + _TAIL["gru"]),
+        "dh_rec:scratch:B,H dhh_t:scratch:B,H dcarry:scratch:B,H dw:scratch:W dy:in:B,Ty,H dh_n:in:B,H "
+        "h_tm1_seq:saved:B,T,H preact:saved:B,T,G gates:saved:B,T,G hh_rec_seq:saved:B,T,H x:in:B,T,C "
+        + _MASK_IN + " kernel:weight:C,G recurrent_kernel:weight:H,G recurrent_kernel_h:weight:H,H "
+        + _TAIL["gru"] + _MASK_FLAG),
     ("dense", "forward"): _args(
         "y_out:out:N,F x:in:N,C kernel:weight:C,F bias:weight:F N:dim C:dim F:dim activation:code use_bias:flag"),
 }
 
 # Recurrent dropout: the plain training passes with per-gate weights and
-# masks; see kernels/__init__.py.
+# masks, without Keras's mask (keep, zero_output_for_mask and the masked
+# backward's scratch dh_rec and dcarry; GRU's dh_rec is its own); see
+# kernels/__init__.py.
 _RDROP_IN = "dp:in:K,B,C rdp:in:K,B,H xm:scratch:BT,C pm:scratch:BT,H hm:scratch:B,H recg:scratch:B,H"
 
 
 def _rdrop(cell, pass_):
     out = []
+    mask_only = ("keep", "zero_output_for_mask", "dcarry") + (("dh_rec",) if cell != "gru" else ())
     for name, role, shape in CALLS[(cell, pass_)]:
+        if name in mask_only:
+            continue
         if name in ("kernel", "recurrent_kernel"):
             out.append((name + "_g", role, ("K", "C", "H") if name == "kernel" else ("K", "H", "H")))
         elif name == "recurrent_kernel_h":

@@ -14,7 +14,8 @@ from numba.extending import overload
 from . import _numba_cache  # noqa: F401  (an installed package caches outside itself)
 from ..config import FASTMATH_FLAGS, FASTMATH_FLAGS_KERAS_ORDER
 from ._activations import activate_block, apply, apply_grad_block
-from ._numba_common import recurrent_product, step_runs, write_step
+from ._numba_common import (masked_dout, recurrent_product, skip_row, start_backward, step_dout, step_runs,
+                            write_step)
 
 
 def _one_like(v):
@@ -101,25 +102,34 @@ def _gru_forward(y_out, h, xproj, rec, rec_h, rh, x, keep, kernel, recurrent_ker
 
 
 @njit(cache=True, nogil=True, fastmath=FASTMATH_FLAGS, error_model="numpy")
-def _gru_forward_train(y_out, h, h_tm1_seq, preact, gates, hh_rec_seq, rec, rec_h, rh, x,
+def _gru_forward_train(y_out, h, h_tm1_seq, preact, gates, hh_rec_seq, rec, rec_h, rh, x, keep,
                        kernel, recurrent_kernel, recurrent_kernel_h, input_bias,
                        recurrent_bias, B, T, C, H, activation, recurrent_activation,
-                       go_backwards, return_sequences, reset_after):
+                       go_backwards, return_sequences, reset_after, zero_output_for_mask):
     # y_out is (B, T or 1, H); h is (B, H), initial state in, final state out;
     # h_tm1_seq is (B, T, H): the state entering the step that reads x[:, t];
     # preact and gates are (B, T, 3H): the pre-activations [a_z, a_r, a_h] and
     # activations [z, r, hh] at x[:, t]; hh_rec_seq is (B, T, H): the candidate's
     # recurrent term, h_tm1 @ U_h + recurrent_bias_h before r scales it
     # (reset_after), or rh = r * h_tm1 before U_h multiplies it (otherwise);
-    # rec (B, 3H), rec_h and rh (B, H) are scratch; x is (B, T, C);
+    # rec (B, 3H), rec_h and rh (B, H) are scratch; x is (B, T, C); keep is
+    # (B, T) or empty (a masked row's step saves its carried state and zero
+    # preact, gates and hh_rec_seq, and leaves the state unchanged);
     # kernel is (C, 3H); recurrent_kernel is (H, 3H); recurrent_kernel_h is its
     # last block (H, H), contiguous; input_bias and recurrent_bias are (3H,).
     np.dot(x.reshape((B * T, C)), kernel, preact.reshape((B * T, 3 * H)))
+    masked = keep.shape[0] > 0
     for s in range(T):
         t = T - 1 - s if go_backwards else s
-        np.dot(h, recurrent_kernel, rec)  # rec = h_tm1 @ recurrent_kernel
-        if reset_after:
+        if not step_runs(keep, t, B):
             for b in range(B):
+                _gru_skip_row(h_tm1_seq, preact, gates, hh_rec_seq, rh, h, b, t, H)
+        elif reset_after:
+            np.dot(h, recurrent_kernel, rec)  # rec = h_tm1 @ recurrent_kernel
+            for b in range(B):
+                if masked and not keep[b, t]:
+                    _gru_skip_row(h_tm1_seq, preact, gates, hh_rec_seq, rh, h, b, t, H)
+                    continue
                 for j in range(H):
                     h_tm1 = h[b, j]
                     h_tm1_seq[b, t, j] = h_tm1
@@ -142,7 +152,11 @@ def _gru_forward_train(y_out, h, h_tm1_seq, preact, gates, hh_rec_seq, rec, rec_
         else:
             # The reset gate applies before the product: a second GEMM follows
             # once r is known, as in _gru_forward.
+            np.dot(h, recurrent_kernel, rec)  # rec = h_tm1 @ recurrent_kernel
             for b in range(B):
+                if masked and not keep[b, t]:
+                    _gru_skip_row(h_tm1_seq, preact, gates, hh_rec_seq, rh, h, b, t, H)
+                    continue
                 for j in range(H):
                     h_tm1_seq[b, t, j] = h[b, j]
                     a_r = preact[b, t, H + j] + input_bias[H + j] + rec[b, H + j]
@@ -153,6 +167,8 @@ def _gru_forward_train(y_out, h, h_tm1_seq, preact, gates, hh_rec_seq, rec, rec_
                     hh_rec_seq[b, t, j] = rh[b, j]
             np.dot(rh, recurrent_kernel_h, rec_h)
             for b in range(B):
+                if masked and not keep[b, t]:
+                    continue
                 for j in range(H):
                     a_z = preact[b, t, j] + input_bias[j] + rec[b, j]
                     a_h = preact[b, t, 2 * H + j] + input_bias[2 * H + j] + rec_h[b, j]
@@ -163,45 +179,58 @@ def _gru_forward_train(y_out, h, h_tm1_seq, preact, gates, hh_rec_seq, rec, rec_
                     gates[b, t, j] = z
                     gates[b, t, 2 * H + j] = hh
                     h[b, j] = _gru_update(z, h[b, j], hh)
-        if return_sequences:
-            for b in range(B):
-                for j in range(H):
-                    y_out[b, s, j] = h[b, j]
-    if not return_sequences:
-        for b in range(B):
-            for j in range(H):
-                y_out[b, 0, j] = h[b, j]
+        write_step(y_out, h, keep, s, t, B, H, T, return_sequences, zero_output_for_mask)
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH_FLAGS, error_model="numpy")
+def _gru_skip_row(h_tm1_seq, preact, gates, hh_rec_seq, rh, h, b, t, H):
+    # forward_train, a masked row's step (skip_row), and its rh row zeroed (the
+    # product rh @ U_h of reset_after=False reads it; the result is unused).
+    skip_row(h_tm1_seq, preact, gates, h, b, t)
+    for j in range(H):
+        hh_rec_seq[b, t, j] = 0.0
+        rh[b, j] = 0.0
 
 
 @njit(cache=True, nogil=True, fastmath=FASTMATH_FLAGS, error_model="numpy")
 def _gru_backward(dx, dh0, dkernel, drecurrent_kernel, dinput_bias, drecurrent_bias,
-                  dgates, dhh_rec_seq, dgates_t, dh_rec, dhh_t, dw, dy, dh_n, h_tm1_seq,
-                  preact, gates, hh_rec_seq, x, kernel, recurrent_kernel, recurrent_kernel_h,
+                  dgates, dhh_rec_seq, dgates_t, dh_rec, dhh_t, dcarry, dw, dy, dh_n, h_tm1_seq,
+                  preact, gates, hh_rec_seq, x, keep, kernel, recurrent_kernel, recurrent_kernel_h,
                   B, T, C, H, activation, recurrent_activation, go_backwards,
-                  return_sequences, reset_after):
+                  return_sequences, reset_after, zero_output_for_mask):
     # dx is (B, T, C) and dh0 (B, H): written; dh0 carries the running dh_t
     # through the loop. dkernel (C, 3H), drecurrent_kernel (H, 3H), dinput_bias
     # and drecurrent_bias (3H,): accumulated with += (drecurrent_bias untouched
     # unless reset_after). Scratch: dgates (B, T, 3H), the activations'
     # derivatives, then the gradient w.r.t. preact; dhh_rec_seq (B, T, H), the gradient w.r.t. the candidate's
     # recurrent product (h_tm1 @ U_h + recurrent_bias_h with reset_after, rh @ U_h
-    # without); dgates_t (B, 3H); dh_rec and dhh_t (B, H); dw (max(C, H) * 3H,).
+    # without); dgates_t (B, 3H); dh_rec and dhh_t (B, H); dcarry (B, H), with
+    # a mask only: the gradient of the output a masked step carried
+    # (masked_dout); dw (max(C, H) * 3H,).
     # dy is (B, T or 1, H); dh_n is (B, H); h_tm1_seq, hh_rec_seq (B, T, H),
-    # preact, gates (B, T, 3H) come from _gru_forward_train; x is (B, T, C).
+    # preact, gates (B, T, 3H) come from _gru_forward_train; x is (B, T, C);
+    # keep (B, T) or empty: a masked row's step passes dh to the step before
+    # unchanged.
     G = 3 * H
     # dgates starts as the activations' derivatives, e.g. d(z)/d(a_z), for every (b, t).
     apply_grad_block(dgates, preact, gates, recurrent_activation, 0, 2 * H)
     apply_grad_block(dgates, preact, gates, activation, 2 * H, G)
-    for b in range(B):
-        for j in range(H):
-            dh0[b, j] = dh_n[b, j]
-            if not return_sequences:
-                dh0[b, j] += dy[b, 0, j]  # y is the last h
+    masked = keep.shape[0] > 0
+    start_backward(dh0, dcarry, dy, dh_n, masked, B, H, return_sequences)
     for s in range(T - 1, -1, -1):
         t = T - 1 - s if go_backwards else s
         for b in range(B):
+            if masked and not keep[b, t]:
+                masked_dout(dcarry, dgates_t, dgates, dy, b, s, t, H, G, return_sequences,
+                            zero_output_for_mask)
+                for j in range(H):
+                    dhh_rec_seq[b, t, j] = 0.0
+                    dhh_t[b, j] = 0.0
+                continue
             for j in range(H):
-                if return_sequences:
+                if masked:
+                    dh0[b, j] += step_dout(dcarry, dy, b, s, j, return_sequences)
+                elif return_sequences:
                     dh0[b, j] += dy[b, s, j]
                 dh = dh0[b, j]
                 z = gates[b, t, j]
@@ -237,6 +266,8 @@ def _gru_backward(dx, dh0, dkernel, drecurrent_kernel, dinput_bias, drecurrent_b
         if not reset_after:
             np.dot(dhh_t, recurrent_kernel_h.T, dh_rec)  # d(rh) = da_h @ U_h^T
             for b in range(B):
+                if masked and not keep[b, t]:
+                    continue
                 for j in range(H):
                     # forward: rh[b, j] = r * h[b, j], r = apply(recurrent_activation, a_r)
                     r = gates[b, t, H + j]
@@ -248,6 +279,8 @@ def _gru_backward(dx, dh0, dkernel, drecurrent_kernel, dinput_bias, drecurrent_b
         # forward: rec = h_tm1 @ recurrent_kernel, so dh_tm1 += drec @ recurrent_kernel^T
         np.dot(dgates_t, recurrent_kernel.T, dh_rec)
         for b in range(B):
+            if masked and not keep[b, t]:
+                continue  # a masked row's dh_t passes to the step before unchanged
             for j in range(H):
                 dh0[b, j] += dh_rec[b, j]
     # forward: preact = x @ kernel + input_bias + [recurrent terms]. Weight

@@ -14,12 +14,19 @@ y is (B, T, H) with ``return_sequences`` and (B, H) without; with
 ``go_backwards`` the steps are processed from T-1 down to 0 and y keeps
 processing order, as Keras does. ``<cell>_forward_train`` returns the same plus
 a ``cache`` dict: the inputs, weights and options, and per processing step the
-state entering it and the pre-activations.
+state entering it and the pre-activations. Both take Keras's ``mask`` (B, T)
+(true = a real step) and ``zero_output_for_mask``: a masked row's step leaves
+its states unchanged and outputs the previous output (zeros before the first
+valid step), or zeros with ``zero_output_for_mask``, as ``masked_forward``
+does; the training forward still computes every row's step (the cache holds
+it), then blends.
 
 Backward: ``<cell>_backward(dy, dh_n, [dc_n,] cache)`` takes the gradient of the
 loss w.r.t. the layer's outputs (dy shaped like y, dh_n and dc_n like the final
 states; with ``return_sequences`` false y *is* the final h and both
-contributions add) and returns fresh arrays
+contributions add; with a mask, the gradient of a masked step's output goes
+to the last valid step's output, or nowhere with ``zero_output_for_mask``, and
+the state gradients pass a masked step unchanged) and returns fresh arrays
 ``(dx, dh0, [dc0,] dkernel, drecurrent_kernel, dbias)``, dbias in Keras's shape:
 (2, 3H) for GRU with ``reset_after``. Each step of a backward cites the forward
 line it undoes ("forward: ...").
@@ -152,6 +159,44 @@ def masked_forward(step, x, states, mask, go_backwards, return_sequences, zero_o
     return (_collect(outputs, return_sequences),) + tuple(states)
 
 
+def _masked_output(prev, y, keep, zero_output_for_mask):
+    """One masked step's output: ``y`` where ``keep`` (B, 1), else the previous
+    output (``prev``, None before the first step) or zeros."""
+    prev = np.zeros_like(y) if prev is None or zero_output_for_mask else prev
+    return np.where(keep, y, prev)
+
+
+class _MaskRoute:
+    """The backward's side of a masked forward (cache["mask"] not None), one
+    processing step at a time from the last: ``enter(s, t, dh, dy)`` returns
+    the gradient w.r.t. the state the step computed (zero on masked rows);
+    ``leave(new, old)`` blends a step's gradient w.r.t. the states entering it
+    with the one that skipped it (a masked row's state passed straight
+    through). forward: y_s = keep ? y_step : carried (carried = 0 with
+    zero_output_for_mask, else y_{s-1}); state_s = keep ? state_step : state_{s-1}."""
+
+    def __init__(self, cache, dy):
+        self.mask = np.asarray(cache["mask"], bool)
+        self.zero = cache["zero_output_for_mask"]
+        self.rs = cache["return_sequences"]
+        # the gradient w.r.t. the carried output; without return_sequences the
+        # output is the last step's blended output, so dy enters there
+        self.carry = np.zeros_like(dy[:, 0]) if self.rs else dy.copy()
+
+    def enter(self, s, t, dh, dy):
+        self.keep = self.mask[:, t:t + 1]
+        dout = self.carry + dy[:, s] if self.rs else self.carry
+        self.carry = np.zeros_like(dout) if self.zero else np.where(self.keep, 0.0, dout).astype(dout.dtype)
+        return np.where(self.keep, dh + dout, 0.0).astype(dh.dtype)
+
+    def gate(self, d):
+        """A state gradient other than dh entering the step (LSTM's dc)."""
+        return np.where(self.keep, d, 0.0).astype(d.dtype)
+
+    def leave(self, new, old):
+        return np.where(self.keep, new, old)
+
+
 def _dy_at(dy, s, T, return_sequences):
     """The part of dy that lands on the output of processing step ``s``."""
     if return_sequences:
@@ -163,18 +208,28 @@ def _dy_at(dy, s, T, return_sequences):
 # SimpleRNN
 
 def simple_rnn_forward_train(x, h0, kernel, recurrent_kernel, bias, activation="tanh",
-                             go_backwards=False, return_sequences=False):
+                             go_backwards=False, return_sequences=False, mask=None,
+                             zero_output_for_mask=False):
     act = ACTIVATIONS[activation]
     h = h0.copy()
     outputs, h_tm1s, zs = [], [], []
+    prev = None
     for t in _steps(x.shape[1], go_backwards):
         h_tm1s.append(h)
         z = x[:, t] @ kernel + bias + h @ recurrent_kernel
-        h = act(z)
+        h_new = act(z)
         zs.append(z)
-        outputs.append(h)
+        if mask is None:
+            h = h_new
+            outputs.append(h)
+        else:
+            keep = np.asarray(mask, bool)[:, t:t + 1]
+            h = np.where(keep, h_new, h)
+            prev = _masked_output(prev, h_new, keep, zero_output_for_mask)
+            outputs.append(prev)
     cache = dict(x=x, kernel=kernel, recurrent_kernel=recurrent_kernel, activation=activation,
-                 go_backwards=go_backwards, return_sequences=return_sequences, h_tm1=h_tm1s, z=zs)
+                 go_backwards=go_backwards, return_sequences=return_sequences, h_tm1=h_tm1s, z=zs,
+                 mask=mask, zero_output_for_mask=zero_output_for_mask)
     return _collect(outputs, return_sequences), h, cache
 
 
@@ -198,8 +253,13 @@ def simple_rnn_backward(dy, dh_n, cache):
     drecurrent_kernel = np.zeros_like(recurrent_kernel)
     dbias = np.zeros(kernel.shape[1], x.dtype)
     dh = dh_n.copy()
+    route = None if cache.get("mask") is None else _MaskRoute(cache, dy)
     for s, t in reversed(list(enumerate(_steps(T, cache["go_backwards"])))):
-        dh = dh + _dy_at(dy, s, T, cache["return_sequences"])
+        dh_in = dh
+        if route is None:
+            dh = dh + _dy_at(dy, s, T, cache["return_sequences"])
+        else:
+            dh = route.enter(s, t, dh, dy)
         h_tm1, z = cache["h_tm1"][s], cache["z"][s]
         # forward: h = act(z)
         dz = dh * dact(z)
@@ -209,6 +269,8 @@ def simple_rnn_backward(dy, dh_n, cache):
         dbias += dz.sum(axis=0)
         drecurrent_kernel += h_tm1.T @ dz
         dh = dz @ recurrent_kernel.T
+        if route is not None:  # forward: h = keep ? h_new : h_tm1
+            dh = route.leave(dh, dh_in)
     return dx, dh, dkernel, drecurrent_kernel, dbias
 
 
@@ -217,26 +279,35 @@ def simple_rnn_backward(dy, dh_n, cache):
 
 def lstm_forward_train(x, h0, c0, kernel, recurrent_kernel, bias, activation="tanh",
                        recurrent_activation="sigmoid", go_backwards=False,
-                       return_sequences=False):
+                       return_sequences=False, mask=None, zero_output_for_mask=False):
     act, ract = ACTIVATIONS[activation], ACTIVATIONS[recurrent_activation]
     H = h0.shape[1]
     h, c = h0.copy(), c0.copy()
     outputs, h_tm1s, c_tm1s, zs, cs = [], [], [], [], []
+    prev = None
     for t in _steps(x.shape[1], go_backwards):
         h_tm1s.append(h)
         c_tm1s.append(c)
         z = x[:, t] @ kernel + bias + h @ recurrent_kernel
         i = ract(z[:, :H])
         f = ract(z[:, H:2 * H])
-        c = f * c + i * act(z[:, 2 * H:3 * H])
+        c_new = f * c + i * act(z[:, 2 * H:3 * H])
         o = ract(z[:, 3 * H:])
-        h = o * act(c)
+        h_new = o * act(c_new)
         zs.append(z)
-        cs.append(c)
-        outputs.append(h)
+        cs.append(c_new)
+        if mask is None:
+            h, c = h_new, c_new
+            outputs.append(h)
+        else:
+            keep = np.asarray(mask, bool)[:, t:t + 1]
+            h, c = np.where(keep, h_new, h), np.where(keep, c_new, c)
+            prev = _masked_output(prev, h_new, keep, zero_output_for_mask)
+            outputs.append(prev)
     cache = dict(x=x, kernel=kernel, recurrent_kernel=recurrent_kernel, activation=activation,
                  recurrent_activation=recurrent_activation, go_backwards=go_backwards,
-                 return_sequences=return_sequences, h_tm1=h_tm1s, c_tm1=c_tm1s, z=zs, c=cs)
+                 return_sequences=return_sequences, h_tm1=h_tm1s, c_tm1=c_tm1s, z=zs, c=cs,
+                 mask=mask, zero_output_for_mask=zero_output_for_mask)
     return _collect(outputs, return_sequences), h, c, cache
 
 
@@ -265,8 +336,13 @@ def lstm_backward(dy, dh_n, dc_n, cache):
     drecurrent_kernel = np.zeros_like(recurrent_kernel)
     dbias = np.zeros(kernel.shape[1], x.dtype)
     dh, dc = dh_n.copy(), dc_n.copy()
+    route = None if cache.get("mask") is None else _MaskRoute(cache, dy)
     for s, t in reversed(list(enumerate(_steps(T, cache["go_backwards"])))):
-        dh = dh + _dy_at(dy, s, T, cache["return_sequences"])
+        dh_in, dc_in = dh, dc
+        if route is None:
+            dh = dh + _dy_at(dy, s, T, cache["return_sequences"])
+        else:
+            dh, dc = route.enter(s, t, dh, dy), route.gate(dc)
         h_tm1, c_tm1, z, c = cache["h_tm1"][s], cache["c_tm1"][s], cache["z"][s], cache["c"][s]
         zi, zf, zc, zo = z[:, :H], z[:, H:2 * H], z[:, 2 * H:3 * H], z[:, 3 * H:]
         i, f, g, o = ract(zi), ract(zf), act(zc), ract(zo)
@@ -284,6 +360,8 @@ def lstm_backward(dy, dh_n, dc_n, cache):
         dbias += dz.sum(axis=0)
         drecurrent_kernel += h_tm1.T @ dz
         dh = dz @ recurrent_kernel.T
+        if route is not None:  # forward: h, c = keep ? (h_new, c_new) : (h_tm1, c_tm1)
+            dh, dc = route.leave(dh, dh_in), route.leave(dc, dc_in)
     return dx, dh, dc, dkernel, drecurrent_kernel, dbias
 
 
@@ -292,7 +370,7 @@ def lstm_backward(dy, dh_n, dc_n, cache):
 
 def gru_forward_train(x, h0, kernel, recurrent_kernel, bias, activation="tanh",
                       recurrent_activation="sigmoid", go_backwards=False,
-                      return_sequences=False, reset_after=True):
+                      return_sequences=False, reset_after=True, mask=None, zero_output_for_mask=False):
     """``bias`` is Keras's: (2, 3H) [input_bias, recurrent_bias] when
     ``reset_after``, else (3H,)."""
     act, ract = ACTIVATIONS[activation], ACTIVATIONS[recurrent_activation]
@@ -303,6 +381,7 @@ def gru_forward_train(x, h0, kernel, recurrent_kernel, bias, activation="tanh",
         input_bias, recurrent_bias = bias, np.zeros_like(bias)
     h = h0.copy()
     outputs, h_tm1s, zs, hh_recs = [], [], [], []
+    prev = None
     for t in _steps(x.shape[1], go_backwards):
         h_tm1s.append(h)
         xz = x[:, t] @ kernel + input_bias
@@ -322,14 +401,21 @@ def gru_forward_train(x, h0, kernel, recurrent_kernel, bias, activation="tanh",
             a_h = xz[:, 2 * H:] + hh_rec @ recurrent_kernel[:, 2 * H:]
         z = ract(a_z)
         hh = act(a_h)
-        h = z * h + (1.0 - z) * hh
+        h_new = z * h + (1.0 - z) * hh
         zs.append(np.concatenate([a_z, a_r, a_h], axis=1))
         hh_recs.append(hh_rec)
-        outputs.append(h)
+        if mask is None:
+            h = h_new
+            outputs.append(h)
+        else:
+            keep = np.asarray(mask, bool)[:, t:t + 1]
+            h = np.where(keep, h_new, h)
+            prev = _masked_output(prev, h_new, keep, zero_output_for_mask)
+            outputs.append(prev)
     cache = dict(x=x, kernel=kernel, recurrent_kernel=recurrent_kernel, activation=activation,
                  recurrent_activation=recurrent_activation, go_backwards=go_backwards,
                  return_sequences=return_sequences, reset_after=reset_after,
-                 h_tm1=h_tm1s, z=zs, hh_rec=hh_recs)
+                 h_tm1=h_tm1s, z=zs, hh_rec=hh_recs, mask=mask, zero_output_for_mask=zero_output_for_mask)
     return _collect(outputs, return_sequences), h, cache
 
 
@@ -363,8 +449,13 @@ def gru_backward(dy, dh_n, cache):
     dinput_bias = np.zeros(3 * H, x.dtype)
     drecurrent_bias = np.zeros(3 * H, x.dtype)
     dh = dh_n.copy()
+    route = None if cache.get("mask") is None else _MaskRoute(cache, dy)
     for s, t in reversed(list(enumerate(_steps(T, cache["go_backwards"])))):
-        dh = dh + _dy_at(dy, s, T, cache["return_sequences"])
+        dh_in = dh
+        if route is None:
+            dh = dh + _dy_at(dy, s, T, cache["return_sequences"])
+        else:
+            dh = route.enter(s, t, dh, dy)
         h_tm1, a, hh_rec = cache["h_tm1"][s], cache["z"][s], cache["hh_rec"][s]
         a_z, a_r, a_h = a[:, :H], a[:, H:2 * H], a[:, 2 * H:]
         z, r, hh = ract(a_z), ract(a_r), act(a_h)
@@ -403,7 +494,7 @@ def gru_backward(dy, dh_n, cache):
             dinner = np.concatenate([da_z, da_r], axis=1)
             drecurrent_kernel[:, :2 * H] += h_tm1.T @ dinner
             dh_tm1 = dh_tm1 + dinner @ recurrent_kernel[:, :2 * H].T
-        dh = dh_tm1
+        dh = dh_tm1 if route is None else route.leave(dh_tm1, dh_in)  # forward: h = keep ? h_new : h_tm1
     dbias = np.stack([dinput_bias, drecurrent_bias]) if reset_after else dinput_bias
     return dx, dh, dkernel, drecurrent_kernel, dbias
 

@@ -28,12 +28,16 @@ gate (SimpleRNN: one each), drawn once per sequence and applied inside the
 ``*_forward_train_rdrop`` / ``*_backward_rdrop`` kernels (``numba_rdrop.py``,
 ``src/_rdrop.pyx``);
 so with ``recurrent_dropout`` the input dropout is per gate as well.
-A masked sequence trains through a Python loop over steps, one T=1 kernel call
-each, with the saved buffers viewed as (T, B, 1, ...) so each step's slice is
-contiguous; the backward undoes the forward's blend (masked rows carry state
-and output unchanged) step by step. Both backends have every training pass,
-recurrent dropout's included: they run on the backend ``kernels.get_kernel``
-picks, as inference does.
+A masked sequence (Keras's mask, e.g. from ``Embedding(mask_zero=True)``)
+trains in one call of each pass, as it predicts: ``forward_train`` and
+``backward`` take the mask as ``keep`` with ``zero_output_for_mask``
+(kernels/contract.py; masked rows carry their state, the backward routes the
+gradients as Keras's masked recurrence does). Only with ``recurrent_dropout``
+(whose ``*_rdrop`` kernels take no mask) does a masked sequence still train
+through a Python loop over steps, one T=1 kernel call each
+(``_forward_train_masked``, ``_backward_masked``). Both backends have every
+training pass, recurrent dropout's included: they run on the backend
+``kernels.get_kernel`` picks, as inference does.
 """
 import warnings
 
@@ -256,7 +260,8 @@ class _RNN(Layer):
     def _blend_masked_step(self, mask_t, keep, prev, state_bufs, y_step, out):
         """After one step of a masked sequence: masked rows get their previous
         state back; ``out`` takes the step's output where valid, and keeps the
-        previous output (or zeros, with ``zero_output_for_mask``) where masked."""
+        previous output (or zeros, with ``zero_output_for_mask``) where masked.
+        (Recurrent dropout with a mask only: the *_rdrop kernels take no mask.)"""
         np.logical_not(mask_t, out=keep)
         for p, h in zip(prev, state_bufs):
             np.copyto(h, p, where=keep)
@@ -268,7 +273,8 @@ class _RNN(Layer):
 
     # -- training ------------------------------------------------------------------------
     # Saved by forward_train, read by backward: (B, T, ...) buffers, which the
-    # masked path views as (T, B, 1, ...), one contiguous slice per step.
+    # masked recurrent-dropout loop views as (T, B, 1, ...), one contiguous
+    # slice per step.
     _seq_saved = ("h_tm1_seq", "preact", "gates")
     _seq_scratch = ("dgates",)
 
@@ -282,14 +288,11 @@ class _RNN(Layer):
             "dgates": ((B, T, G), dt), "dgates_t": ((B, G), dt), "dw": ((max(C, H) * G,), dt),
             "dx0": ((B, T, C), dt), "dy0": ((B, Ty, H), dt), "dyc": ((B, Ty, H), dt),
             "db": ((G,), dt),
-            # the masked path: per-step x, output blend and running gradients
-            "xs": ((T, B, 1, C), dt), "step_y": ((B, 1, H), dt), "prev_out": ((B, H), dt),
-            "keep": ((B, 1), np.bool_), "drop": ((B, 1), np.bool_), "dout_carry": ((B, H), dt),
-            "dy_step": ((B, 1, H), dt), "dx_step": ((B, 1, C), dt),
+            # the mask, as the kernels read it, and the masked backward's scratch
+            "keep": ((B, T), np.uint8), "dh_rec": ((B, H), dt), "dcarry": ((B, H), dt),
         }
         for n in self._state_names:
-            for name in (n, "prev_" + n, f"d{n}0", f"d{n}_n0", f"d{n}_nc", f"d{n}_run", f"d{n}n_step",
-                         f"d{n}0_step"):
+            for name in (n, f"d{n}0", f"d{n}_n0", f"d{n}_nc"):
                 spec[name] = ((B, H), dt)
         if self.dropout > 0:
             spec.update({"x_drop": ((B, T, C), dt), "dp_noise": ((B, C), dt), "dp_keep": ((B, C), np.bool_)})
@@ -299,6 +302,14 @@ class _RNN(Layer):
                          "rd_keep_h": ((K, B, H), np.bool_), "rd_kernel_g": ((K, C, H), dt),
                          "rd_rkernel_g": ((K, H, H), dt), "rd_xm": ((B * T, C), dt), "rd_pm": ((B * T, H), dt),
                          "rd_hseq": ((B * T, H), dt), "rd_hm": ((B, H), dt), "rd_recg": ((B, H), dt)})
+            # a masked sequence with recurrent dropout: the per-step loop's
+            # x, output blend and running gradients
+            spec.update({"xs": ((T, B, 1, C), dt), "step_y": ((B, 1, H), dt), "prev_out": ((B, H), dt),
+                         "step_keep": ((B, 1), np.bool_), "step_drop": ((B, 1), np.bool_),
+                         "dout_carry": ((B, H), dt), "dy_step": ((B, 1, H), dt), "dx_step": ((B, 1, C), dt)})
+            for n in self._state_names:
+                for name in ("prev_" + n, f"d{n}_run", f"d{n}n_step", f"d{n}0_step"):
+                    spec[name] = ((B, H), dt)
         spec.update(self._extra_train_buffers(B, T))
         spec.update(self._cast_spec(B, input_shapes[0], input_dtypes[0]))
         return spec
@@ -340,6 +351,20 @@ class _RNN(Layer):
         return (buffers["rd_dp"], buffers["rd_rdp"], buffers["rd_xm"][:B * T], buffers["rd_pm"][:B * T],
                 buffers["rd_hm"], buffers["rd_recg"])
 
+    # The plain training kernels take the mask (keep, zero_output_for_mask, and
+    # the backward's dh_rec and dcarry scratch; GRU's dh_rec is its own); the
+    # *_rdrop kernels do not (kernels/contract.py).
+    @staticmethod
+    def _keep_arg(rdrop, keep):
+        return () if rdrop else (keep,)
+
+    def _mask_flag(self, rdrop):
+        return () if rdrop else (int(self.zero_output_for_mask),)
+
+    @staticmethod
+    def _mask_scratch(buffers, rdrop):
+        return () if rdrop else (buffers["dh_rec"], buffers["dcarry"])
+
     def _node_forward_train(self, buffers, inputs, masks, states, training=True):
         x = self._cast_input(buffers, inputs[0])
         rdrop = self._rdrop_active(training)
@@ -361,10 +386,11 @@ class _RNN(Layer):
         self._load_states(state_bufs, states or None)
         kernel_fn = _training_kernel(self._cell, "forward_train_rdrop" if rdrop else "forward_train", B)
         mask = masks[0]
-        if mask is None:
-            self._run_train_kernel(kernel_fn, buffers, buffers, x, B, T, C, self.return_sequences, rdrop)
-        else:
+        if mask is not None and rdrop:  # the *_rdrop kernels take no mask
             self._forward_train_masked(kernel_fn, buffers, x, mask, state_bufs, rdrop)
+        else:
+            self._run_train_kernel(kernel_fn, buffers, buffers, x, B, T, C, self.return_sequences, rdrop,
+                                   self._keep(buffers, mask, B, T))
         if self.stateful and self._states is not None and not states:
             for s, buf in zip(self._states, state_bufs):
                 np.copyto(s, buf)
@@ -383,16 +409,17 @@ class _RNN(Layer):
         return views
 
     def _forward_train_masked(self, kernel_fn, buffers, x, mask, state_bufs, rdrop=False):
-        """Keras's masked recurrence with the training kernel, one T=1 call a step,
-        saving every step for the backward (the forward kernels take the mask
-        themselves: kernels/contract.py)."""
+        """Keras's masked recurrence with a recurrent-dropout training kernel
+        (which takes no mask), one T=1 call a step, saving every step for the
+        backward (the plain training kernels take the mask themselves:
+        kernels/contract.py)."""
         B, T, C = x.shape
         if mask.shape != (B, T):
             raise ValueError(f"Layer \"{self.name}\": mask has shape {mask.shape}, expected {(B, T)}.")
         steps = self._step_views(buffers, T)
         xs = buffers["xs"]
         prev = [buffers[f"prev_{n}"] for n in self._state_names]
-        y, y_step, out, keep = buffers["y"], buffers["step_y"], buffers["prev_out"], buffers["keep"]
+        y, y_step, out, keep = buffers["y"], buffers["step_y"], buffers["prev_out"], buffers["step_keep"]
         out.fill(0)
         for s in range(T):
             t = T - 1 - s if self.go_backwards else s
@@ -401,7 +428,7 @@ class _RNN(Layer):
                 np.copyto(p, h)
             seq = {name: v[s] for name, v in steps.items()}
             seq["y"] = y_step
-            self._run_train_kernel(kernel_fn, seq, buffers, xs[s], B, 1, C, True, rdrop)
+            self._run_train_kernel(kernel_fn, seq, buffers, xs[s], B, 1, C, True, rdrop, contract.NO_MASK)
             self._blend_masked_step(mask[:, t:t + 1], keep, prev, state_bufs, y_step, out)
             if self.return_sequences:
                 np.copyto(y[:, s], out)
@@ -430,17 +457,19 @@ class _RNN(Layer):
         kernel_fn = _training_kernel(self._cell, "backward_rdrop" if rdrop else "backward", B)
         dx = buffers["dx0"]
         d0 = [buffers[f"d{n}0"] for n in self._state_names]
-        if masks[0] is None:
-            self._run_backward_kernel(kernel_fn, buffers, buffers, x, dy, d_n, dx, d0, B, T, C, rs, rdrop)
-        else:
+        if masks[0] is not None and rdrop:  # the *_rdrop kernels take no mask
             self._backward_masked(kernel_fn, buffers, masks[0], dy, d_n, d0, rdrop)
+        else:
+            self._run_backward_kernel(kernel_fn, buffers, buffers, x, dy, d_n, dx, d0, B, T, C, rs, rdrop,
+                                      self._keep(buffers, masks[0], B, T))
         if trained_with_dropout:
             # forward: x_drop = x * noise
             np.multiply(dx, buffers["dp_noise"][:, None, :], out=dx)
         return [dx], (d0 if states else [])
 
     def _backward_masked(self, kernel_fn, buffers, mask, dy, d_n, d0, rdrop=False):
-        """Undo ``_forward_train_masked`` step by step, from the last to the first.
+        """Undo ``_forward_train_masked`` step by step, from the last to the first
+        (recurrent dropout with a mask only).
 
         forward, per step s (input time t): ``y_s = keep ? y_step : carried``
         (``carried`` is 0 with ``zero_output_for_mask``, else y_{s-1}) and
@@ -456,7 +485,7 @@ class _RNN(Layer):
         for r, d in zip(runs, d_n):
             np.copyto(r, d)
         carry, dy_step, dx_step = buffers["dout_carry"], buffers["dy_step"], buffers["dx_step"]
-        keep, drop = buffers["keep"], buffers["drop"]
+        keep, drop = buffers["step_keep"], buffers["step_drop"]
         dout = dy_step[:, 0]
         if self.return_sequences:
             carry.fill(0)
@@ -481,7 +510,7 @@ class _RNN(Layer):
                 np.multiply(r, keep, out=n)
             seq = {name: v[s] for name, v in steps.items()}
             self._run_backward_kernel(kernel_fn, seq, buffers, xs[s], dy_step, step_n, dx_step, step_0,
-                                      B, 1, C, True, rdrop)
+                                      B, 1, C, True, rdrop, contract.NO_MASK)
             for r, o in zip(runs, step_0):
                 np.copyto(r, o, where=keep)
             np.copyto(dx[:, t], dx_step[:, 0])
@@ -532,26 +561,28 @@ class SimpleRNN(_RNN):
                           "penalty never reaches the loss); LSTM and GRU apply theirs.", UserWarning, stacklevel=2)
         super().__init__(units, activation=activation, **kwargs)
 
-    def _run_train_kernel(self, kernel_fn, seq, buffers, x, B, T, C, return_sequences, rdrop=False):
+    def _run_train_kernel(self, kernel_fn, seq, buffers, x, B, T, C, return_sequences, rdrop, keep):
         kernel, recurrent_kernel, bias = self._packed
         if rdrop:
             kernel, recurrent_kernel = buffers["rd_kernel_g"], buffers["rd_rkernel_g"]
         kernel_fn(seq["y"], buffers["h"], seq["h_tm1_seq"], seq["preact"], seq["gates"], buffers["rec"], x,
-                  kernel, recurrent_kernel, bias, *(self._rdrop_args(buffers, B, T) if rdrop else ()),
+                  *self._keep_arg(rdrop, keep), kernel, recurrent_kernel, bias,
+                  *(self._rdrop_args(buffers, B, T) if rdrop else ()),
                   B, T, C, self.units, activations.code(self.activation),
-                  int(self.go_backwards and T > 1), int(return_sequences))
+                  int(self.go_backwards and T > 1), int(return_sequences), *self._mask_flag(rdrop))
 
     def _run_backward_kernel(self, kernel_fn, seq, buffers, x, dy, d_n, dx, d0, B, T, C, return_sequences,
-                             rdrop=False):
+                             rdrop, keep):
         kernel, recurrent_kernel, _ = self._packed
         extra = ()
         if rdrop:
             kernel, recurrent_kernel = buffers["rd_kernel_g"], buffers["rd_rkernel_g"]
             extra = self._rdrop_args(buffers, B, T) + (buffers["rd_hseq"][:B * T],)
         kernel_fn(dx, d0[0], self._grads[0], self._grads[1], self._bias_grad(buffers), seq["dgates"],
-                  buffers["dgates_t"], buffers["dw"], dy, d_n[0], seq["h_tm1_seq"], seq["preact"],
-                  seq["gates"], x, kernel, recurrent_kernel, *extra, B, T, C, self.units,
-                  activations.code(self.activation), int(self.go_backwards and T > 1), int(return_sequences))
+                  buffers["dgates_t"], *self._mask_scratch(buffers, rdrop), buffers["dw"], dy, d_n[0],
+                  seq["h_tm1_seq"], seq["preact"], seq["gates"], x, *self._keep_arg(rdrop, keep), kernel,
+                  recurrent_kernel, *extra, B, T, C, self.units, activations.code(self.activation),
+                  int(self.go_backwards and T > 1), int(return_sequences), *self._mask_flag(rdrop))
 
 
 class LSTM(_RNN):
@@ -587,28 +618,29 @@ class LSTM(_RNN):
     def _extra_train_buffers(self, B, T):
         return {"c_tm1_seq": ((B, T, self.units), self.dtype)}
 
-    def _run_train_kernel(self, kernel_fn, seq, buffers, x, B, T, C, return_sequences, rdrop=False):
+    def _run_train_kernel(self, kernel_fn, seq, buffers, x, B, T, C, return_sequences, rdrop, keep):
         kernel, recurrent_kernel, bias = self._packed
         if rdrop:
             kernel, recurrent_kernel = buffers["rd_kernel_g"], buffers["rd_rkernel_g"]
         kernel_fn(seq["y"], buffers["h"], buffers["c"], seq["h_tm1_seq"], seq["c_tm1_seq"], seq["preact"],
-                  seq["gates"], buffers["rec"], x, kernel, recurrent_kernel, bias,
+                  seq["gates"], buffers["rec"], x, *self._keep_arg(rdrop, keep), kernel, recurrent_kernel, bias,
                   *(self._rdrop_args(buffers, B, T) if rdrop else ()), B, T, C, self.units,
                   activations.code(self.activation), activations.code(self.recurrent_activation),
-                  int(self.go_backwards and T > 1), int(return_sequences))
+                  int(self.go_backwards and T > 1), int(return_sequences), *self._mask_flag(rdrop))
 
     def _run_backward_kernel(self, kernel_fn, seq, buffers, x, dy, d_n, dx, d0, B, T, C, return_sequences,
-                             rdrop=False):
+                             rdrop, keep):
         kernel, recurrent_kernel, _ = self._packed
         extra = ()
         if rdrop:
             kernel, recurrent_kernel = buffers["rd_kernel_g"], buffers["rd_rkernel_g"]
             extra = self._rdrop_args(buffers, B, T) + (buffers["rd_hseq"][:B * T],)
         kernel_fn(dx, d0[0], d0[1], self._grads[0], self._grads[1], self._bias_grad(buffers), seq["dgates"],
-                  buffers["dgates_t"], buffers["dw"], dy, d_n[0], d_n[1], seq["h_tm1_seq"], seq["c_tm1_seq"],
-                  seq["preact"], seq["gates"], x, kernel, recurrent_kernel, *extra, B, T, C, self.units,
+                  buffers["dgates_t"], *self._mask_scratch(buffers, rdrop), buffers["dw"], dy, d_n[0], d_n[1],
+                  seq["h_tm1_seq"], seq["c_tm1_seq"], seq["preact"], seq["gates"], x, *self._keep_arg(rdrop, keep),
+                  kernel, recurrent_kernel, *extra, B, T, C, self.units,
                   activations.code(self.activation), activations.code(self.recurrent_activation),
-                  int(self.go_backwards and T > 1), int(return_sequences))
+                  int(self.go_backwards and T > 1), int(return_sequences), *self._mask_flag(rdrop))
 
     def get_config(self):
         config = super().get_config()
@@ -660,7 +692,7 @@ class GRU(_RNN):
                 "dhh_rec_seq": ((B, T, H), dt), "dh_rec": ((B, H), dt), "dhh_t": ((B, H), dt),
                 "dib": ((3 * H,), dt), "drb": ((3 * H,), dt)}
 
-    def _run_train_kernel(self, kernel_fn, seq, buffers, x, B, T, C, return_sequences, rdrop=False):
+    def _run_train_kernel(self, kernel_fn, seq, buffers, x, B, T, C, return_sequences, rdrop, keep):
         kernel, recurrent_kernel, recurrent_kernel_h, input_bias, recurrent_bias = self._packed
         if rdrop:
             kernel_fn(seq["y"], buffers["h"], seq["h_tm1_seq"], seq["preact"], seq["gates"], seq["hh_rec_seq"],
@@ -671,13 +703,14 @@ class GRU(_RNN):
                       int(return_sequences), int(self.reset_after))
             return
         kernel_fn(seq["y"], buffers["h"], seq["h_tm1_seq"], seq["preact"], seq["gates"], seq["hh_rec_seq"],
-                  buffers["rec"], buffers["rec_h"], buffers["rh"], x, kernel, recurrent_kernel,
+                  buffers["rec"], buffers["rec_h"], buffers["rh"], x, keep, kernel, recurrent_kernel,
                   recurrent_kernel_h, input_bias, recurrent_bias, B, T, C, self.units,
                   activations.code(self.activation), activations.code(self.recurrent_activation),
-                  int(self.go_backwards and T > 1), int(return_sequences), int(self.reset_after))
+                  int(self.go_backwards and T > 1), int(return_sequences), int(self.reset_after),
+                  int(self.zero_output_for_mask))
 
     def _run_backward_kernel(self, kernel_fn, seq, buffers, x, dy, d_n, dx, d0, B, T, C, return_sequences,
-                             rdrop=False):
+                             rdrop, keep):
         kernel, recurrent_kernel, recurrent_kernel_h, _, _ = self._packed
         if not self.use_bias:
             dinput_bias, drecurrent_bias = buffers["dib"], buffers["drb"]
@@ -691,11 +724,13 @@ class GRU(_RNN):
         else:
             weights = (kernel, recurrent_kernel, recurrent_kernel_h)
         kernel_fn(dx, d0[0], self._grads[0], self._grads[1], dinput_bias, drecurrent_bias, seq["dgates"],
-                  seq["dhh_rec_seq"], buffers["dgates_t"], buffers["dh_rec"], buffers["dhh_t"], buffers["dw"],
+                  seq["dhh_rec_seq"], buffers["dgates_t"], buffers["dh_rec"], buffers["dhh_t"],
+                  *(() if rdrop else (buffers["dcarry"],)), buffers["dw"],
                   dy, d_n[0], seq["h_tm1_seq"], seq["preact"], seq["gates"], seq["hh_rec_seq"], x,
-                  *weights, B, T, C, self.units,
+                  *self._keep_arg(rdrop, keep), *weights, B, T, C, self.units,
                   activations.code(self.activation), activations.code(self.recurrent_activation),
-                  int(self.go_backwards and T > 1), int(return_sequences), int(self.reset_after))
+                  int(self.go_backwards and T > 1), int(return_sequences), int(self.reset_after),
+                  *self._mask_flag(rdrop))
 
     def _after_update(self):
         if not self.reset_after:  # the packed contiguous copy of recurrent_kernel[:, 2H:]

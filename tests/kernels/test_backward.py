@@ -14,7 +14,7 @@ from numba import njit
 from numba.core.runtime import rtsys
 
 from rnnengine import kernels
-from rnnengine.kernels import _activations, reference
+from rnnengine.kernels import _activations, contract, reference
 
 K_OF = {"simple_rnn": 1, "lstm": 4, "gru": 3}
 CELL_VARIANTS = [("simple_rnn", True), ("lstm", True), ("gru", True), ("gru", False)]
@@ -67,22 +67,23 @@ def upstream_grads(rng, cell, B, T, H, return_sequences, dtype=np.float64):
     return {k: v.astype(dtype) for k, v in g.items()}
 
 
-def ref_forward_train(cell, p, act, ract, gb, rs, ra):
+def ref_forward_train(cell, p, act, ract, gb, rs, ra, mask=None, zofm=False):
+    masking = dict(mask=mask, zero_output_for_mask=bool(zofm))
     if cell == "simple_rnn":
         return reference.simple_rnn_forward_train(p["x"], p["h0"], p["kernel"], p["recurrent_kernel"],
-                                                  p["bias"], act, gb, rs)
+                                                  p["bias"], act, gb, rs, **masking)
     if cell == "lstm":
         return reference.lstm_forward_train(p["x"], p["h0"], p["c0"], p["kernel"], p["recurrent_kernel"],
-                                            p["bias"], act, ract, gb, rs)
+                                            p["bias"], act, ract, gb, rs, **masking)
     return reference.gru_forward_train(p["x"], p["h0"], p["kernel"], p["recurrent_kernel"], p["bias"],
-                                       act, ract, gb, rs, ra)
+                                       act, ract, gb, rs, ra, **masking)
 
 
-def ref_grads(cell, p, up, act, ract, gb, rs, ra):
+def ref_grads(cell, p, up, act, ract, gb, rs, ra, mask=None, zofm=False):
     """Reference forward_train + backward in float64; returns (outputs, {grad name: array})."""
     p = {k: np.asarray(v, np.float64) for k, v in p.items()}
     up = {k: np.asarray(v, np.float64) for k, v in up.items()}
-    *outs, cache = ref_forward_train(cell, p, act, ract, gb, rs, ra)
+    *outs, cache = ref_forward_train(cell, p, act, ract, gb, rs, ra, mask, zofm)
     if cell == "lstm":
         names = ("dx", "dh0", "dc0", "dkernel", "drecurrent_kernel", "dbias")
         grads = reference.lstm_backward(up["dy"], up["dh_n"], up["dc_n"], cache)
@@ -97,12 +98,14 @@ def _call(fn, *args):
     fn(*args)
 
 
-def kernel_grads(cell, p, up, act, ract, gb, rs, ra, backend="numba", call=_call, saved=None):
+def kernel_grads(cell, p, up, act, ract, gb, rs, ra, backend="numba", call=_call, saved=None, mask=None,
+                 zofm=0):
     """Call the contract of ``kernels/__init__.py`` on ``backend`` with fresh buffers:
     saved buffers and scratch start as NaN (the kernels must not read them before
     writing), accumulators start at 0.25 (the kernels must add, not overwrite).
     Returns (outputs, {grad name: array}); ``saved``, a dict, receives the buffers
-    forward_train saved for the backward."""
+    forward_train saved for the backward. ``mask`` (B, T), Keras's, goes to both
+    passes as ``keep`` with ``zofm`` (zero_output_for_mask)."""
     x = p["x"]
     dtype = x.dtype
     B, T, C = x.shape
@@ -110,7 +113,8 @@ def kernel_grads(cell, p, up, act, ract, gb, rs, ra, backend="numba", call=_call
     K = K_OF[cell]
     G = K * H
     a, ra_code = _activations.ELEMENTWISE_CODES[act], _activations.ELEMENTWISE_CODES[ract]
-    gb, rs, ra = int(gb), int(rs), int(ra)
+    gb, rs, ra, zofm = int(gb), int(rs), int(ra), int(zofm)
+    keep = contract.NO_MASK if mask is None else np.ascontiguousarray(mask, np.uint8)
 
     def nan(*shape):
         return np.full(shape, np.nan, dtype)
@@ -125,25 +129,27 @@ def kernel_grads(cell, p, up, act, ract, gb, rs, ra, backend="numba", call=_call
     dkernel = np.full((C, G), 0.25, dtype)
     drecurrent_kernel = np.full((H, G), 0.25, dtype)
     dgates, dgates_t, dw = nan(B, T, G), nan(B, G), nan(max(C, H) * G)
+    dh_rec, dcarry = nan(B, H), nan(B, H)
     kernel, recurrent_kernel, bias = p["kernel"], p["recurrent_kernel"], p["bias"]
     store = dict(h_tm1_seq=h_tm1_seq, preact=preact, gates=gates)
     if cell == "simple_rnn":
-        fwd(y, h, h_tm1_seq, preact, gates, rec, x, kernel, recurrent_kernel, bias, B, T, C, H, a, gb, rs)
+        fwd(y, h, h_tm1_seq, preact, gates, rec, x, keep, kernel, recurrent_kernel, bias, B, T, C, H, a, gb, rs,
+            zofm)
         dbias = np.full(G, 0.25, dtype)
-        bwd(dx, dh0, dkernel, drecurrent_kernel, dbias, dgates, dgates_t, dw, dy, up["dh_n"], h_tm1_seq,
-            preact, gates, x, kernel, recurrent_kernel, B, T, C, H, a, gb, rs)
+        bwd(dx, dh0, dkernel, drecurrent_kernel, dbias, dgates, dgates_t, dh_rec, dcarry, dw, dy, up["dh_n"],
+            h_tm1_seq, preact, gates, x, keep, kernel, recurrent_kernel, B, T, C, H, a, gb, rs, zofm)
         outs = (y, h)
         grads = dict(dx=dx, dh0=dh0)
     elif cell == "lstm":
         c = p["c0"].copy()
         c_tm1_seq, dc0 = nan(B, T, H), nan(B, H)
         store["c_tm1_seq"] = c_tm1_seq
-        fwd(y, h, c, h_tm1_seq, c_tm1_seq, preact, gates, rec, x, kernel, recurrent_kernel, bias,
-            B, T, C, H, a, ra_code, gb, rs)
+        fwd(y, h, c, h_tm1_seq, c_tm1_seq, preact, gates, rec, x, keep, kernel, recurrent_kernel, bias,
+            B, T, C, H, a, ra_code, gb, rs, zofm)
         dbias = np.full(G, 0.25, dtype)
-        bwd(dx, dh0, dc0, dkernel, drecurrent_kernel, dbias, dgates, dgates_t, dw, dy, up["dh_n"],
-            up["dc_n"], h_tm1_seq, c_tm1_seq, preact, gates, x, kernel, recurrent_kernel,
-            B, T, C, H, a, ra_code, gb, rs)
+        bwd(dx, dh0, dc0, dkernel, drecurrent_kernel, dbias, dgates, dgates_t, dh_rec, dcarry, dw, dy,
+            up["dh_n"], up["dc_n"], h_tm1_seq, c_tm1_seq, preact, gates, x, keep, kernel, recurrent_kernel,
+            B, T, C, H, a, ra_code, gb, rs, zofm)
         outs = (y, h, c)
         grads = dict(dx=dx, dh0=dh0, dc0=dc0)
     else:
@@ -156,13 +162,13 @@ def kernel_grads(cell, p, up, act, ract, gb, rs, ra, backend="numba", call=_call
         recurrent_kernel_h.setflags(write=False)  # as the other weights (one Numba specialization)
         hh_rec_seq, rec_h, rh = nan(B, T, H), nan(B, H), nan(B, H)
         store["hh_rec_seq"] = hh_rec_seq
-        fwd(y, h, h_tm1_seq, preact, gates, hh_rec_seq, rec, rec_h, rh, x, kernel, recurrent_kernel,
-            recurrent_kernel_h, input_bias, recurrent_bias, B, T, C, H, a, ra_code, gb, rs, ra)
+        fwd(y, h, h_tm1_seq, preact, gates, hh_rec_seq, rec, rec_h, rh, x, keep, kernel, recurrent_kernel,
+            recurrent_kernel_h, input_bias, recurrent_bias, B, T, C, H, a, ra_code, gb, rs, ra, zofm)
         dinput_bias, drecurrent_bias = np.full(G, 0.25, dtype), np.full(G, 0.25, dtype)
-        dhh_rec_seq, dh_rec, dhh_t = nan(B, T, H), nan(B, H), nan(B, H)
+        dhh_rec_seq, dhh_t = nan(B, T, H), nan(B, H)
         bwd(dx, dh0, dkernel, drecurrent_kernel, dinput_bias, drecurrent_bias, dgates, dhh_rec_seq,
-            dgates_t, dh_rec, dhh_t, dw, dy, up["dh_n"], h_tm1_seq, preact, gates, hh_rec_seq, x,
-            kernel, recurrent_kernel, recurrent_kernel_h, B, T, C, H, a, ra_code, gb, rs, ra)
+            dgates_t, dh_rec, dhh_t, dcarry, dw, dy, up["dh_n"], h_tm1_seq, preact, gates, hh_rec_seq, x,
+            keep, kernel, recurrent_kernel, recurrent_kernel_h, B, T, C, H, a, ra_code, gb, rs, ra, zofm)
         if ra:
             dbias = np.stack([dinput_bias, drecurrent_bias])
         else:
@@ -437,12 +443,13 @@ def test_cython_apply_grad_matches_numba_and_reference(rng, dtype):
         check_tensor(f"{label} vs reference", got[:300][finite], ref, tol, tol)
 
 
-def _compare_backends(cell, ra, B, T, C, H, dtype, act, ract, gb, rs, rng, label, scale=1.0):
+def _compare_backends(cell, ra, B, T, C, H, dtype, act, ract, gb, rs, rng, label, scale=1.0, mask=None, zofm=0):
     p = make_case(rng, cell, ra, B, T, C, H, dtype, scale)
     up = upstream_grads(rng, cell, B, T, H, rs, dtype)
     saved_n, saved_c = {}, {}
-    outs_n, grads_n = kernel_grads(cell, p, up, act, ract, gb, rs, ra, "numba", saved=saved_n)
-    outs_c, grads_c = kernel_grads(cell, p, up, act, ract, gb, rs, ra, "cython", saved=saved_c)
+    masking = dict(mask=mask, zofm=zofm)
+    outs_n, grads_n = kernel_grads(cell, p, up, act, ract, gb, rs, ra, "numba", saved=saved_n, **masking)
+    outs_c, grads_c = kernel_grads(cell, p, up, act, ract, gb, rs, ra, "cython", saved=saved_c, **masking)
     rtol, atol = CROSS_TOL[dtype]
     for name, g in grads_n.items():  # a meaningful case: nothing overflowed
         assert np.isfinite(g).all(), f"{label}: numba {name} is not finite, rescale the case"
@@ -638,3 +645,195 @@ def test_gradients_match_tensorflow(backend, rng, case, dtype):
         _, ref = ref_grads(cell, p, up, act, ract, gb, rs, ra)
         for name in want:
             check_tensor(f"{label} reference {name} vs tf", ref[name], want[name], rtol, atol)
+
+
+# ----------------------------------------------------------------------------
+# Keras's mask in the training passes (keep, zero_output_for_mask)
+
+# Every masking pattern in one batch: leading and inner masked steps, trailing
+# padding, a row with no valid step, a full row.
+FD_MASK = np.array([[0, 1, 1, 0, 1],
+                    [1, 1, 0, 0, 0],
+                    [0, 0, 0, 0, 0],
+                    [1, 1, 1, 1, 1]], bool)
+MASK_FD_CASES = [(cell, ra, gb, rs, zofm) for cell, ra in CELL_VARIANTS for gb, rs in FLAGS for zofm in (0, 1)]
+
+
+def _mask_id(case):
+    cell, ra, gb, rs, zofm = case
+    return f"{CELL_IDS[CELL_VARIANTS.index((cell, ra))]}-{FLAG_IDS[2 * gb + rs]}-zofm{zofm}"
+
+
+@pytest.mark.parametrize("case", MASK_FD_CASES, ids=[_mask_id(c) for c in MASK_FD_CASES])
+def test_reference_masked_backward_matches_finite_differences(rng, case):
+    """The reference backward with a mask is the gradient of the reference
+    masked forward (float64 central differences), which is Keras's masked
+    recurrence (reference.masked_forward, checked below)."""
+    cell, ra, gb, rs, zofm = case
+    B, T, C, H = 4, 5, 2, 2
+    p = make_case(rng, cell, ra, B, T, C, H)
+    up = upstream_grads(rng, cell, B, T, H, rs)
+    ups = [up["dy"], up["dh_n"]] + ([up["dc_n"]] if cell == "lstm" else [])
+
+    def loss(q):
+        outs = ref_forward_train(cell, q, "tanh", "sigmoid", gb, rs, ra, FD_MASK, zofm)[:-1]
+        return sum(float((o * u).sum()) for o, u in zip(outs, ups))
+
+    outs, grads = ref_grads(cell, p, up, "tanh", "sigmoid", gb, rs, ra, FD_MASK, zofm)
+    from tests.kernels.test_kernels import run_reference
+
+    want = run_reference(cell, p["x"], p["h0"], p["c0"], p["kernel"], p["recurrent_kernel"], p["bias"], "tanh",
+                         "sigmoid", gb, rs, ra, FD_MASK, bool(zofm))
+    for name, g, w in zip(("y", "h", "c"), outs, want):
+        np.testing.assert_allclose(g, w, rtol=1e-14, atol=1e-14, err_msg=f"{_mask_id(case)} forward {name}")
+    names = ["x", "h0"] + (["c0"] if cell == "lstm" else []) + ["kernel", "recurrent_kernel", "bias"]
+    eps = 1e-6
+    for name in names:
+        numeric = np.zeros(p[name].shape)
+        for idx in np.ndindex(p[name].shape):
+            q = dict(p)
+            for sign in (1.0, -1.0):
+                w = p[name].copy()
+                w[idx] += sign * eps
+                q[name] = w
+                numeric[idx] += sign * loss(q) / (2 * eps)
+        check_tensor(f"{_mask_id(case)} d{name}", grads["d" + name], numeric, 1e-6, 1e-7)
+    # the row with no valid step: no gradient reaches x or the weights through it
+    assert not grads["dx"][2].any()
+    assert not grads["dx"][~FD_MASK].any()
+
+
+def _train_masks(rng, B, T):
+    from tests.kernels.test_kernels import _masks
+
+    masks = _masks(rng, B, T)
+    masks["ones"] = np.ones((B, T), bool)
+    masks["none"] = np.zeros((B, T), bool)
+    return masks
+
+
+MASK_TRAIN_SHAPES = [(1, 9, 3, 4), (4, 7, 5, 3), (9, 5, 3, 6)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cell,ra", CELL_VARIANTS, ids=CELL_IDS)
+@pytest.mark.parametrize("shape", MASK_TRAIN_SHAPES, ids=lambda s: "B{}T{}C{}H{}".format(*s))
+@pytest.mark.parametrize("gb,rs", FLAGS, ids=FLAG_IDS)
+@pytest.mark.parametrize("zofm", [0, 1], ids=["carry", "zero"])
+def test_masked_training_kernels_match_reference(backend, rng, dtype, cell, ra, shape, gb, rs, zofm):
+    """forward_train and backward with keep: outputs, final states and every
+    gradient against the masked reference, for random holes, trailing and
+    leading padding, all-masked rows, all-ones and all-zeros masks."""
+    B, T, C, H = shape
+    p = make_case(rng, cell, ra, B, T, C, H, dtype)
+    up = upstream_grads(rng, cell, B, T, H, rs, dtype)
+    rtol, atol = TOL[dtype]
+    for kind, mask in _train_masks(rng, B, T).items():
+        label = (f"{backend} {cell} ra={ra} gb={gb} rs={rs} zofm={zofm} {kind} {np.dtype(dtype).name} "
+                 f"B{B}T{T}C{C}H{H}")
+        outs, grads = kernel_grads(cell, p, up, "tanh", "sigmoid", gb, rs, ra, backend, mask=mask, zofm=zofm)
+        want_outs, want = ref_grads(cell, p, up, "tanh", "sigmoid", gb, rs, ra, mask, zofm)
+        for name, g, w in zip(("y", "h", "c"), outs, want_outs):
+            check_tensor(f"{label} forward_train {name}", g, w, rtol, atol)
+        for name in want:
+            assert grads[name].dtype == dtype, name
+            check_tensor(f"{label} {name}", grads[name], want[name], rtol, atol)
+        assert not grads["dx"][~mask].any(), f"{label}: dx at a masked step"
+
+
+@pytest.mark.parametrize("cell,ra", CELL_VARIANTS, ids=CELL_IDS)
+@pytest.mark.parametrize("gb,rs", FLAGS, ids=FLAG_IDS)
+def test_masked_forward_train_equals_masked_forward(backend, rng, cell, ra, gb, rs):
+    """forward_train with keep gives what forward with keep gives."""
+    from tests.kernels.test_kernels import run_kernel
+
+    B, T, C, H = 5, 8, 3, 4
+    p = make_case(rng, cell, ra, B, T, C, H, np.float64)
+    up = upstream_grads(rng, cell, B, T, H, rs)
+    for zofm in (0, 1):
+        for kind, mask in _train_masks(rng, B, T).items():
+            outs, _ = kernel_grads(cell, p, up, "tanh", "sigmoid", gb, rs, ra, backend, mask=mask, zofm=zofm)
+            want = run_kernel(cell, backend, p["x"], p["h0"], p["c0"], p["kernel"], p["recurrent_kernel"],
+                              p["bias"], "tanh", "sigmoid", gb, rs, ra, mask, bool(zofm))
+            for name, a, b in zip(("y", "h", "c"), outs, want):
+                np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-13, err_msg=f"{cell} {kind} zofm={zofm} {name}")
+
+
+def test_all_ones_mask_trains_as_no_mask(backend, rng):
+    """An all-ones keep is the unmasked training pass, to rounding."""
+    for cell, ra in CELL_VARIANTS:
+        B, T, C, H = 6, 7, 3, 4
+        p = make_case(rng, cell, ra, B, T, C, H)
+        for gb, rs in FLAGS:
+            up = upstream_grads(rng, cell, B, T, H, rs)
+            outs_m, grads_m = kernel_grads(cell, p, up, "tanh", "sigmoid", gb, rs, ra, backend,
+                                           mask=np.ones((B, T), bool))
+            outs, grads = kernel_grads(cell, p, up, "tanh", "sigmoid", gb, rs, ra, backend)
+            for a, b in zip(outs_m, outs):
+                np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-13)
+            for name in grads:
+                check_tensor(f"{cell} gb={gb} rs={rs} {name}", grads_m[name], grads[name], 1e-12, 1e-12)
+
+
+@pytest.mark.parametrize("cell,ra", CELL_VARIANTS, ids=CELL_IDS)
+def test_numba_masked_training_kernels_do_not_allocate(rng, cell, ra):
+    from numba.core.runtime import _nrt_python
+
+    p = make_case(rng, cell, ra, 3, 4, 5, 2)
+    extra = {}
+
+    def counting_call(fn, *args):
+        fn(*args)
+        n_arrays = sum(isinstance(a, np.ndarray) for a in args)
+        before = rtsys.get_allocation_stats().alloc
+        fn(*args)
+        extra[fn.__name__] = rtsys.get_allocation_stats().alloc - before - n_arrays
+
+    mask = np.array([[1, 1, 0, 0], [0, 1, 0, 1], [0, 0, 0, 0]], bool)
+    _nrt_python.memsys_enable_stats()
+    try:
+        for rs in (0, 1):
+            up = upstream_grads(rng, cell, 3, 4, 2, rs)
+            kernel_grads(cell, p, up, "tanh", "sigmoid", 1, rs, ra, call=counting_call, mask=mask, zofm=rs)
+    finally:
+        _nrt_python.memsys_disable_stats()
+    assert extra and all(v == 0 for v in extra.values()), extra
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cell,ra", CELL_VARIANTS, ids=CELL_IDS)
+@pytest.mark.parametrize("B", [1, 7])
+@pytest.mark.parametrize("gb,rs", FLAGS, ids=FLAG_IDS)
+@pytest.mark.parametrize("zofm", [0, 1], ids=["carry", "zero"])
+def test_cython_masked_training_kernels_match_numba(rng, dtype, cell, ra, B, gb, rs, zofm):
+    """Every buffer of the masked training passes, Cython against Numba."""
+    _require_cython()
+    for kind, mask in _train_masks(rng, B, 6).items():
+        label = (f"cython vs numba masked {kind} {cell} ra={ra} B={B} gb={gb} rs={rs} zofm={zofm} "
+                 f"{np.dtype(dtype).name}")
+        _compare_backends(cell, ra, B, 6, 4, 5, dtype, "tanh", "sigmoid", gb, rs, rng, label, mask=mask,
+                          zofm=zofm)
+
+
+@pytest.mark.parametrize("cell,ra", CELL_VARIANTS, ids=CELL_IDS)
+def test_cython_masked_training_batch_split_across_threads(split_small_calls, rng, cell, ra):
+    """A masked call split into per-thread row blocks (each block reads its rows
+    of keep) gives what one thread gives, to float32 rounding."""
+    import rnnengine
+
+    _require_cython()
+    B, T, C, H = 61, 20, 16, 48
+    p = make_case(rng, cell, ra, B, T, C, H, np.float32)
+    up = upstream_grads(rng, cell, B, T, H, 1, np.float32)
+    mask = _train_masks(rng, B, T)["mixed"]
+    previous = rnnengine.config.set_num_threads(1)
+    try:
+        outs_1, grads_1 = kernel_grads(cell, p, up, "tanh", "sigmoid", 1, 1, ra, "cython", mask=mask)
+        rnnengine.config.set_num_threads(3)
+        outs_3, grads_3 = kernel_grads(cell, p, up, "tanh", "sigmoid", 1, 1, ra, "cython", mask=mask)
+    finally:
+        rnnengine.config.set_num_threads(previous)
+    for a, b in zip(outs_1, outs_3):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    for name in grads_1:
+        check_tensor(f"{cell} ra={ra} masked 3 threads vs 1 {name}", grads_3[name], grads_1[name], 1e-5, 1e-5)

@@ -74,3 +74,36 @@ def test_check_rejects_read_only_outputs():
     h.flags.writeable = False
     with pytest.raises(ValueError, match="h must be writeable"):
         contract.check("lstm", "forward", _lstm_call(h=h))
+
+
+@pytest.mark.parametrize("cell", sorted(contract.GATES))
+def test_training_passes_take_the_mask_and_rdrop_passes_do_not(cell):
+    """forward_train and backward take Keras's mask as the forward does (keep
+    after x, zero_output_for_mask last; the backward's masked scratch dh_rec
+    and dcarry); the recurrent-dropout passes take none of it."""
+    mask_only = {"keep", "zero_output_for_mask", "dcarry"} | ({"dh_rec"} if cell != "gru" else set())
+    for pass_ in ("forward_train", "backward"):
+        names = contract.NAMES[(cell, pass_)]
+        assert names[names.index("x") + 1] == "keep"
+        assert names[-1] == "zero_output_for_mask"
+        if pass_ == "backward":
+            assert {"dh_rec", "dcarry"} <= set(names)
+            assert dict((n, s) for n, _, s in contract.CALLS[(cell, pass_)])["dcarry"] == ("B", "H")
+        rdrop = contract.NAMES[(cell, pass_ + "_rdrop")]
+        assert not mask_only & set(rdrop)
+        plain = [n for n in names if n not in mask_only]
+        assert [n for n in rdrop if n in plain] == [n for n in plain if n in rdrop]
+
+
+def test_check_accepts_a_masked_training_call():
+    B, T, C, H = 2, 3, 4, 5
+    dims = {"B": B, "T": T, "C": C, "H": H, "K": 4, "G": 4 * H, "BT": B * T, "Ty": T, "W": max(C, H) * 4 * H}
+    named = contract.allocate("lstm", "backward", dims, np.float32,
+                              roles=("out", "inout", "acc", "saved", "scratch", "in", "weight"))
+    named.update(B=B, T=T, C=C, H=H, activation=codes.TANH, recurrent_activation=codes.SIGMOID, go_backwards=0,
+                 return_sequences=1, zero_output_for_mask=1, keep=np.ones((B, T), np.uint8))
+    args = contract.bind("lstm", "backward", **named)
+    assert contract.check("lstm", "backward", args)["Ty"] == T
+    named["keep"] = np.ones((B, T + 1), np.uint8)
+    with pytest.raises(ValueError, match="keep must be uint8"):
+        contract.check("lstm", "backward", contract.bind("lstm", "backward", **named))

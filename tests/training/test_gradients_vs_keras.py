@@ -60,6 +60,44 @@ def test_sgd_step_matches_keras_train_on_batch(rng, backend, cell, variant):
     check_weights(f"{cell}-{variant}", rm.get_weights(), km.get_weights())
 
 
+MASKED_CASES = [(cell, gb, rs, zofm) for cell in ("SimpleRNN", "LSTM", "GRU", "GRU_reset_before")
+                for gb, rs, zofm in ((0, 0, 0), (1, 1, 0), (0, 1, 1), (1, 0, 1))]
+
+
+@pytest.mark.parametrize("cell,gb,rs,zofm", MASKED_CASES,
+                         ids=[f"{c}-gb{g}-rs{r}-zofm{z}" for c, g, r, z in MASKED_CASES])
+def test_masked_sgd_step_matches_keras(rng, backend, cell, gb, rs, zofm):
+    """Embedding(mask_zero) into one recurrent layer: the training kernels' mask
+    (keep) against Keras's masked recurrence, with trailing padding, leading
+    and inner masked steps and an all-padding row, go_backwards and
+    zero_output_for_mask."""
+    def build(l, M, S):
+        kw = dict(go_backwards=bool(gb), return_sequences=bool(rs), zero_output_for_mask=bool(zofm))
+        if cell == "GRU_reset_before":
+            rec = l.GRU(6, reset_after=False, **kw)
+        else:
+            rec = getattr(l, cell)(6, **kw)
+        head = l.TimeDistributed(l.Dense(4, activation="softmax")) if rs else l.Dense(4, activation="softmax")
+        return S([l.Input((T,), dtype="int32"), l.Embedding(9, C, mask_zero=True), rec, head])
+
+    km, rm = twin(build)
+    tokens = rng.integers(1, 9, (B, T))
+    tokens[0, 4:] = 0
+    tokens[1, :3] = 0
+    tokens[2, 2] = 0
+    tokens[2, 5] = 0
+    tokens[3] = 0  # no valid step
+    tokens[4, 1:] = 0
+    y = _targets(rng, (B, T) if rs else (B,), 4)
+    k = keras()
+    km.compile(optimizer=k.optimizers.SGD(learning_rate=1.0), loss="categorical_crossentropy")
+    rm.compile(optimizer=rnnengine.optimizers.SGD(learning_rate=1.0), loss="categorical_crossentropy")
+    k_loss = km.train_on_batch(tokens, y)
+    r_loss = rm.train_on_batch(tokens, y)
+    assert abs(r_loss - k_loss) < 1e-5 * max(1.0, abs(k_loss))
+    check_weights(f"masked {cell} gb={gb} rs={rs} zofm={zofm}", rm.get_weights(), km.get_weights())
+
+
 def test_sgd_step_is_gradient_tape_gradient(rng):
     """The step equals -grad with grads from tf.GradientTape on Keras's forward (softmax + CCE)."""
     import tensorflow as tf
