@@ -78,8 +78,9 @@ def _dtype_name(dtype, allow_int=False):
 
 # Per thread: the {layer: packed tuple} snapshot of the model call in progress
 # on this thread, or None. Thread-local because the weights are read deep in
-# the layers (per step on masked sequences, inside wrappers): one binding
-# reaches them all without a weights argument on every forward method.
+# the layers (inside wrappers, per step on masked sequences with recurrent
+# dropout): one binding reaches them all without a weights argument on every
+# forward method.
 _call_weights = threading.local()
 
 
