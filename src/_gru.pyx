@@ -479,6 +479,8 @@ cdef void _gru_backward_rows(floating* dx, floating* dh0, floating* dgates,
                     # d(rh), which needs this step's whole da_h: a product first.
                     dhh_t[b * H + j] = da_h
                     dhr[j] = da_h
+        if keep != NULL and not _step_runs(keep, B, T, t):
+            continue  # no row ran step t: every dh passes on unchanged, no product
         if reset_after and keep == NULL:
             # forward: rec = h_tm1 @ recurrent_kernel, so dh_tm1 += drec @ recurrent_kernel^T
             _gemm(NoTrans, Trans, <int>B, <int>H, <int>G, 1, dgates_t, <int>G,

@@ -388,6 +388,8 @@ cdef void _lstm_backward_rows(floating* dx, floating* dh0, floating* dc0,
                 dg[H + j] = dzf
                 dg[2 * H + j] = dzc
                 dg[3 * H + j] = dzo
+        if keep != NULL and not _step_runs(keep, B, T, t):
+            continue  # no row ran step t: every dh passes on unchanged, no product
         # forward: rec = h_tm1 @ recurrent_kernel, so dh_tm1 = dz @ recurrent_kernel^T
         # (a masked row's dh_t passes to the step before unchanged)
         _gemm(NoTrans, Trans, <int>B, <int>H, <int>G, 1, dgates_t, <int>G,

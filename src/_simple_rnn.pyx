@@ -295,6 +295,8 @@ cdef void _simple_rnn_backward_rows(floating* dx, floating* dh0, floating* dgate
                 dv = dh[j] * dg[j]
                 dgt[j] = dv
                 dg[j] = dv
+        if keep != NULL and not _step_runs(keep, B, T, t):
+            continue  # no row ran step t: every dh passes on unchanged, no product
         # forward: rec = h_tm1 @ recurrent_kernel, so dh_tm1 = dv @ recurrent_kernel^T
         # (a masked row's dh_t passes to the step before unchanged)
         _gemm(NoTrans, Trans, <int>B, <int>H, <int>H, 1, dgates_t, <int>H,

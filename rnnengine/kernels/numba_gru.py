@@ -263,6 +263,8 @@ def _gru_backward(dx, dh0, dkernel, drecurrent_kernel, dinput_bias, drecurrent_b
                     dhh_t[b, j] = da_h
                     dhh_rec_seq[b, t, j] = da_h
                     dgates_t[b, 2 * H + j] = 0.0  # rec's h block was unused
+        if masked and not step_runs(keep, t, B):
+            continue  # no row ran step t: every dh passes on unchanged, no product
         if not reset_after:
             np.dot(dhh_t, recurrent_kernel_h.T, dh_rec)  # d(rh) = da_h @ U_h^T
             for b in range(B):

@@ -166,6 +166,8 @@ def _lstm_backward(dx, dh0, dc0, dkernel, drecurrent_kernel, dbias, dgates, dgat
                 dgates[b, t, H + j] = dzf
                 dgates[b, t, 2 * H + j] = dzc
                 dgates[b, t, 3 * H + j] = dzo
+        if masked and not step_runs(keep, t, B):
+            continue  # no row ran step t: every dh passes on unchanged, no product
         # forward: rec = h_tm1 @ recurrent_kernel, so dh_tm1 = dz @ recurrent_kernel^T
         if masked:  # a masked row's dh_t passes to the step before unchanged
             np.dot(dgates_t, recurrent_kernel.T, dh_rec)

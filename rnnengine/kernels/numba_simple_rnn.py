@@ -106,6 +106,8 @@ def _simple_rnn_backward(dx, dh0, dkernel, drecurrent_kernel, dbias, dgates, dga
                 dv = dh0[b, j] * dgates[b, t, j]
                 dgates_t[b, j] = dv
                 dgates[b, t, j] = dv
+        if masked and not step_runs(keep, t, B):
+            continue  # no row ran step t: every dh passes on unchanged, no product
         # forward: rec = h_tm1 @ recurrent_kernel, so dh_tm1 = dv @ recurrent_kernel^T
         if masked:  # a masked row's dh_t passes to the step before unchanged
             np.dot(dgates_t, recurrent_kernel.T, dh_rec)
