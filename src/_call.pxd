@@ -26,6 +26,8 @@ ctypedef void (*gru_d)(double*, double*, double*, double*, double*, double*, con
                        const double*, const double*, const double*, const double*, const double*,
                        Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, int, int, bint, bint,
                        bint, bint) noexcept nogil
+ctypedef void (*activation_f)(float*, Py_ssize_t, Py_ssize_t, int) noexcept nogil  # in place, (N, F)
+ctypedef void (*activation_d)(double*, Py_ssize_t, Py_ssize_t, int) noexcept nogil
 ctypedef void (*dense_f)(float*, const float*, const float*, const float*, Py_ssize_t, Py_ssize_t,
                          Py_ssize_t, int, bint) noexcept nogil
 ctypedef void (*dense_d)(double*, const double*, const double*, const double*, Py_ssize_t,

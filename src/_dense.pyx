@@ -7,7 +7,7 @@
 # fresh process pays no JIT or Numba cache load on its first prediction.
 from cpython.pycapsule cimport PyCapsule_New
 
-from _call cimport dense_d, dense_f
+from _call cimport activation_d, activation_f, dense_d, dense_f
 from cython cimport floating
 
 from _blas cimport _input_product, _load_det
@@ -80,6 +80,14 @@ def dense_forward(floating[:, ::1] y_out,  # OUT
     """y_out (N, F) = activation(x (N, C) @ kernel (C, F) + bias (F,))."""
     with nogil:
         _dense_forward(&y_out[0, 0], &x[0, 0], &kernel[0, 0], &bias[0], N, C, F, activation, use_bias)
+
+
+def _activation_pointer_kernels():
+    """(float32, float64) pointers to _activation_rows (in place over (N, F)) as
+    PyCapsules, for the fused plans' Activation steps."""
+    cdef activation_f f32 = _activation_rows[float]
+    cdef activation_d f64 = _activation_rows[double]
+    return (PyCapsule_New(<void*>f32, NULL, NULL), PyCapsule_New(<void*>f64, NULL, NULL))
 
 
 def _pointer_kernels():

@@ -53,6 +53,7 @@ cdef enum:
     EMBED = 4  # ids -> rows of the table, and keep = (id != 0) for mask_zero
     MASKING = 5  # keep = any(x != mask_value) per step, y = x * keep
     REPEAT = 7  # RepeatVector: (B, H) -> (B, n, H)
+    ACTIVATION = 8  # y = activation(x) over rows of F (Keras's Activation layer)
     MERGE = 6  # two steps' outputs: a Bidirectional's (the backward one re-reversed in time), a merge layer's
     MERGE_CONCAT = 0
     MERGE_SUM = 1
@@ -65,14 +66,14 @@ cdef enum:
     GIL_RELEASE_MIN_WORK = 1 << 18  # multiply-adds; see CyPlan._call
 
 KINDS = {"simple_rnn": SIMPLE_RNN, "lstm": LSTM, "gru": GRU, "dense": DENSE, "embed": EMBED,
-         "masking": MASKING, "merge": MERGE, "repeat": REPEAT}
+         "masking": MASKING, "merge": MERGE, "repeat": REPEAT, "activation": ACTIVATION}
 MERGE_MODES = {"concat": MERGE_CONCAT, "sum": MERGE_SUM, "ave": MERGE_AVE, "mul": MERGE_MUL, "sub": MERGE_SUB,
                "max": MERGE_MAX, "min": MERGE_MIN}
 
 # The pointer kernels' signatures: src/_call.pxd (each kernel module assigns
 # its pointer kernel to them, so the compiler checks them where it is written).
-from _call cimport (dense_d, dense_f, gru_d, gru_f, keep_p, lstm_d, lstm_f, simple_rnn_d,
-                    simple_rnn_f)
+from _call cimport (activation_d, activation_f, dense_d, dense_f, gru_d, gru_f, keep_p, lstm_d, lstm_f,
+                    simple_rnn_d, simple_rnn_f)
 
 
 cdef enum:
@@ -251,6 +252,13 @@ cdef void _run_block(const Step* steps, int n_steps, bint f32, const Call* call,
             for j in range(nb * s.R):
                 for t in range(s.tlen):
                     memcpy(y + (j * s.tlen + t) * s.H, inp + j * s.H, s.H)  # H: bytes per row here
+            continue
+        if s.kind == ACTIVATION:  # the Activation layer: a copy, then the Dense kernel's activation in place
+            memcpy(y, inp, nb * R * s.H * (4 if f32 else 8))
+            if f32:
+                (<activation_f>s.fn)(<float*>y, nb * R, s.H, s.act)
+            else:
+                (<activation_d>s.fn)(<double*>y, nb * R, s.H, s.act)
             continue
         if s.kind == MASKING:
             if f32:
@@ -533,7 +541,7 @@ cdef class CyPlan:
         if self.t_generic and (s.seq_in or s.seq_out) and s.t_follows and s.tlen != self.tcap:
             raise ValueError("CyPlan: a T-generic plan's sequences run its T (or a fixed one, not following).")
         cdef Py_ssize_t work
-        if kind in (EMBED, MASKING, MERGE, REPEAT):
+        if kind in (EMBED, MASKING, MERGE, REPEAT, ACTIVATION):
             return self._bind_data_step(s, spec, dtype)
         if s.src.kind == SRC_NONE:
             raise ValueError("CyPlan: a kernel step needs a source.")
@@ -625,6 +633,11 @@ cdef class CyPlan:
         elif s.kind == MASKING:
             s.C = spec["C"]
             s.mask_value = spec["mask_value"]
+        elif s.kind == ACTIVATION:
+            s.fn = PyCapsule_GetPointer(spec["kernels"][0 if self.f32 else 1], NULL)
+            s.H, s.act = spec["F"], spec["activation"]
+            if self._row_of(s.src) != s.y_row or s.y_row != s.R * (s.tlen if s.seq_in else 1) * s.H * self.item:
+                raise ValueError("CyPlan: an Activation maps its source's rows of F onto its y.")
         elif s.kind == REPEAT:
             s.H = self._row_of(s.src)  # bytes of one input row, copied tlen times
             if s.seq_in or not s.seq_out or s.t_follows or s.y_row != s.H * s.tlen:

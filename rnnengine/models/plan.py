@@ -3,15 +3,17 @@
 For an inference model of Embedding (on an input), Masking, SimpleRNN, LSTM,
 GRU (stateful too: its carried state arrays are bound in place and not
 zeroed), Bidirectional (merged), Dense, TimeDistributed(Dense), RepeatVector
-(its n steps run whatever the input's T), Flatten and Dropout layers, Sequential or functional (up to 8 inputs and outputs; merge layers;
-a recurrent layer's ``initial_state`` from model inputs or another layer's
+(its n steps run whatever the input's T), Flatten, Activation and Dropout
+layers, Sequential or functional (up to 8 inputs and outputs; merge layers; a
+recurrent layer's ``initial_state`` from model inputs or another layer's
 returned state; returned states as outputs: seq2seq encoders and decoder
 steps), everything a call passes to the kernels is fixed per (batch, input
 shapes, dtype): the workspace buffers, the weights, the dims, the activation
 codes, and where a mask is written and read (an Embedding's mask_zero or a
 Masking layer writes a (B, T) keep array that the recurrent steps downstream
-read, as Keras propagates masks). A ``Plan`` binds those argument tuples once; a call then
-copies its input into the plan's input buffer, zeroes the states, runs
+read, as Keras propagates masks). A ``Plan`` binds those argument tuples
+once; a call then copies its inputs into the plan's input buffers, zeroes the
+states, runs
 ``fn(*args)`` for each kernel, and copies the output out. That cuts the Python
 between ``predict`` and the kernels to a few attribute reads, which is what a
 batch-1 call of a small model costs most (see bench/README.md).
@@ -36,7 +38,7 @@ import numpy as np
 from .. import config, kernels
 from ..kernels import contract
 from ..layers import activations
-from ..layers.core import Dense, Dropout, Embedding, Flatten, Masking, RepeatVector
+from ..layers.core import Activation, Dense, Dropout, Embedding, Flatten, Masking, RepeatVector
 from ..layers.merge import Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract
 from ..layers.recurrent import GRU, LSTM, SimpleRNN, _RNN
 from ..layers.wrappers import Bidirectional, TimeDistributed
@@ -178,7 +180,7 @@ def _plannable_layer(layer, reads_input, functional):
         return isinstance(layer.layer, Dense)
     if isinstance(layer, Embedding):
         return reads_input
-    return isinstance(layer, (Dense, Dropout, Masking, Flatten, RepeatVector))
+    return isinstance(layer, (Dense, Dropout, Masking, Flatten, RepeatVector, Activation))
 
 
 def flow_seq_T(x_shape, dtype):
@@ -238,6 +240,8 @@ class _Binder:
             return [self._dense(layer, inner, buffers["y"].reshape(x.shape[:-1] + (inner.units,)), flow)]
         if isinstance(layer, Masking):
             return [self._masking(layer, buffers, flow)]
+        if isinstance(layer, Activation):
+            return [self._activation(layer, buffers, flow)]
         if isinstance(layer, Flatten):
             if flow.seq and flow.follows and self.t_generic:
                 raise _NotPlannable  # its width would be the call's T
@@ -331,6 +335,20 @@ class _Binder:
                           "seq_in": flow.seq, "seq_out": flow.seq}, flow.src, flow.T)
         self.names.append("embedding[mask_zero]" if layer.mask_zero else "embedding")
         return _Flow(y, flow.seq, src, keep)
+
+    def _activation(self, layer, buffers, flow):
+        x, y = flow.y, buffers["y"]
+        F, code = x.shape[-1], activations.code(layer.activation)
+        fn = kernels.get_kernel("activation", "forward")
+        self.calls += [(np.copyto, (y, x)), (fn, (y.reshape(-1, F), code))]
+        module = sys.modules.get(getattr(fn, "__module__", None))
+        pointers = getattr(module, "_activation_pointer_kernels", None)
+        R = x.size // x.shape[0] // F // (flow.T if flow.seq else 1)
+        src = self._step(None if pointers is None else
+                         {"kind": "activation", "y": y, "F": F, "R": R, "activation": code, "kernels": pointers(),
+                          "seq_in": flow.seq, "seq_out": flow.seq}, flow.src, flow.T, flow.follows)
+        self.names.append("activation")
+        return _Flow(y, flow.seq, src, flow.keep, flow.follows)
 
     def _repeat(self, layer, buffers, flow):
         if flow.seq or flow.y.ndim != 2 or flow.src[0] == "x":

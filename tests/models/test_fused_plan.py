@@ -344,6 +344,9 @@ _FAMILIES = {
     "lstm_autoencoder": (lambda m: [m.LSTM(8), m.RepeatVector(6), m.LSTM(8, return_sequences=True),
                                     m.TimeDistributed(m.Dense(4))],  # the decoder's T is 6, whatever the input's
                          "cython-fused: lstm → repeat_vector → lstm → time_distributed(dense)"),
+    "activations": (lambda m: [m.LSTM(5, return_sequences=True), m.Activation("softmax"), m.GRU(3),
+                               m.Activation("relu"), m.Dense(2), m.Activation("sigmoid")],
+                    "cython-fused: lstm → activation → gru → activation → dense → activation"),
     "flatten_fixed_T": (lambda m: [m.GRU(5, return_sequences=True), m.Flatten(), m.Dense(4)],
                         "cython-fused: gru → flatten → dense", 9),
 }
@@ -563,7 +566,7 @@ def test_seq2seq_models_run_one_fused_plan_as_keras(rng):
 
 def _random_graph(rng, m):
     """A random one-input graph over the plannable layers: sequences of width 4
-    through recurrent layers, Dense, TimeDistributed, Masking and merges, then a
+    through recurrent layers, Dense, TimeDistributed, Activation, Masking and merges, then a
     last recurrent layer (with or without returned states) and a Dense."""
     x = m.Input(shape=(None, 4))
     seqs = [m.Masking()(x) if rng.random() < 0.5 else x]
@@ -576,8 +579,10 @@ def _random_graph(rng, m):
         elif kind == 1:
             seqs.append(m.Bidirectional(cells[int(rng.integers(3))](2, return_sequences=True))(src))
         elif kind == 2:
-            seqs.append(m.TimeDistributed(m.Dense(4, activation="tanh"))(src) if rng.random() < 0.5
-                        else m.Dense(4, activation="relu")(src))
+            pick = rng.random()
+            seqs.append(m.TimeDistributed(m.Dense(4, activation="tanh"))(src) if pick < 0.33
+                        else m.Dense(4, activation="relu")(src) if pick < 0.66
+                        else m.Activation(["softmax", "sigmoid", "elu", "log_softmax"][int(rng.integers(4))])(src))
         elif len(seqs) >= 2:
             other = seqs[int(rng.integers(len(seqs)))]
             merge = [m.Add, m.Subtract, m.Multiply, m.Average, m.Maximum, m.Minimum][int(rng.integers(6))]
