@@ -393,9 +393,9 @@ cdef class CyPlan:
     cdef Py_ssize_t x_unit[MAX_IO]
     cdef cnp.npy_intp x_dims[MAX_IO][MAX_NDIM]
     cdef int out_ndim[MAX_IO]
-    cdef bint out_seq[MAX_IO]
     cdef Py_ssize_t out_unit[MAX_IO]
     cdef bint out_follows[MAX_IO]  # a sequence output whose T is the call's
+    cdef Py_ssize_t out_row_full[MAX_IO]  # bytes per batch row of an output at its bound shape
     cdef cnp.npy_intp out_dims[MAX_IO][MAX_NDIM]
     cdef Source out_src[MAX_IO]
     cdef unsigned long long epoch
@@ -460,6 +460,8 @@ cdef class CyPlan:
             self.x_unit[k] = int(np.prod(inputs[k][0])) // self.B * np.dtype(inputs[k][1]).itemsize
             if self.x_seq[k]:
                 self.x_unit[k] //= self.x_dims[k][1]
+        if t_generic and not self.x_seq[0]:
+            raise ValueError("CyPlan: a T-generic plan's input is a sequence.")
         for k, (shape, source) in enumerate(outputs):
             self._bind_output(k, tuple(shape), source)
         self.direct = self.n_out == 1 and self.out_src[0].kind == SRC_Y and self.out_src[0].index == \
@@ -526,11 +528,13 @@ cdef class CyPlan:
         self.out_ndim[k] = len(shape)
         for i, d in enumerate(shape):
             self.out_dims[k][i] = d
-        self.out_seq[k] = src.kind == SRC_Y and s.seq_out
-        self.out_follows[k] = self.t_generic and self.out_seq[k] and s.t_follows
+        # Only a sequence output of the call's T scales with it; any other (a
+        # state, a Flatten'd sequence, a RepeatVector's n steps) is its bound row.
+        self.out_follows[k] = self.t_generic and src.kind == SRC_Y and s.seq_out and s.t_follows
         if self.out_follows[k] and (len(shape) < 3 or shape[1] != self.tcap):
             raise ValueError("CyPlan: a T-generic plan's sequence output must be (B, T, ...).")
-        self.out_unit[k] = row // s.tlen if self.out_seq[k] else row
+        self.out_row_full[k] = row
+        self.out_unit[k] = row // s.tlen if self.out_follows[k] else row
         return 0
 
     cdef int _bind(self, Step* s, dict spec, dtype) except -1:
@@ -841,8 +845,7 @@ cdef class CyPlan:
                 return False
             outs.append(o)
             call.out[k] = _data(<cnp.ndarray>o)
-            call.out_row[k] = self.out_unit[k] * (T if self.out_follows[k] else self.out_dims[k][1]) \
-                if self.out_seq[k] else self.out_unit[k]
+            call.out_row[k] = self.out_unit[k] * T if self.out_follows[k] else self.out_row_full[k]
             call.out_src[k] = self.out_src[k]
         call.n_out = self.n_out
         call.direct = self.direct

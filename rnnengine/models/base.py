@@ -77,6 +77,8 @@ class BaseModel:
             if plan is not None and plan.run(arrays, dests):
                 if plan.cached:
                     plans.fast = plan.cy  # the next predict of this shape goes straight to it
+                    if not plan.cached:  # dropped by another thread's trim meanwhile
+                        plans.fast = None
                 return
         key = (arrays[0].shape[0],) + tuple((a.shape[1:], a.dtype.str) for a in arrays)
         snapshot = self._weights_snapshot()

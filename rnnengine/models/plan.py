@@ -63,7 +63,8 @@ class Plan:
         self.x = self.xs[0]
         self.calls, self.zero, cy_steps, names = [], [], [], []
         inputs = [_Flow(x, flow_seq_T(x.shape, x.dtype), ("x", k), None) for k, x in enumerate(self.xs)]
-        binder = _Binder(self.calls, self.zero if states is None else [], cy_steps, names, t_generic)
+        binder = _Binder(self.calls, self.zero if states is None else [], cy_steps, names, t_generic,
+                         stream=states is not None)
         if hasattr(model, "_nodes"):  # a functional graph: its nodes in order, each on its inputs' flows
             flows = {id(t): f for t, f in zip(model.inputs, inputs)}
             for node, buffers in zip(model._nodes, self.ws.node_buffers):
@@ -208,9 +209,10 @@ class _Binder:
     pairs) and CyPlan steps (None where a kernel is not a Cython one) and
     route names; ``zero``: the state buffers a call zeroes first."""
 
-    def __init__(self, calls, zero, cy_steps, names, t_generic):
+    def __init__(self, calls, zero, cy_steps, names, t_generic, stream=False):
         self.calls, self.zero, self.cy_steps, self.names = calls, zero, cy_steps, names
         self.t_generic = t_generic
+        self.stream = stream  # a stream's plan: its own state arrays are bound, a stateful layer's are not
 
     def _step(self, spec, src, tlen, follows=True):
         self.cy_steps.append(None if spec is None else dict(spec, src=src, tlen=tlen, t_follows=follows))
@@ -285,7 +287,7 @@ class _Binder:
                             for f, n in zip(initial, layer._state_names))):
             raise _NotPlannable  # the general path raises what is wrong
         B = x.shape[0]
-        if layer.stateful:  # its carried state, bound in place and never zeroed (reset_states zeroes it)
+        if layer.stateful and not self.stream:  # its carried state, in place, never zeroed (reset_states does)
             if layer._states is None:
                 layer._states = [np.zeros((B, layer.units), layer.dtype) for _ in layer._state_names]
             if layer._states[0].shape[0] != B:
@@ -551,10 +553,16 @@ def get_plan(model, cache, arrays):
     else:
         key = tuple((a.shape, a.dtype.str) for a in arrays)
     plans = cache.plans
-    plan = plans.get(key)
+    # Taken out while it is checked, then put back last (most recently used): another
+    # thread's _Caches.trim may drop this thread's plans at any point between two lines.
+    plan = plans.pop(key, None)
     if plan is not None and plan.fresh_for(model) and (not generic or plan.x.shape[1] >= x.shape[1]):
-        plans[key] = plans.pop(key)  # most recently used last
+        plans[key] = plan
+        plan.cached = True
         return plan
+    if plan is not None:  # stale, or too short: released (its capacity still sizes the next one)
+        plans[key] = plan
+        cache.drop(key)
     if not plannable(model):
         return None
     shapes = [a.shape for a in arrays]
@@ -563,7 +571,6 @@ def get_plan(model, cache, arrays):
         if plan is not None and plan.x.shape[1] < T:
             T = max(T, -(-plan.x.shape[1] * 3 // 2 // 16) * 16)
         shapes = [(x.shape[0], T) + x.shape[2:]]
-    cache.drop(key)
     # Built under the model's weights lock, so a plan never binds a half-done
     # set_weights (some layers new, some old); it then runs on what it bound.
     with model._weights_lock:
@@ -572,7 +579,10 @@ def get_plan(model, cache, arrays):
         except _NotPlannable:
             return None
     while len(plans) >= _PLANS_PER_THREAD:
-        cache.drop(next(iter(plans)))
+        oldest = next(iter(plans), None)
+        if oldest is None:
+            break
+        cache.drop(oldest)
     plans[key] = plan
     plan.cached = True
     _CACHES.trim(keep=plan)

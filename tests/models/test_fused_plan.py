@@ -614,3 +614,59 @@ def test_random_graphs_agree_with_the_general_path(seed):
     assert plan.cy.uses == 1  # the C plan ran it (not the Python calls beside it)
     for g, w in zip(got if isinstance(got, list) else [got], want if isinstance(want, list) else [want]):
         np.testing.assert_allclose(g, w, atol=2e-6, rtol=1e-5)
+
+
+# Found in review: each failed once, and is pinned here.
+def test_a_flattened_sequence_output_keeps_its_rows_over_threads(split_small_calls, rng):
+    from rnnengine.models import Model
+
+    seq = Sequential([layers.Input(shape=(5, 3)), layers.LSTM(4, return_sequences=True), layers.Flatten()])
+    i = layers.Input(shape=(5, 3))
+    y, h = layers.GRU(4, return_sequences=True, return_state=True)(i)
+    graph = Model(i, [layers.Flatten()(y), h])  # several outputs: copied out per block
+    x = rng.standard_normal((8, 5, 3)).astype(np.float32)
+    for model in (seq, graph):
+        got = model.predict(x, batch_size=8)
+        (plan,) = model._local.plans.plans.values()
+        assert plan.cy is not None and plan.cy.uses == 1
+        want = _general(model, x)
+        for g, w in zip(got if isinstance(got, list) else [got], want if isinstance(want, list) else [want]):
+            np.testing.assert_allclose(g, w, atol=2e-6)
+
+
+def test_a_stream_of_a_stateful_model_carries_its_own_state(rng):
+    def build(stateful):
+        return Sequential([layers.Input(shape=(None, 3)), layers.LSTM(4, stateful=stateful), layers.Dense(2)])
+
+    model, plain = build(True), build(False)
+    plain.set_weights(model.get_weights())
+    xs = rng.standard_normal((1, 6, 3)).astype(np.float32)
+    a, b = model.stream(batch_size=1), model.stream(batch_size=1)
+    for t in range(6):
+        want = plain.predict(xs[:, :t + 1])
+        np.testing.assert_allclose(a.step(xs[:, t]), want, atol=2e-6, err_msg=f"step {t}")
+        if t < 3:
+            np.testing.assert_allclose(b.step(xs[:, t]), want, atol=2e-6)  # b's state is its own
+    np.testing.assert_allclose(b.step(xs[:, 3]), plain.predict(xs[:, :4]), atol=2e-6)
+
+
+def test_another_threads_trim_between_lookup_and_use_does_not_break_predict(rng, monkeypatch):
+    from rnnengine.models import plan as plans_module
+
+    model = Sequential([layers.Input(shape=(None, 3)), layers.LSTM(4)])
+    x = rng.standard_normal((2, 5, 3)).astype(np.float32)
+    want = model.predict(x)
+    real = plans_module._stamp
+
+    def stamp_with_a_trim(m):  # as if another thread trimmed to 0 bytes right inside fresh_for
+        previous = plans_module._PLAN_CACHE_BYTES
+        plans_module._PLAN_CACHE_BYTES = 0
+        try:
+            plans_module._CACHES.trim()
+        finally:
+            plans_module._PLAN_CACHE_BYTES = previous
+        return real(m)
+
+    monkeypatch.setattr(plans_module, "_stamp", stamp_with_a_trim)
+    model._local.plans.fast = None  # through get_plan, not the thread's fast plan
+    np.testing.assert_array_equal(model.predict(x), want)
