@@ -507,7 +507,7 @@ cdef class CyPlan:
         cdef bint ids = self.x_typenum[k] != self.typenum
         if seq and self.x_ndim[k] >= (2 if ids else 3) and self.x_dims[k][1] == tlen:
             self.x_seq[k] = True
-        elif seq and tlen == 1 and not ids:
+        elif seq and tlen == 1:  # (B, features), or (B,) ids
             self.x_seq[k] = False
         elif seq:
             raise ValueError("CyPlan: a sequence input is (B, T, ...) with the reading step's T.")

@@ -7,7 +7,7 @@ import numpy as np
 from .. import _validation
 from ..layers.base import KerasTensor, Layer, unique_name
 from ..training import regularization
-from ..layers.core import InputLayer
+from ..layers.core import Embedding, InputLayer
 from ..workspace import Workspace
 from .base import BaseModel
 
@@ -243,7 +243,8 @@ class Sequential(BaseModel):
         from .stream import check_streamable
 
         self._ensure_built()
-        if len(self._input_shape) < 2:
+        ids = bool(self._layers) and isinstance(self._layers[0], Embedding) and len(self._input_shape) == 1
+        if len(self._input_shape) < 2 and not ids:  # token ids into an Embedding: one id per row and step
             raise ValueError(f"Model \"{self.name}\" takes inputs of shape "
                              f"{_validation.format_shape((None,) + self._input_shape)}: a stream needs a "
                              "(batch, time, features) model.")

@@ -100,3 +100,39 @@ def test_one_stream_is_single_owner(rng):
     for t in threads:
         t.join()
     assert all(np.array_equal(r, results[0]) for r in results)
+
+
+def test_an_embedding_model_streams_token_ids_as_a_stateful_keras_model_steps(rng):
+    """Token by token (a language model's generation loop): one id per row and step, masked
+    (id 0) steps included, equal to Keras's stateful model fed one step at a time."""
+    from tests.keras_oracle import keras
+
+    from rnnengine import config
+
+    k = keras()
+
+    def build(m, stateful, inp):
+        return [inp, m.Embedding(20, 6, mask_zero=True), m.LSTM(8, return_sequences=True, stateful=stateful),
+                m.GRU(5, stateful=stateful), m.Dense(4, activation="softmax")]
+
+    ours = Sequential(build(layers, False, layers.Input(shape=(None,))))
+    ours.set_weights([rng.standard_normal(w.shape).astype(np.float32) * 0.5 for w in ours.get_weights()])
+    tokens = rng.integers(1, 20, (3, 7))
+    tokens[1, 3] = 0  # a masked step inside a row, and trailing ones: the state carries through
+    tokens[2, 5:] = 0
+    previous = config.get_kernels()
+    try:
+        for backend in ("cython", "numba"):
+            config.set_kernels(backend)
+            theirs = k.Sequential(build(k.layers, True, k.Input(shape=(None,), batch_size=3, dtype="int64")))
+            theirs.set_weights(ours.get_weights())
+            stream = ours.stream(batch_size=3)
+            for t in range(7):
+                np.testing.assert_allclose(stream.step(tokens[:, t]), np.asarray(theirs(tokens[:, t:t + 1])),
+                                           atol=1e-5, err_msg=f"{backend} step {t}")
+            one = ours.stream(batch_size=1)
+            np.testing.assert_allclose(one.step(5), ours.predict(np.array([[5]]))[0], atol=1e-6)  # a bare id
+            with pytest.raises(ValueError, match="indices must be in"):
+                one.step(20)
+    finally:
+        config.set_kernels(previous)
