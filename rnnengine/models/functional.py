@@ -90,7 +90,7 @@ class Model(BaseModel):
     name : str, optional
     """
 
-    _has_plans = True  # plan.py: one input, one output, the layers it binds; else node by node
+    _has_plans = True  # plan.py binds what it can (up to 8 inputs and outputs); else node by node
 
     def __init__(self, inputs, outputs, name=None, trainable=True):
         super().__init__(name or unique_name("functional"), trainable)

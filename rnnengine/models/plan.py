@@ -311,8 +311,8 @@ class _Binder:
         dtype; masks combine as Keras's (one mask, or both the same one)."""
         a, b = flows
         mode = _MERGE_LAYERS[type(layer)]
-        if (a.seq != b.seq or a.T != b.T or a.follows != b.follows or a.y.ndim != (3 if a.seq else 2) or b.y.ndim != a.y.ndim
-                or a.y.dtype != b.y.dtype or a.y.dtype != np.dtype(layer.dtype)
+        if (a.seq != b.seq or a.T != b.T or a.follows != b.follows or a.y.ndim != (3 if a.seq else 2)
+                or b.y.ndim != a.y.ndim or a.y.dtype != b.y.dtype or a.y.dtype != np.dtype(layer.dtype)
                 or (mode == "concat" and layer._axis(a.y.ndim - 1) != a.y.ndim - 2)
                 or (a.keep is not None and b.keep is not None and a.keep is not b.keep)):
             raise _NotPlannable

@@ -247,7 +247,7 @@ class Sequential(BaseModel):
         if len(self._input_shape) < 2 and not ids:  # token ids into an Embedding: one id per row and step
             raise ValueError(f"Model \"{self.name}\" takes inputs of shape "
                              f"{_validation.format_shape((None,) + self._input_shape)}: a stream needs a "
-                             "(batch, time, features) model.")
+                             "(batch, time, features) model, or one of token ids into an Embedding.")
         check_streamable(self._layers)
         return self._layers, tuple(self._input_shape[1:])
 
