@@ -40,7 +40,7 @@ from ..kernels import contract
 from ..layers import activations
 from ..layers.core import Activation, Dense, Dropout, Embedding, Flatten, Masking, RepeatVector
 from ..layers.merge import Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract
-from ..layers.recurrent import GRU, LSTM, SimpleRNN, _RNN
+from ..layers.recurrent import _RNN
 from ..layers.wrappers import Bidirectional, TimeDistributed
 
 
@@ -113,6 +113,14 @@ class Plan:
         self.last_uses = -1  # the cache's second chance (_Caches.trim)
         self.cached = False  # in a thread's ThreadPlans (a dropped plan must not stay its ``fast``)
 
+    def run_calls(self):
+        """The Python route on what is in the plan's input buffers: zero the states
+        (none for a stream's plan), run every bound call."""
+        for s in self.zero:
+            s.fill(0)
+        for fn, args in self.calls:
+            fn(*args)
+
     def fresh_for(self, model):
         """Whether the plan still binds ``model``'s current weights and backend.
         If so, and the CyPlan stopped only because the epoch moved for another
@@ -133,10 +141,7 @@ class Plan:
             return False
         for x, mine in zip(xs, self.xs):
             np.copyto(mine, x)
-        for s in self.zero:
-            s.fill(0)
-        for fn, args in self.calls:
-            fn(*args)
+        self.run_calls()
         for dest, y in zip(dests, self.ys):
             np.copyto(dest, y)
         return True
@@ -161,7 +166,7 @@ def plannable(model):
     # A functional graph: up to 8 inputs and outputs; initial states only into recurrent layers.
     inputs = {id(t) for t in model.inputs}
     return (len(model.inputs) <= 8 and len(model.outputs) <= 8
-            and all((not node.states or type(node.layer) in _RNN_TYPES or isinstance(node.layer, Bidirectional))
+            and all((not node.states or isinstance(node.layer, (_RNN, Bidirectional)))
                     and _plannable_layer(node.layer, id(node.inputs[0]) in inputs, True)
                     and (len(node.inputs) == 2 if isinstance(node.layer, tuple(_MERGE_LAYERS))
                          else len(node.inputs) == 1)
@@ -427,7 +432,6 @@ def _merge(a, b, y, mode):
             np.multiply(y, 0.5, out=y)
 
 
-_RNN_TYPES = (SimpleRNN, LSTM, GRU)
 _MERGE_UFUNCS = {"mul": np.multiply, "sum": np.add, "ave": np.add, "sub": np.subtract, "max": np.maximum,
                  "min": np.minimum}
 # A functional graph's merge layers, as MERGE steps (two inputs; Concatenate on the feature axis).

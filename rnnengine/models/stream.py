@@ -7,10 +7,10 @@
     stream.set_state(snapshot)          # restore (failover, replay)
     stream.reset()                      # zero every state
 
-A stream owns its buffers and its state, so streams are independent of each other and of ``predict``; one stream
-is single-owner: using it from two threads at once (``step``, ``reset``,
-``get_state``, ``set_state``) raises ``RuntimeError`` in the thread that came
-second, and changes nothing.
+A stream owns its buffers and its state, so streams are independent of each
+other and of ``predict``; one stream is single-owner: using it from two threads
+at once (``step``, ``reset``, ``get_state``, ``set_state``) raises
+``RuntimeError`` in the thread that came second, and changes nothing.
 
 Many sessions in one call: make one stream with ``batch_size`` = the number of
 sessions and pass ``rows=`` (the active sessions' indices) to ``step``: their
@@ -133,8 +133,7 @@ class Stream:
             if rows is None and plan is not None and plan.cy is None and plan.fresh_for(self.model):
                 # The Numba backend's plan: its bound calls, the states in place (no per-step binding).
                 np.copyto(plan.x[:, 0], x)
-                for fn, args in plan.calls:
-                    fn(*args)
+                plan.run_calls()
                 y = plan.y
             else:
                 np.copyto(ws.x[:, 0], x)
