@@ -31,6 +31,7 @@ cannot describe fall back to the general path in ``base.py``. A CyPlan learns
 of changes through the epoch (``kernels.bump_epoch``, called when any layer's
 weights are replaced or the backend changes) and is re-checked here then.
 """
+import os
 import sys
 
 import numpy as np
@@ -537,6 +538,18 @@ class _Caches:
 
 
 _CACHES = _Caches()
+
+
+def _after_fork_in_child():
+    # A fork while another thread held the registry's lock would leave the
+    # child's copy locked for good: the child starts with a fresh one.
+    import threading
+
+    _CACHES._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def get_plan(model, cache, arrays):

@@ -670,3 +670,38 @@ def test_another_threads_trim_between_lookup_and_use_does_not_break_predict(rng,
     monkeypatch.setattr(plans_module, "_stamp", stamp_with_a_trim)
     model._local.plans.fast = None  # through get_plan, not the thread's fast plan
     np.testing.assert_array_equal(model.predict(x), want)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_a_fork_while_another_thread_holds_the_plan_cache_lock_leaves_the_child_working(rng):
+    import multiprocessing
+    import threading
+
+    from rnnengine.models import plan as plans_module
+
+    model = Sequential([layers.Input(shape=(None, 3)), layers.LSTM(4)])
+    x = rng.standard_normal((2, 5, 3)).astype(np.float32)
+    want = model.predict(x)
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with plans_module._CACHES._lock:
+            held.set()
+            release.wait()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait()
+    try:
+        ctx = multiprocessing.get_context("fork")
+        queue = ctx.Queue()
+        child = ctx.Process(target=lambda: queue.put(np.asarray(model.predict(x[:1])).tolist()))
+        child.start()
+        child.join(30)
+        if child.is_alive():
+            child.kill()
+        assert child.exitcode == 0, "the child hung or failed on the plan cache's lock"
+        np.testing.assert_allclose(queue.get(timeout=5), want[:1], atol=1e-6)
+    finally:
+        release.set()
+        holder.join()
