@@ -67,7 +67,8 @@ MODULES = {  # module name within rnnengine.kernels._isa_<name> -> source
     "_cy_rdrop": "src/_rdrop.pyx",
     "_cy_plan": "src/_plan.pyx",  # numpy's C API: its headers
 }
-PXDS = ["src/_blas.pxd", "src/_call.pxd", "src/_gates.pxd", "src/_mask.pxd", "src/_split.pxd", "src/_rec_gemm.h", "src/_step_pool.h"]
+PXDS = ["src/_blas.pxd", "src/_call.pxd", "src/_gates.pxd", "src/_mask.pxd", "src/_split.pxd", "src/_rec_gemm.h",
+        "src/_step_pool.h", "src/_interrupt.h"]
 
 DIRECTIVES = {
     "language_level": 3,

@@ -17,6 +17,7 @@
 # scipy.linalg.cython_blas, reached through its capsules. Each kernel module
 # gets its own copy of these few lines; SciPy's OpenBLAS does the work.
 # https://github.com/scikit-learn/scikit-learn/blob/main/sklearn/utils/_cython_blas.pyx
+from cpython.exc cimport PyErr_CheckSignals
 from cpython.pycapsule cimport PyCapsule_GetPointer
 from cython cimport floating
 from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
@@ -116,6 +117,90 @@ cdef inline int _load_det() except -1:
 cdef inline bint _det() noexcept nogil:
     """Deterministic mode: every product row- and column-invariant (_rowinv_product)."""
     return rnnengine_det[0] != 0
+
+
+# Ctrl-C during a long call (src/_interrupt.h): a def that runs a long call
+# brackets its nogil block with _watch / _unwatch; the time loops leave early
+# when _stopped(); a parallel region's body starts with
+# ``was = _join_watch(watched)`` and ends with ``_join_watch(was)``.
+ctypedef struct interrupt_api_t:  # the layout of rn_interrupt_api_t in src/_interrupt.h
+    volatile int* stop
+    int (*watched)() noexcept nogil
+    void (*set_watched)(int on) noexcept nogil
+    int (*begin)() noexcept
+    int (*end)() noexcept
+    long long min_work
+
+cdef extern from *:
+    """
+    static void* rnnengine_interrupt = 0;
+    """
+    void* rnnengine_interrupt
+
+
+cdef inline int _load_interrupt() except -1:
+    """At module import: share _cy_blas's interrupt state."""
+    global rnnengine_interrupt
+    import importlib
+    capsule = importlib.import_module("rnnengine.kernels._cy_blas")._interrupt_api
+    rnnengine_interrupt = PyCapsule_GetPointer(capsule, b"rnnengine.kernels._cy_blas._interrupt_api")
+    return 0
+
+
+cdef inline bint _stopped() noexcept nogil:
+    """A SIGINT arrived during the watched call this thread works for."""
+    cdef interrupt_api_t* api = <interrupt_api_t*>rnnengine_interrupt
+    return api != NULL and api.stop[0] != 0 and api.watched() != 0
+
+
+cdef inline bint _stop_pending() noexcept nogil:
+    """A SIGINT arrived during the watched call (whichever thread asks: the
+    batch-1 split's helper, for a caller that works for it)."""
+    cdef interrupt_api_t* api = <interrupt_api_t*>rnnengine_interrupt
+    return api != NULL and api.stop[0] != 0
+
+
+cdef inline bint _this_thread_watched() noexcept nogil:
+    """Whether this thread works for a watched call."""
+    cdef interrupt_api_t* api = <interrupt_api_t*>rnnengine_interrupt
+    return api != NULL and api.watched() != 0
+
+
+cdef inline int _join_watch(int token) noexcept nogil:
+    """A parallel region's body: ``was = _join_watch(watched)`` first (1 joins
+    the caller's watched call), ``_join_watch(was)`` last; returns what this
+    thread was before."""
+    cdef interrupt_api_t* api = <interrupt_api_t*>rnnengine_interrupt
+    cdef int was = 0
+    if api != NULL:
+        was = api.watched()
+        api.set_watched(token)
+    return was
+
+
+cdef inline int _watch(long long work):
+    """Before a long call's nogil block (GIL held): 1 when this call is
+    watched. Only the main thread, only when SIGINT's handler is Python's
+    default one (a KeyboardInterrupt), only for calls of api.min_work."""
+    cdef interrupt_api_t* api = <interrupt_api_t*>rnnengine_interrupt
+    if api == NULL or work < api.min_work:
+        return 0
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return 0
+    return api.begin()
+
+
+cdef inline int _unwatch(int token) except -1:
+    """After the nogil block: restore SIGINT's handler; raise KeyboardInterrupt
+    (Python's handler's) when one arrived meanwhile."""
+    cdef interrupt_api_t* api = <interrupt_api_t*>rnnengine_interrupt
+    if token and api.end():
+        PyErr_CheckSignals()  # runs Python's handler: KeyboardInterrupt
+        raise KeyboardInterrupt
+    return 0
 
 
 cdef inline void _rowinv_product(floating* out, const floating* a, const floating* w,

@@ -141,6 +141,31 @@ def pool_tuning():
     return rows
 
 
+# Ctrl-C during a long call (src/_interrupt.h): one copy of its state, for
+# every kernel module (_blas.pxd, _load_interrupt).
+cdef extern from "_interrupt.h":
+    ctypedef struct rn_interrupt_api_t:
+        long long min_work
+    rn_interrupt_api_t rn_interrupt_api
+    const int RNNENGINE_HAVE_INTERRUPT
+
+_interrupt_api = PyCapsule_New(<void*>&rn_interrupt_api, b"rnnengine.kernels._cy_blas._interrupt_api", NULL)
+
+
+def interrupt_available():
+    """Whether a long call of this build stops at SIGINT (POSIX signals)."""
+    return bool(RNNENGINE_HAVE_INTERRUPT)
+
+
+def set_watch_min_work(long long n):
+    """Multiply-adds from which a call is watched for SIGINT (tests set it low)."""
+    rn_interrupt_api.min_work = n
+
+
+def get_watch_min_work():
+    return rn_interrupt_api.min_work
+
+
 # Deterministic mode's flag, which every kernel module reads (_blas.pxd, _load_det).
 _det_flag = PyCapsule_New(<void*>&rnnengine_det_own, b"rnnengine.kernels._cy_blas._det_flag", NULL)
 

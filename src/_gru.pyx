@@ -37,7 +37,8 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memcpy, memset
 
-from _blas cimport NoTrans, Trans, _det, _gemm, _input_product, _load_det, _recurrent_product
+from _blas cimport (NoTrans, Trans, _det, _gemm, _input_product, _join_watch, _load_det, _load_interrupt,
+                   _recurrent_product, _stopped, _unwatch, _watch)
 from _gates cimport (RNNENGINE_BOUNDSCHECK, _batch_threads, _expect_shape,
                      _set_gate_threads, _set_min_work, activate_block, apply,
                      apply_grad_rows, rnnengine_gate_threads, rnnengine_min_work)
@@ -50,6 +51,7 @@ from _split cimport (SPLIT_ZBUF, SplitCall, _cache_aligned, _chunk_scratch, _loa
 
 _load_pool()
 _load_det()
+_load_interrupt()
 
 
 cdef inline void _gru_units_reset_after(floating* h_out, const floating* h_tm1,
@@ -188,6 +190,8 @@ cdef void _gru_forward(floating* y_out, floating* h, floating* xproj, floating* 
     else:
         _input_product(xproj, x, kernel, B * T, C, K)
     for s in range(T):
+        if _stopped():  # SIGINT: the driver raises KeyboardInterrupt
+            break
         t = T - 1 - s if go_backwards else s
         if not _step_runs(keep, B, T, t):
             pass
@@ -263,6 +267,8 @@ def gru_forward(floating[:, :, ::1] y_out,  # OUT
     cdef floating* rh_p = &rh[0, 0]
     cdef const floating* x_p = &x[0, 0, 0]
     cdef const unsigned char* k_p = &keep[0, 0] if keep.shape[0] != 0 else NULL
+    cdef int watched = _watch(B * T * (C + H) * 3 * H)
+    cdef int was
     with nogil:
         if n == 1:
             _gru_forward(y_p, h_p, xp_p, rec_p, rech_p, rh_p, x_p, k_p, &kernel[0, 0],
@@ -271,6 +277,7 @@ def gru_forward(floating[:, :, ::1] y_out,  # OUT
                          return_sequences, reset_after, zero_output_for_mask)
         else:
             for i in prange(n, schedule='static', num_threads=n):
+                was = _join_watch(watched)
                 b0 = i * B // n
                 nb = (i + 1) * B // n - b0
                 _gru_forward(y_p + b0 * T_out * H, h_p + b0 * H, xp_p + b0 * T * 3 * H, rec_p + b0 * 3 * H,
@@ -279,6 +286,8 @@ def gru_forward(floating[:, :, ::1] y_out,  # OUT
                              &recurrent_kernel[0, 0], &recurrent_kernel_h[0, 0], &input_bias[0],
                              &recurrent_bias[0], nb, T, C, H, activation, recurrent_activation,
                              go_backwards, return_sequences, reset_after, zero_output_for_mask)
+                _join_watch(was)
+    _unwatch(watched)
 
 
 # -- training -----------------------------------------------------------------------------
@@ -323,6 +332,8 @@ cdef void _gru_forward_train(floating* y_out, floating* h, floating* h_tm1_seq,
     # then adds the biases and recurrent terms in place.
     _input_product(preact, x, kernel, B * T, C, K)
     for s in range(T):
+        if _stopped():  # SIGINT: the driver raises KeyboardInterrupt
+            break
         t = T - 1 - s if go_backwards else s
         if not _step_runs(keep, B, T, t):
             for b in range(B):
@@ -431,6 +442,8 @@ cdef void _gru_backward_rows(floating* dx, floating* dh0, floating* dgates,
     apply_grad_rows(dgates, preact, gates, B * T, G, 2 * H, G, activation)
     _start_backward(dh0, dcarry, dy, dh_n, keep, B, H, return_sequences)
     for s in range(T - 1, -1, -1):
+        if _stopped():  # SIGINT: the driver raises KeyboardInterrupt
+            break
         t = T - 1 - s if go_backwards else s
         for b in range(B):
             bt = b * T + t
@@ -537,7 +550,7 @@ cdef void _weight_grads_cols(floating* dkernel, floating* drecurrent_kernel,
     # x (N, C).
     cdef Py_ssize_t G = 3 * H
     cdef Py_ssize_t n, k, a1, c0
-    if g1 <= g0:
+    if g1 <= g0 or _stopped():  # SIGINT: the gradients are dropped
         return
     # dkernel[:, g0:g1] += x^T @ dgates[:, g0:g1]
     _gemm(Trans, NoTrans, <int>C, <int>(g1 - g0), <int>N, 1, x, <int>C,
@@ -627,6 +640,8 @@ def gru_forward_train(floating[:, :, ::1] y_out,  # OUT
     cdef const floating* rkh_p = &recurrent_kernel_h[0, 0]
     cdef const floating* ib_p = &input_bias[0]
     cdef const floating* rb_p = &recurrent_bias[0]
+    cdef int watched = _watch(B * T * (C + H) * G)
+    cdef int was
     with nogil:
         if n == 1:
             _gru_forward_train(y_p, h_p, htm1_p, pa_p, g_p, hr_p, rec_p, rech_p, rh_p, x_p, kp_p, k_p,
@@ -636,6 +651,7 @@ def gru_forward_train(floating[:, :, ::1] y_out,  # OUT
         else:
             # rows never interact: one contiguous row block per thread
             for i in prange(n, schedule='static', num_threads=n):
+                was = _join_watch(watched)
                 b0 = i * B // n
                 nb = (i + 1) * B // n - b0
                 _gru_forward_train(
@@ -644,6 +660,8 @@ def gru_forward_train(floating[:, :, ::1] y_out,  # OUT
                     rh_p + b0 * H, x_p + b0 * T * C, kp_p + b0 * T if kp_p != NULL else NULL, k_p,
                     rk_p, rkh_p, ib_p, rb_p, nb, T, C, H, activation, recurrent_activation,
                     go_backwards, return_sequences, reset_after, zero_output_for_mask)
+                _join_watch(was)
+    _unwatch(watched)
 
 
 def gru_backward(floating[:, :, ::1] dx,  # OUT
@@ -729,6 +747,8 @@ def gru_backward(floating[:, :, ::1] dx,  # OUT
     cdef const floating* k_p = &kernel[0, 0]
     cdef const floating* rk_p = &recurrent_kernel[0, 0]
     cdef const floating* rkh_p = &recurrent_kernel_h[0, 0]
+    cdef int watched = _watch(B * T * (C + H) * G)
+    cdef int was
     with nogil:
         if n == 1:
             _gru_backward_rows(dx_p, dh0_p, dg_p, dhr_p, dgt_p, dhrec_p, dhht_p, dcar_p, dy_p, dhn_p,
@@ -740,6 +760,7 @@ def gru_backward(floating[:, :, ::1] dx,  # OUT
         else:
             # the time loop: rows never interact, one row block per thread
             for i in prange(n, schedule='static', num_threads=n):
+                was = _join_watch(watched)
                 b0 = i * B // n
                 nb = (i + 1) * B // n - b0
                 _gru_backward_rows(
@@ -749,12 +770,16 @@ def gru_backward(floating[:, :, ::1] dx,  # OUT
                     g_p + b0 * T * G, hr_p + b0 * T * H, kp_p + b0 * T if kp_p != NULL else NULL,
                     k_p, rk_p, rkh_p, nb, T, C, H, activation, recurrent_activation,
                     go_backwards, return_sequences, reset_after, zero_output_for_mask)
+                _join_watch(was)
             # the weight gradients: one column block per thread, no two threads
             # adding into the same element
             for i in prange(n_cols, schedule='static', num_threads=n_cols):
+                was = _join_watch(watched)
                 _weight_grads_cols(dk_p, drk_p, dib_p, drb_p, dg_p, dhr_p, x_p, htm1_p, hr_p,
                                    B * T, C, H, reset_after, i * G // n_cols,
                                    (i + 1) * G // n_cols)
+                _join_watch(was)
+    _unwatch(watched)
 
 
 def set_num_threads(int n):

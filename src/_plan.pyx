@@ -33,10 +33,12 @@ from libc.string cimport memcpy, memset
 
 cimport numpy as cnp
 
+from _blas cimport _join_watch, _load_interrupt, _stopped, _unwatch, _watch
 from _gates cimport (_batch_threads, _set_gate_threads, _set_min_work, rnnengine_gate_threads,
                      rnnengine_min_work)
 
 cnp.import_array()
+_load_interrupt()
 
 cdef extern from *:
     """
@@ -236,6 +238,8 @@ cdef void _run_block(const Step* steps, int n_steps, bint f32, const Call* call,
     cdef keep_p k
     cdef Py_ssize_t R, T, t
     for i in range(n_steps):
+        if _stopped():  # SIGINT during a watched call: CyPlan._call raises KeyboardInterrupt
+            return
         s = &steps[i]
         T = call.T if call.T > 0 and s.t_follows else s.tlen
         inp = _source(steps, s.src, call, b0) if s.src.kind != SRC_NONE else NULL
@@ -731,32 +735,40 @@ cdef class CyPlan:
                     return False
         return True
 
-    cdef void _call(self, Call* call, Py_ssize_t nb):
+    cdef int _call(self, Call* call, Py_ssize_t nb) except -1:
         """_run, without the GIL unless the call is tiny (under GIL_RELEASE_MIN_WORK
         multiply-adds, a few microseconds): a thread that gives the GIL up while
         another Python thread runs waits up to the interpreter's switch interval
         (5 ms) to get it back, so releasing it for a 2 us stream step cost that
         step milliseconds under contention (NumPy keeps the GIL for small arrays
-        for the same reason)."""
+        for the same reason). A long call is watched for SIGINT (src/_interrupt.h):
+        KeyboardInterrupt within a timestep of it."""
         cdef Py_ssize_t work = ((self.work_T * call.T + self.work_fixed) if call.T > 0 else self.work_full) \
             // self.B * nb
+        cdef int watched
         self.uses += 1
         if work < GIL_RELEASE_MIN_WORK:
-            self._run(call, nb, work)
+            self._run(call, nb, work, 0)
         else:
+            watched = _watch(work)
             with nogil:
-                self._run(call, nb, work)
+                self._run(call, nb, work, watched)
+            _unwatch(watched)
+        return 0
 
-    cdef void _run(self, const Call* call, Py_ssize_t B, Py_ssize_t work) noexcept nogil:
+    cdef void _run(self, const Call* call, Py_ssize_t B, Py_ssize_t work, int watched) noexcept nogil:
         cdef int n = _batch_threads(B, work)
+        cdef int was
         cdef Py_ssize_t i, b0, nb
         if n == 1:
             _run_block(self.steps, self.n_steps, self.f32, call, 0, B)
         else:
             for i in prange(n, schedule='static', num_threads=n):
+                was = _join_watch(watched)
                 b0 = i * B // n
                 nb = (i + 1) * B // n - b0
                 _run_block(self.steps, self.n_steps, self.f32, call, b0, nb)
+                _join_watch(was)
 
     cdef Py_ssize_t _input_T(self, int k, object x, int skip, Py_ssize_t rows):
         """The T of input k's array ``x`` of ``rows`` rows laid out as the plan
@@ -766,8 +778,11 @@ cdef class CyPlan:
             return -1
         cdef cnp.ndarray a = <cnp.ndarray>x
         cdef int ndim = self.x_ndim[k] - skip
+        # The type number alone would take a byte-swapped array ('>f4' is NPY_FLOAT
+        # too) as native: read raw, its numbers are garbage. Swapped or unaligned
+        # arrays go the general path, which converts them.
         if cnp.PyArray_TYPE(a) != self.x_typenum[k] or not cnp.PyArray_IS_C_CONTIGUOUS(a) or \
-                cnp.PyArray_NDIM(a) != ndim:
+                not cnp.PyArray_ISBEHAVED_RO(a) or cnp.PyArray_NDIM(a) != ndim:
             return -1
         cdef cnp.npy_intp* got = cnp.PyArray_DIMS(a)
         cdef int i
@@ -803,7 +818,7 @@ cdef class CyPlan:
             return None
         cdef cnp.ndarray a = <cnp.ndarray>out
         if cnp.PyArray_TYPE(a) != self.typenum or not cnp.PyArray_IS_C_CONTIGUOUS(a) or \
-                not cnp.PyArray_ISWRITEABLE(a) or not _same_dims(a, ndim, dims):
+                not cnp.PyArray_ISBEHAVED(a) or not _same_dims(a, ndim, dims):  # behaved: aligned, native, writeable
             return None
         return out
 
@@ -898,7 +913,7 @@ cdef class CyPlan:
                 return None
             r = <cnp.ndarray>rows
             if cnp.PyArray_TYPE(r) != cnp.NPY_INTP or cnp.PyArray_NDIM(r) != 1 or \
-                    not cnp.PyArray_IS_C_CONTIGUOUS(r):
+                    not cnp.PyArray_IS_C_CONTIGUOUS(r) or not cnp.PyArray_ISBEHAVED_RO(r):
                 return None
             n = cnp.PyArray_DIMS(r)[0]
             if n < 1 or n > self.B:
@@ -921,7 +936,7 @@ cdef class CyPlan:
             self.lock.release()
         return outs[0]
 
-    cdef bint _step_rows(self, Call* call, const Py_ssize_t* idx, Py_ssize_t n):
+    cdef int _step_rows(self, Call* call, const Py_ssize_t* idx, Py_ssize_t n) except -1:
         """step(rows=): validate the indices, swap each stepped row's state into
         rows [0, n) of the states (the displaced rows parked in the scratch
         copies), run n rows, and put every row back where it was."""
@@ -930,12 +945,14 @@ cdef class CyPlan:
         for j in range(n):
             r = idx[j]
             if r < 0 or r >= self.B or self.seen[r]:
-                return False
+                return 0
             self.seen[r] = 1
         self._swap_states(idx, n, True)
-        self._call(call, n)
-        self._swap_states(idx, n, False)
-        return True
+        try:
+            self._call(call, n)
+        finally:  # a KeyboardInterrupt too: every row back in its place
+            self._swap_states(idx, n, False)
+        return 1
 
     cdef void _swap_states(self, const Py_ssize_t* idx, Py_ssize_t n, bint gather):
         """gather: park rows [0, n) of each state, then row j := the state of row

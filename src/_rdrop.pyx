@@ -40,12 +40,14 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memcpy
 
-from _blas cimport NoTrans, Trans, _det, _gemm, _load_det, _recurrent_product, _rowinv_product
+from _blas cimport (NoTrans, Trans, _det, _gemm, _join_watch, _load_det, _load_interrupt, _recurrent_product,
+                   _rowinv_product, _stopped, _this_thread_watched, _unwatch, _watch)
 from _gates cimport (RNNENGINE_BOUNDSCHECK, _batch_threads, _expect_shape, _set_gate_threads,
                      _set_min_work, activate_block, apply_grad_block, apply_grad_rows,
                      rnnengine_gate_threads, rnnengine_min_work)
 
 _load_det()
+_load_interrupt()
 
 
 # -- shared pieces --------------------------------------------------------------------------
@@ -159,7 +161,7 @@ cdef void _weight_grad_cols(floating* acc, Py_ssize_t ld_acc, floating* bias_acc
     # (rows ld_src apart), and bias_acc[j0:j1] += src[:, j0:j1].sum(axis=0)
     # unless bias_acc is NULL.
     cdef Py_ssize_t n, k
-    if j1 <= j0:
+    if j1 <= j0 or _stopped():  # SIGINT: the gradients are dropped
         return
     _gemm(Trans, NoTrans, <int>R, <int>(j1 - j0), <int>N, 1, operand, <int>R,
           src + j0, <int>ld_src, 1, acc + j0, <int>ld_acc)
@@ -175,12 +177,15 @@ cdef inline void _weight_grad(floating* acc, Py_ssize_t ld_acc, floating* bias_a
                               int n_cols) noexcept nogil:
     # _weight_grad_cols over one gate's H columns, split over n_cols threads.
     cdef Py_ssize_t i
+    cdef int watched = _this_thread_watched(), was
     if n_cols <= 1:
         _weight_grad_cols(acc, ld_acc, bias_acc, operand, R, src, ld_src, N, 0, H)
         return
     for i in prange(n_cols, schedule='static', num_threads=n_cols):
+        was = _join_watch(watched)
         _weight_grad_cols(acc, ld_acc, bias_acc, operand, R, src, ld_src, N,
                           i * H // n_cols, (i + 1) * H // n_cols)
+        _join_watch(was)
 
 
 cdef inline void _write_output(floating* y_out, const floating* h, Py_ssize_t B, Py_ssize_t T,
@@ -270,6 +275,8 @@ cdef void _simple_rnn_forward_train_rdrop(floating* y_out, floating* h, floating
     cdef floating* pa
     _masked_projection(preact, x, dp, kernel_g, xm, B, T, C, H, 1, mB)
     for s in range(T):
+        if _stopped():  # SIGINT: the driver raises KeyboardInterrupt
+            break
         t = T - 1 - s if go_backwards else s
         _masked_recurrent(rec, h, rdp, recurrent_kernel_g, hm, B, H, H, 0, 1, mB)
         for b in range(B):
@@ -308,6 +315,8 @@ cdef void _simple_rnn_backward_rdrop_rows(floating* dx, floating* dh0, floating*
     apply_grad_rows(dgates, preact, gates, B * T, H, 0, H, activation)
     _init_dh(dh0, dh_n, dy, B, H, return_sequences)
     for s in range(T - 1, -1, -1):
+        if _stopped():  # SIGINT: the driver raises KeyboardInterrupt
+            break
         t = T - 1 - s if go_backwards else s
         for b in range(B):
             dh = dh0 + b * H
@@ -364,6 +373,8 @@ def simple_rnn_forward_train_rdrop(floating[:, :, ::1] y_out,  # OUT
     cdef const floating* rdp_p = &rdp[0, 0, 0]
     cdef floating* xm_p = &xm[0, 0]
     cdef floating* hm_p = &hm[0, 0]
+    cdef int watched = _watch(B * T * (C + H) * H)
+    cdef int was
     with nogil:
         if n == 1:
             _simple_rnn_forward_train_rdrop(y_p, h_p, htm1_p, pa_p, g_p, rec_p, x_p, &kernel_g[0, 0, 0],
@@ -373,6 +384,7 @@ def simple_rnn_forward_train_rdrop(floating[:, :, ::1] y_out,  # OUT
         else:
             # rows never interact: one contiguous row block per thread
             for i in prange(n, schedule='static', num_threads=n):
+                was = _join_watch(watched)
                 b0 = i * B // n
                 nb = (i + 1) * B // n - b0
                 _simple_rnn_forward_train_rdrop(
@@ -381,6 +393,8 @@ def simple_rnn_forward_train_rdrop(floating[:, :, ::1] y_out,  # OUT
                     &recurrent_kernel_g[0, 0, 0], &bias[0], dp_p + b0 * C, rdp_p + b0 * H,
                     xm_p + b0 * T * C, hm_p + b0 * H, nb, T, C, H, B, activation, go_backwards,
                     return_sequences)
+                _join_watch(was)
+    _unwatch(watched)
 
 
 def simple_rnn_backward_rdrop(floating[:, :, ::1] dx,  # OUT
@@ -440,6 +454,8 @@ def simple_rnn_backward_rdrop(floating[:, :, ::1] dx,  # OUT
     cdef floating* xm_p = &xm[0, 0]
     cdef floating* hm_p = &hm[0, 0]
     cdef floating* hs_p = &hseq[0, 0]
+    cdef int watched = _watch(B * T * (C + H) * H)
+    cdef int was
     with nogil:
         if n == 1:
             _simple_rnn_backward_rdrop_rows(dx_p, dh0_p, dg_p, dgt_p, dy_p, dhn_p, pa_p, g_p, k_p, rk_p,
@@ -447,6 +463,7 @@ def simple_rnn_backward_rdrop(floating[:, :, ::1] dx,  # OUT
                                             go_backwards, return_sequences)
         else:
             for i in prange(n, schedule='static', num_threads=n):
+                was = _join_watch(watched)
                 b0 = i * B // n
                 nb = (i + 1) * B // n - b0
                 _simple_rnn_backward_rdrop_rows(
@@ -454,12 +471,14 @@ def simple_rnn_backward_rdrop(floating[:, :, ::1] dx,  # OUT
                     dy_p + b0 * T_out * H, dhn_p + b0 * H, pa_p + b0 * T * H, g_p + b0 * T * H,
                     k_p, rk_p, dp_p + b0 * C, rdp_p + b0 * H, xm_p + b0 * T * C, hm_p + b0 * H,
                     nb, T, C, H, B, activation, go_backwards, return_sequences)
+                _join_watch(was)
         # dkernel += (x * dp)^T @ dgates, drecurrent_kernel += (h_tm1 * rdp)^T @ dgates,
         # dbias += dgates summed over (b, t)
         _mask_rows(xm_p, x_p, dp_p, B, T, C)
         _weight_grad(&dkernel[0, 0], H, &dbias[0], xm_p, C, dg_p, H, B * T, H, n_cols)
         _mask_rows(hs_p, htm1_p, rdp_p, B, T, H)
         _weight_grad(&drecurrent_kernel[0, 0], H, NULL, hs_p, H, dg_p, H, B * T, H, n_cols)
+    _unwatch(watched)
 
 
 # -- LSTM -----------------------------------------------------------------------------------
@@ -483,6 +502,8 @@ cdef void _lstm_forward_train_rdrop(floating* y_out, floating* h, floating* c,
     cdef floating* cb
     _masked_projection(preact, x, dp, kernel_g, xm, B, T, C, H, 4, mB)
     for s in range(T):
+        if _stopped():  # SIGINT: the driver raises KeyboardInterrupt
+            break
         t = T - 1 - s if go_backwards else s
         _masked_recurrent(rec, h, rdp, recurrent_kernel_g, hm, B, H, G, 0, 4, mB)
         for b in range(B):
@@ -539,6 +560,8 @@ cdef void _lstm_backward_rdrop_rows(floating* dx, floating* dh0, floating* dc0,
         for j in range(H):
             dc0[b * H + j] = dc_n[b * H + j]
     for s in range(T - 1, -1, -1):
+        if _stopped():  # SIGINT: the driver raises KeyboardInterrupt
+            break
         t = T - 1 - s if go_backwards else s
         for b in range(B):
             dh = dh0 + b * H
@@ -637,6 +660,8 @@ def lstm_forward_train_rdrop(floating[:, :, ::1] y_out,  # OUT
     cdef const floating* rdp_p = &rdp[0, 0, 0]
     cdef floating* xm_p = &xm[0, 0]
     cdef floating* hm_p = &hm[0, 0]
+    cdef int watched = _watch(B * T * (C + H) * G)
+    cdef int was
     with nogil:
         if n == 1:
             _lstm_forward_train_rdrop(y_p, h_p, c_p, htm1_p, ctm1_p, pa_p, g_p, rec_p, x_p, k_p, rk_p,
@@ -644,6 +669,7 @@ def lstm_forward_train_rdrop(floating[:, :, ::1] y_out,  # OUT
                                       recurrent_activation, go_backwards, return_sequences)
         else:
             for i in prange(n, schedule='static', num_threads=n):
+                was = _join_watch(watched)
                 b0 = i * B // n
                 nb = (i + 1) * B // n - b0
                 _lstm_forward_train_rdrop(
@@ -652,6 +678,8 @@ def lstm_forward_train_rdrop(floating[:, :, ::1] y_out,  # OUT
                     x_p + b0 * T * C, k_p, rk_p, b_p, dp_p + b0 * C, rdp_p + b0 * H,
                     xm_p + b0 * T * C, hm_p + b0 * H, nb, T, C, H, B, activation,
                     recurrent_activation, go_backwards, return_sequences)
+                _join_watch(was)
+    _unwatch(watched)
 
 
 def lstm_backward_rdrop(floating[:, :, ::1] dx,  # OUT
@@ -724,6 +752,8 @@ def lstm_backward_rdrop(floating[:, :, ::1] dx,  # OUT
     cdef floating* xm_p = &xm[0, 0]
     cdef floating* hm_p = &hm[0, 0]
     cdef floating* hs_p = &hseq[0, 0]
+    cdef int watched = _watch(B * T * (C + H) * G)
+    cdef int was
     with nogil:
         if n == 1:
             _lstm_backward_rdrop_rows(dx_p, dh0_p, dc0_p, dg_p, dgt_p, dy_p, dhn_p, dcn_p, ctm1_p, pa_p,
@@ -731,6 +761,7 @@ def lstm_backward_rdrop(floating[:, :, ::1] dx,  # OUT
                                       recurrent_activation, go_backwards, return_sequences)
         else:
             for i in prange(n, schedule='static', num_threads=n):
+                was = _join_watch(watched)
                 b0 = i * B // n
                 nb = (i + 1) * B // n - b0
                 _lstm_backward_rdrop_rows(
@@ -739,6 +770,7 @@ def lstm_backward_rdrop(floating[:, :, ::1] dx,  # OUT
                     ctm1_p + b0 * T * H, pa_p + b0 * T * G, g_p + b0 * T * G, k_p, rk_p,
                     dp_p + b0 * C, rdp_p + b0 * H, xm_p + b0 * T * C, hm_p + b0 * H, nb, T, C, H, B,
                     activation, recurrent_activation, go_backwards, return_sequences)
+                _join_watch(was)
         for g in range(4):
             # dkernel[:, gate g] += (x * dp[g])^T @ dgates_g, dbias likewise;
             # drecurrent_kernel[:, gate g] += (h_tm1 * rdp[g])^T @ dgates_g
@@ -746,6 +778,7 @@ def lstm_backward_rdrop(floating[:, :, ::1] dx,  # OUT
             _weight_grad(dk_p + g * H, G, db_p + g * H, xm_p, C, dg_p + g * H, G, B * T, H, n_cols)
             _mask_rows(hs_p, htm1_p, rdp_p + g * B * H, B, T, H)
             _weight_grad(drk_p + g * H, G, NULL, hs_p, H, dg_p + g * H, G, B * T, H, n_cols)
+    _unwatch(watched)
 
 
 # -- GRU ------------------------------------------------------------------------------------
@@ -773,6 +806,8 @@ cdef void _gru_forward_train_rdrop(floating* y_out, floating* h, floating* h_tm1
     cdef const floating* m2
     _masked_projection(preact, x, dp, kernel_g, xm, B, T, C, H, 3, mB)
     for s in range(T):
+        if _stopped():  # SIGINT: the driver raises KeyboardInterrupt
+            break
         t = T - 1 - s if go_backwards else s
         if reset_after:
             _masked_recurrent(rec, h, rdp, recurrent_kernel_g, hm, B, H, G, 0, 3, mB)
@@ -862,6 +897,8 @@ cdef void _gru_backward_rdrop_rows(floating* dx, floating* dh0, floating* dgates
     apply_grad_rows(dgates, preact, gates, B * T, G, 2 * H, G, activation)
     _init_dh(dh0, dh_n, dy, B, H, return_sequences)
     for s in range(T - 1, -1, -1):
+        if _stopped():  # SIGINT: the driver raises KeyboardInterrupt
+            break
         t = T - 1 - s if go_backwards else s
         for b in range(B):
             bt = b * T + t
@@ -984,6 +1021,8 @@ def gru_forward_train_rdrop(floating[:, :, ::1] y_out,  # OUT
     cdef const floating* rdp_p = &rdp[0, 0, 0]
     cdef floating* xm_p = &xm[0, 0]
     cdef floating* hm_p = &hm[0, 0]
+    cdef int watched = _watch(B * T * (C + H) * G)
+    cdef int was
     with nogil:
         if n == 1:
             _gru_forward_train_rdrop(y_p, h_p, htm1_p, pa_p, g_p, hr_p, rec_p, rech_p, rh_p, x_p, k_p,
@@ -992,6 +1031,7 @@ def gru_forward_train_rdrop(floating[:, :, ::1] y_out,  # OUT
                                      reset_after)
         else:
             for i in prange(n, schedule='static', num_threads=n):
+                was = _join_watch(watched)
                 b0 = i * B // n
                 nb = (i + 1) * B // n - b0
                 _gru_forward_train_rdrop(
@@ -1000,6 +1040,8 @@ def gru_forward_train_rdrop(floating[:, :, ::1] y_out,  # OUT
                     rh_p + b0 * H, x_p + b0 * T * C, k_p, rk_p, ib_p, rb_p, dp_p + b0 * C,
                     rdp_p + b0 * H, xm_p + b0 * T * C, hm_p + b0 * H, nb, T, C, H, B, activation,
                     recurrent_activation, go_backwards, return_sequences, reset_after)
+                _join_watch(was)
+    _unwatch(watched)
 
 
 def gru_backward_rdrop(floating[:, :, ::1] dx,  # OUT
@@ -1079,6 +1121,8 @@ def gru_backward_rdrop(floating[:, :, ::1] dx,  # OUT
     cdef floating* hm_p = &hm[0, 0]
     cdef floating* hs_p = &hseq[0, 0]
     cdef floating* bias_p
+    cdef int watched = _watch(B * T * (C + H) * G)
+    cdef int was
     with nogil:
         if n == 1:
             _gru_backward_rdrop_rows(dx_p, dh0_p, dg_p, dhr_p, dgt_p, dhrec_p, dhht_p, dy_p, dhn_p, htm1_p,
@@ -1087,6 +1131,7 @@ def gru_backward_rdrop(floating[:, :, ::1] dx,  # OUT
                                      reset_after)
         else:
             for i in prange(n, schedule='static', num_threads=n):
+                was = _join_watch(watched)
                 b0 = i * B // n
                 nb = (i + 1) * B // n - b0
                 _gru_backward_rdrop_rows(
@@ -1096,6 +1141,7 @@ def gru_backward_rdrop(floating[:, :, ::1] dx,  # OUT
                     hr_p + b0 * T * H, k_p, rk_p, dp_p + b0 * C, rdp_p + b0 * H,
                     xm_p + b0 * T * C, hm_p + b0 * H, nb, T, C, H, B, activation,
                     recurrent_activation, go_backwards, return_sequences, reset_after)
+                _join_watch(was)
         for g in range(3):
             # dkernel[:, gate g] += (x * dp[g])^T @ dgates_g, dinput_bias likewise
             _mask_rows(xm_p, x_p, dp_p + g * B * C, B, T, C)
@@ -1117,6 +1163,7 @@ def gru_backward_rdrop(floating[:, :, ::1] dx,  # OUT
         if not reset_after:
             # the candidate's operand rh = r * h_tm1 * rdp[2] is saved whole in hh_rec_seq
             _weight_grad(drk_p + 2 * H, G, NULL, hr_p, H, dhr_p, H, B * T, H, n_cols)
+    _unwatch(watched)
 
 
 # -- thread settings (rnnengine.kernels sets every module's) -------------------------------

@@ -34,8 +34,8 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memcpy
 
-from _blas cimport (NoTrans, Trans, _det, _fused_step, _gemm, _input_product, _load_det,
-                   _recurrent_product, _step_product)
+from _blas cimport (NoTrans, Trans, _det, _fused_step, _gemm, _input_product, _join_watch, _load_det,
+                   _load_interrupt, _recurrent_product, _step_product, _stopped, _unwatch, _watch)
 from _gates cimport (RNNENGINE_BOUNDSCHECK, _batch_threads, _expect_shape,
                      _set_gate_threads, _set_min_work, activate_block, apply,
                      apply_grad_rows, save_preact, rnnengine_gate_threads, rnnengine_min_work)
@@ -48,6 +48,7 @@ from _split cimport (SPLIT_ZBUF, SplitCall, _cache_aligned, _chunk_scratch, _loa
 
 _load_pool()
 _load_det()
+_load_interrupt()
 
 
 cdef inline void _simple_rnn_row(floating* h_b, const floating* xproj_bt,
@@ -127,6 +128,8 @@ cdef void _simple_rnn_forward(floating* y_out, floating* h, floating* xproj,
         # xproj.reshape(B * T, H)[:] = x.reshape(B * T, C) @ kernel
         _input_product(xproj, x, kernel, B * T, C, H)
     for s in range(T):
+        if _stopped():  # SIGINT: the driver raises KeyboardInterrupt
+            break
         t = T - 1 - s if go_backwards else s
         if not _step_runs(keep, B, T, t):
             pass
@@ -183,6 +186,8 @@ def simple_rnn_forward(floating[:, :, ::1] y_out,  # OUT
     cdef floating* rec_p = &rec[0, 0]
     cdef const floating* x_p = &x[0, 0, 0]
     cdef const unsigned char* k_p = &keep[0, 0] if keep.shape[0] != 0 else NULL
+    cdef int watched = _watch(B * T * (C + H) * H)
+    cdef int was
     with nogil:
         if n == 1:
             _simple_rnn_forward(y_p, h_p, xp_p, rec_p, x_p, k_p, &kernel[0, 0], &recurrent_kernel[0, 0],
@@ -190,12 +195,15 @@ def simple_rnn_forward(floating[:, :, ::1] y_out,  # OUT
                                 zero_output_for_mask)
         else:
             for i in prange(n, schedule='static', num_threads=n):
+                was = _join_watch(watched)
                 b0 = i * B // n
                 nb = (i + 1) * B // n - b0
                 _simple_rnn_forward(y_p + b0 * T_out * H, h_p + b0 * H, xp_p + b0 * T * H, rec_p + b0 * H,
                                     x_p + b0 * T * C, k_p + b0 * T if k_p != NULL else NULL,
                                     &kernel[0, 0], &recurrent_kernel[0, 0], &bias[0], nb, T, C, H,
                                     activation, go_backwards, return_sequences, zero_output_for_mask)
+                _join_watch(was)
+    _unwatch(watched)
 
 
 # -- training -----------------------------------------------------------------------------
@@ -223,6 +231,8 @@ cdef void _simple_rnn_forward_train(floating* y_out, floating* h, floating* h_tm
     if not fused:
         _input_product(preact, x, kernel, B * T, C, H)
     for s in range(T):
+        if _stopped():  # SIGINT: the driver raises KeyboardInterrupt
+            break
         t = T - 1 - s if go_backwards else s
         if not _step_runs(keep, B, T, t):
             pass
@@ -275,6 +285,8 @@ cdef void _simple_rnn_backward_rows(floating* dx, floating* dh0, floating* dgate
     apply_grad_rows(dgates, preact, gates, B * T, H, 0, H, activation)
     _start_backward(dh0, dcarry, dy, dh_n, keep, B, H, return_sequences)
     for s in range(T - 1, -1, -1):
+        if _stopped():  # SIGINT: the driver raises KeyboardInterrupt
+            break
         t = T - 1 - s if go_backwards else s
         for b in range(B):
             dh = dh0 + b * H
@@ -317,7 +329,7 @@ cdef void _weight_grads_cols(floating* dkernel, floating* drecurrent_kernel,
     # dkernel (C, G), drecurrent_kernel (H, G), dbias (G,) accumulated;
     # dgates (N, G), x (N, C), h_tm1_seq (N, H).
     cdef Py_ssize_t n, k
-    if g1 <= g0:
+    if g1 <= g0 or _stopped():  # SIGINT: the gradients are dropped
         return
     # dkernel[:, g0:g1] += x^T @ dgates[:, g0:g1]
     _gemm(Trans, NoTrans, <int>C, <int>(g1 - g0), <int>N, 1, x, <int>C,
@@ -370,6 +382,8 @@ def simple_rnn_forward_train(floating[:, :, ::1] y_out,  # OUT
     cdef floating* g_p = &gates[0, 0, 0]
     cdef floating* rec_p = &rec[0, 0]
     cdef const floating* x_p = &x[0, 0, 0]
+    cdef int watched = _watch(B * T * (C + H) * H)
+    cdef int was
     with nogil:
         if n == 1:
             _simple_rnn_forward_train(y_p, h_p, htm1_p, pa_p, g_p, rec_p, x_p, k_p, &kernel[0, 0],
@@ -379,6 +393,7 @@ def simple_rnn_forward_train(floating[:, :, ::1] y_out,  # OUT
         else:
             # rows never interact: one contiguous row block per thread
             for i in prange(n, schedule='static', num_threads=n):
+                was = _join_watch(watched)
                 b0 = i * B // n
                 nb = (i + 1) * B // n - b0
                 _simple_rnn_forward_train(
@@ -387,6 +402,8 @@ def simple_rnn_forward_train(floating[:, :, ::1] y_out,  # OUT
                     k_p + b0 * T if k_p != NULL else NULL, &kernel[0, 0],
                     &recurrent_kernel[0, 0], &bias[0], nb, T, C, H, activation, go_backwards,
                     return_sequences, zero_output_for_mask)
+                _join_watch(was)
+    _unwatch(watched)
 
 
 def simple_rnn_backward(floating[:, :, ::1] dx,  # OUT
@@ -454,6 +471,8 @@ def simple_rnn_backward(floating[:, :, ::1] dx,  # OUT
     cdef floating* db_p = &dbias[0]
     cdef const floating* x_p = &x[0, 0, 0]
     cdef const floating* htm1_p = &h_tm1_seq[0, 0, 0]
+    cdef int watched = _watch(B * T * (C + H) * H)
+    cdef int was
     with nogil:
         if n == 1:
             _simple_rnn_backward_rows(dx_p, dh0_p, dg_p, dgt_p, dhrec_p, dcar_p, dy_p, dhn_p, pa_p, g_p,
@@ -464,6 +483,7 @@ def simple_rnn_backward(floating[:, :, ::1] dx,  # OUT
         else:
             # the time loop: rows never interact, one row block per thread
             for i in prange(n, schedule='static', num_threads=n):
+                was = _join_watch(watched)
                 b0 = i * B // n
                 nb = (i + 1) * B // n - b0
                 _simple_rnn_backward_rows(
@@ -473,11 +493,15 @@ def simple_rnn_backward(floating[:, :, ::1] dx,  # OUT
                     k_p + b0 * T if k_p != NULL else NULL,
                     &kernel[0, 0], &recurrent_kernel[0, 0], nb, T, C, H, activation,
                     go_backwards, return_sequences, zero_output_for_mask)
+                _join_watch(was)
             # the weight gradients: one column block per thread, no two threads
             # adding into the same element
             for i in prange(n_cols, schedule='static', num_threads=n_cols):
+                was = _join_watch(watched)
                 _weight_grads_cols(dk_p, drk_p, db_p, dg_p, x_p, htm1_p, B * T, C, H, H,
                                    i * H // n_cols, (i + 1) * H // n_cols)
+                _join_watch(was)
+    _unwatch(watched)
 
 
 def set_num_threads(int n):

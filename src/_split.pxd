@@ -23,7 +23,7 @@ from cpython.pycapsule cimport PyCapsule_GetPointer
 
 from libc.string cimport memcpy, memset
 
-from _blas cimport _recurrent_product, rnnengine_sgemm_small2
+from _blas cimport _recurrent_product, _stop_pending, _this_thread_watched, rnnengine_sgemm_small2
 from _gates cimport rnnengine_gate_threads
 
 ctypedef void (*rnn_chunk_fn)(void* ctx, int stage, int chunk) noexcept nogil
@@ -226,6 +226,7 @@ ctypedef struct SplitCall:
     int activation, recurrent_activation, chunks
     bint go_backwards, return_sequences
     bint packed  # the chunks read their columns from packed panels (_needs_pack)
+    bint watched  # the caller works for a watched call: a SIGINT skips the steps left (_blas.pxd)
 
 
 cdef inline void _split_begin(SplitCall* a, float* state, float* y_out, const float* h,
@@ -238,6 +239,7 @@ cdef inline void _split_begin(SplitCall* a, float* state, float* y_out, const fl
                               int chunks) noexcept nogil:
     """Fill a for one call; state holds SPLIT_STATE floats (the caller's stack)."""
     cdef Py_ssize_t Hp = _padded_units(H)
+    a.watched = _this_thread_watched()
     a.hs[0] = _cache_aligned(state)
     a.hs[1] = a.hs[0] + B * Hp
     a.c = a.hs[1] + B * Hp
@@ -343,6 +345,8 @@ cdef inline bint _split_step(SplitCall* a, float* z, int stage, int chunk, Py_ss
     n[0] = _unit_bound(a.H, chunk + 1, a.chunks) - u0[0]
     if stage == 0:
         _split_stage0(a, chunk, u0[0], n[0])
+        return False
+    if a.watched and _stop_pending():  # both threads skip the steps left: the driver raises
         return False
     s[0] = stage - 1
     t[0] = a.T - 1 - s[0] if a.go_backwards else s[0]
