@@ -85,6 +85,23 @@ def as_input_array(x, dtype, layer_name, expected_shape, what="Input 0"):
     return cast(x, dtype)
 
 
+def state_array(value, shape, dtype, where):
+    """``value`` as a new C-contiguous ``dtype`` array of ``shape`` (None in it
+    matches any size), for a state setter: every array is converted with this
+    before any state changes, so a bad one leaves the old state whole."""
+    try:
+        a = np.asarray(value)
+    except ValueError as exc:
+        raise ValueError(f"{where}: could not be read as an array: {exc}") from None
+    if a.dtype.kind not in "fiub":
+        raise TypeError(f"{where}: has dtype {a.dtype}; expected a float, integer or bool array.")
+    if a.ndim != len(shape) or any(want is not None and got != want for got, want in zip(a.shape, shape)):
+        raise ValueError(f"{where}: expected shape {format_shape(shape)}, received {format_shape(a.shape)}.")
+    out = np.empty(a.shape, dtype)
+    cast_into(out, a)
+    return out
+
+
 def check_out(out, shape, dtype):
     """A caller-provided output buffer must match exactly: no silent copies."""
     if not isinstance(out, np.ndarray):

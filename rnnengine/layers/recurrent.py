@@ -142,11 +142,35 @@ class _RNN(Layer):
         self._packed = (kernel, recurrent_kernel, bias)
 
     # -- state --------------------------------------------------------------------------
-    def reset_states(self):
-        """Zero the carried state of a stateful layer (Keras's ``reset_states``)."""
+    def reset_states(self, states=None):
+        """Zero the carried state of a stateful layer (Keras's ``reset_states``);
+        with ``states`` (Keras 2's ``reset_states(states)``), set it to them: one
+        (batch, units) array per state (``[h]``, or ``[h, c]`` for an LSTM; a
+        single array where there is one state). Every array is checked and
+        converted before any state changes."""
+        if states is None:
+            if self._states is not None:
+                for s in self._states:
+                    s.fill(0)
+            return
+        if not self.stateful:
+            raise AttributeError(f'Layer "{self.name}" must be stateful to take states in reset_states.')
+        n = len(self._state_names)
+        values = [states] if isinstance(states, np.ndarray) and n == 1 else list(states)
+        if len(values) != n:
+            raise ValueError(f'Layer "{self.name}" expects {n} state arrays in reset_states, received {len(values)}.')
         if self._states is not None:
-            for s in self._states:
-                s.fill(0)
+            shapes = [s.shape for s in self._states]
+        else:  # no call yet: the states' batch size is theirs to give, the same for all
+            first = np.shape(values[0])
+            shapes = [(first[0] if len(first) == 2 else None, self.units)] * n
+        new = [_validation.state_array(v, shape, self.dtype, f'reset_states: layer "{self.name}", state {k}')
+               for k, (v, shape) in enumerate(zip(values, shapes))]
+        if self._states is None:
+            self._states = new
+        else:  # in place: a fused plan reads these very arrays
+            for s, v in zip(self._states, new):
+                np.copyto(s, v)
 
     reset_state = reset_states
 

@@ -227,16 +227,14 @@ class Stream:
             if len(layer_states) != len(mine):
                 raise ValueError(f"set_state: layer \"{self._layers[i].name}\" has {len(mine)} state arrays, "
                                  f"received {len(layer_states)}.")
-            for s, new in zip(mine, layer_states):
-                new = np.asarray(new)
-                if new.shape != s.shape:
-                    raise ValueError(f"set_state: layer \"{self._layers[i].name}\" expects states of shape "
-                                     f"{s.shape}, received {new.shape}.")
-                checked.append((s, new))
+            name = self._layers[i].name
+            for k, (s, new) in enumerate(zip(mine, layer_states)):
+                checked.append((s, _validation.state_array(new, s.shape, s.dtype,
+                                                           f'set_state: layer "{name}", state {k}')))
         self._claim("restored")
         try:
-            for s, new in checked:
-                _validation.cast_into(s, new)
+            for s, new in checked:  # all converted and checked above: this cannot fail half-way
+                np.copyto(s, new)
         finally:
             self._busy.release()
 

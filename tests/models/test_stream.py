@@ -44,7 +44,7 @@ def test_state_snapshot_restore_and_reset(rng):
     np.testing.assert_array_equal(np.array(after), np.array(replay))
     stream.reset()
     np.testing.assert_array_equal(stream.step(x[:, 0]), model.stream(batch_size=2).step(x[:, 0]))
-    with pytest.raises(ValueError, match="expects states of shape"):
+    with pytest.raises(ValueError, match=r"state 0: expected shape \(2, 8\), received \(3, 8\)"):
         stream.set_state([[np.zeros((3, 8)), np.zeros((2, 8))], [np.zeros((2, 6))], [np.zeros((2, 5))]])
 
 
