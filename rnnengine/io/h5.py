@@ -18,6 +18,14 @@ KeyError, ValueError, RuntimeError, TypeError), and each becomes one
 read whole into NumPy arrays, after their shape has been checked and their
 size bounded by the file's size, so that a flipped bit in a header cannot
 make us allocate terabytes.
+
+Nothing outside the file is read: before anything else, ``Reader`` walks every
+link of the file once (``check_self_contained``) and refuses external and soft
+links, datasets with external storage or a virtual layout (each names another
+file, ``/proc/self/environ`` as well as any, which a weight would then hand
+back through ``predict``), and filters that are not HDF5's own (an unknown
+filter makes libhdf5 load a plugin library from ``HDF5_PLUGIN_PATH``). Keras
+writes none of these; Keras refuses external datasets too.
 """
 import contextlib
 import io
@@ -59,10 +67,57 @@ def open_file(source, path):
         return h5py.File(source, "r")
 
 
+# HDF5's own filters (deflate, shuffle, fletcher32, szip, nbit, scaleoffset)
+# and h5py's built-in LZF: compiled in, no plugin is loaded for them.
+_BUILTIN_FILTERS = {1, 2, 3, 4, 5, 6, 32000}
+# More links than any Keras file has (a few per weight), few enough to walk in a second.
+MAX_LINKS = 1_000_000
+
+
+def check_self_contained(h5file, path):
+    """``ModelFormatError`` naming the first link or dataset that reaches outside
+    the file (see the module's docstring); one walk over every link, iterative
+    in libhdf5 (H5Lvisit follows hard links only, never a soft or external one)."""
+    from h5py import h5d, h5l, h5o
+
+    found = []
+
+    def visit(name, info):
+        found.append(1)
+        text = name_text(name)
+        if len(found) > MAX_LINKS:
+            return f"more than {MAX_LINKS} links: not a Keras file"
+        if info.type == h5l.TYPE_EXTERNAL:
+            return f"{text} is an external link (to another file): not allowed in a model file"
+        if info.type != h5l.TYPE_HARD:
+            return f"{text} is a soft or user-defined link: not allowed in a model file"
+        obj_info = h5o.get_info(h5file.id, name)
+        if obj_info.type != h5o.TYPE_DATASET:
+            return None
+        dcpl = h5d.open(h5file.id, name).get_create_plist()
+        if dcpl.get_external_count():
+            return f"dataset {text} has external storage (its data in another file): not allowed in a model file"
+        if dcpl.get_layout() == h5d.VIRTUAL:
+            return f"dataset {text} is a virtual dataset (mapping other files): not allowed in a model file"
+        for k in range(dcpl.get_nfilters()):
+            code = dcpl.get_filter(k)[0]
+            if code not in _BUILTIN_FILTERS:
+                return (f"dataset {text} uses HDF5 filter {code}, which is not built in (it would load a "
+                        "plugin library): not allowed in a model file")
+        return None
+
+    with _guard(path, "checking the file's links and datasets"):
+        problem = h5file.id.links.visit(visit, info=True)
+    if problem is not None:
+        raise ModelFormatError(f"{path}: {problem}")
+
+
 class Reader:
-    """Bounded, guarded reads from one open HDF5 file."""
+    """Bounded, guarded reads from one open HDF5 file, once it has been checked
+    to read nothing outside itself."""
 
     def __init__(self, h5file, path, size_limit):
+        check_self_contained(h5file, path)
         self.file = h5file
         self.path = path
         # No dataset of a Keras file is larger than the file itself (Keras writes
